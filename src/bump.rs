@@ -1,0 +1,248 @@
+//! The one piece of bump arithmetic every arena in this crate uses.
+//!
+//! Arenas bump *upwards*: a chunk is the address range `[start, limit)`, and a cursor `cur` with
+//! `start <= cur <= limit` marks the first free byte. Bumping upwards is what lets the most recent
+//! allocation grow, shrink or be given back in place: it is the block that ends at `cur`.
+//!
+//! The functions here are pure arithmetic on addresses (`usize`), so the `Cell` arenas
+//! ([`Cursor`]) and the atomic arenas (compare-exchange on the same numbers) share them. They
+//! never overflow, never panic and are `#[inline(always)]`: with a constant [`Layout`] a fit
+//! check compiles to a few instructions and one branch.
+
+use core::alloc::Layout;
+use core::cell::Cell;
+use core::ptr::NonNull;
+
+/// Where a block lands in a chunk: it starts at `start` and the cursor moves to `new_cur`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fit {
+    /// Address of the first byte of the block; a multiple of the layout's alignment.
+    pub start: usize,
+    /// Address one past the block: the cursor after the allocation.
+    pub new_cur: usize,
+}
+
+/// Fits a non-zero-size `layout` at the cursor `cur` of a chunk that ends at `limit`.
+///
+/// Returns `None` when it does not fit. Requires `cur <= limit`.
+///
+/// Cannot overflow: the padding is below `layout.align()`, and [`Layout`] guarantees that
+/// `size + align - 1 <= isize::MAX`, so `pad + size` fits in a `usize`; the comparison is made
+/// against `limit - cur`, which cannot wrap while `cur <= limit`.
+#[inline(always)]
+pub(crate) fn fit(cur: usize, limit: usize, layout: Layout) -> Option<Fit> {
+    debug_assert!(cur <= limit);
+    let pad = cur.wrapping_neg() & (layout.align() - 1);
+    let needed = pad + layout.size();
+    if needed > limit - cur {
+        return None;
+    }
+    Some(Fit {
+        start: cur + pad,
+        new_cur: cur + needed,
+    })
+}
+
+/// The cursor after resizing the block `[block, block + old_size)` to `new_size` bytes in place.
+///
+/// Only the most recent block (the one that ends exactly at `cur`) can change size in place.
+/// Returns `None` when the block is not the most recent one or the new size does not fit before
+/// `limit`. Requires `cur <= limit`. The caller checks that `block` suits the new alignment.
+#[inline(always)]
+pub(crate) fn resize_last(
+    cur: usize,
+    limit: usize,
+    block: usize,
+    old_size: usize,
+    new_size: usize,
+) -> Option<usize> {
+    debug_assert!(cur <= limit);
+    // `block + old_size` cannot overflow for a block that really ends at `cur`; a wrapped sum
+    // of a foreign pointer can only compare unequal, which is the right answer.
+    if block.wrapping_add(old_size) != cur || block > limit || new_size > limit - block {
+        return None;
+    }
+    Some(block + new_size)
+}
+
+/// Rounds `value` up to a multiple of `align` (a power of two), or `None` on overflow.
+#[inline]
+pub(crate) fn align_up(value: usize, align: usize) -> Option<usize> {
+    debug_assert!(align.is_power_of_two());
+    Some(value.checked_add(align - 1)? & !(align - 1))
+}
+
+/// The pointer handed out for a zero-size `layout`: dangling, non-null and well aligned.
+/// It owns no arena bytes, and giving it back does nothing.
+#[inline(always)]
+pub(crate) fn dangling(layout: Layout) -> NonNull<[u8]> {
+    // SAFETY: an alignment is a power of two, so never zero.
+    let ptr = unsafe { NonNull::new_unchecked(core::ptr::without_provenance_mut(layout.align())) };
+    NonNull::slice_from_raw_parts(ptr, 0)
+}
+
+/// A bump cursor over one chunk, for the single-threaded (`Cell`) arenas.
+///
+/// Invariant: `cur` carries the provenance of the chunk `[cur - used, limit)`, and
+/// `cur.addr() <= limit`. An empty cursor (no chunk yet) has `cur.addr() == limit`, so nothing of
+/// non-zero size fits and the arena falls through to its slow path without a separate check.
+pub(crate) struct Cursor {
+    cur: Cell<*mut u8>,
+    limit: Cell<usize>,
+}
+
+impl Cursor {
+    /// A cursor with no chunk: every non-zero-size allocation misses.
+    pub(crate) const fn empty() -> Self {
+        Self {
+            cur: Cell::new(core::ptr::null_mut()),
+            limit: Cell::new(0),
+        }
+    }
+
+    /// Points the cursor at the free range `[start, start + len)`.
+    ///
+    /// `start` must carry the provenance of that whole range, which must be valid for writes as
+    /// long as the cursor points into it.
+    #[inline]
+    pub(crate) fn set(&self, start: NonNull<u8>, len: usize) {
+        self.cur.set(start.as_ptr());
+        self.limit.set(start.as_ptr().addr() + len);
+    }
+
+    /// Address of the first free byte.
+    #[inline(always)]
+    pub(crate) fn cur_addr(&self) -> usize {
+        self.cur.get().addr()
+    }
+
+    /// Address one past the chunk.
+    #[inline(always)]
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.get()
+    }
+
+    /// Bytes left between the cursor and the end of the chunk.
+    #[inline(always)]
+    pub(crate) fn remaining(&self) -> usize {
+        self.limit() - self.cur_addr()
+    }
+
+    /// Would a block of `layout` fit without a new chunk?
+    #[inline]
+    pub(crate) fn has_room_for(&self, layout: Layout) -> bool {
+        layout.size() == 0 || fit(self.cur_addr(), self.limit(), layout).is_some()
+    }
+
+    /// Bumps out a block of the non-zero-size `layout`, or `None` when the chunk is full.
+    #[inline(always)]
+    pub(crate) fn bump(&self, layout: Layout) -> Option<NonNull<[u8]>> {
+        let cur = self.cur.get();
+        let fit = fit(cur.addr(), self.limit(), layout)?;
+        self.cur.set(cur.with_addr(fit.new_cur));
+        // SAFETY: `fit.start` lies in `[cur, limit)` of a live chunk (fit guarantees it), so
+        // it is not null; `with_addr` keeps the chunk's provenance.
+        let start = unsafe { NonNull::new_unchecked(cur.with_addr(fit.start)) };
+        Some(NonNull::slice_from_raw_parts(start, layout.size()))
+    }
+
+    /// Gives back the block `[ptr, ptr + size)` if it is the most recent one. Other blocks stay
+    /// allocated until the arena is reset or dropped.
+    #[inline]
+    pub(crate) fn release_if_last(&self, ptr: NonNull<u8>, size: usize) {
+        let cur = self.cur.get();
+        if ptr.as_ptr().addr().wrapping_add(size) == cur.addr() {
+            // `ptr` came from this chunk, so `cur.with_addr(ptr)` stays inside it.
+            self.cur.set(cur.with_addr(ptr.as_ptr().addr()));
+        }
+    }
+
+    /// Resizes the most recent block in place to `new.size()`, if it is the most recent block,
+    /// suits `new.align()` and the chunk has room. Returns the resized block.
+    #[inline]
+    pub(crate) fn resize_last_in_place(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        new: Layout,
+    ) -> Option<NonNull<[u8]>> {
+        let block = ptr.as_ptr().addr();
+        if block & (new.align() - 1) != 0 {
+            return None;
+        }
+        let cur = self.cur.get();
+        let new_cur = resize_last(cur.addr(), self.limit(), block, old_size, new.size())?;
+        self.cur.set(cur.with_addr(new_cur));
+        Some(NonNull::slice_from_raw_parts(ptr, new.size()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(size: usize, align: usize) -> Layout {
+        Layout::from_size_align(size, align).unwrap()
+    }
+
+    #[test]
+    fn fit_pads_to_alignment_and_packs_exactly() {
+        assert_eq!(
+            fit(1001, 2000, layout(8, 8)),
+            Some(Fit {
+                start: 1008,
+                new_cur: 1016
+            })
+        );
+        assert_eq!(
+            fit(1000, 2000, layout(3, 1)),
+            Some(Fit {
+                start: 1000,
+                new_cur: 1003
+            })
+        );
+    }
+
+    #[test]
+    fn fit_uses_the_last_byte_and_refuses_one_more() {
+        assert_eq!(fit(1000, 1016, layout(16, 8)).unwrap().new_cur, 1016);
+        assert_eq!(fit(1000, 1016, layout(17, 8)), None);
+        assert_eq!(fit(1001, 1016, layout(9, 8)), None);
+    }
+
+    #[test]
+    fn fit_never_overflows_near_the_top_of_the_address_space() {
+        let top = usize::MAX - 10;
+        assert_eq!(fit(top, usize::MAX, layout(1, 1 << 20)), None);
+        let huge = layout(isize::MAX as usize - (1 << 20) + 1, 1 << 20);
+        let far = fit(4096, usize::MAX, huge).unwrap();
+        assert_eq!(far.start % (1 << 20), 0);
+        assert_eq!(far.new_cur - far.start, huge.size());
+        assert_eq!(fit(4096, 1 << 40, huge), None);
+        assert_eq!(fit(0, 0, layout(1, 1)), None);
+    }
+
+    #[test]
+    fn resize_last_only_moves_the_block_that_ends_at_the_cursor() {
+        assert_eq!(resize_last(1016, 2000, 1008, 8, 100), Some(1108));
+        assert_eq!(resize_last(1016, 2000, 1008, 8, 0), Some(1008));
+        assert_eq!(resize_last(1016, 2000, 1000, 8, 100), None);
+        assert_eq!(resize_last(1016, 1100, 1008, 8, 100), None);
+        assert_eq!(resize_last(1016, 2000, usize::MAX, 1017, 1), None);
+    }
+
+    #[test]
+    fn align_up_rounds_and_reports_overflow() {
+        assert_eq!(align_up(0, 4096), Some(0));
+        assert_eq!(align_up(1, 4096), Some(4096));
+        assert_eq!(align_up(4096, 4096), Some(4096));
+        assert_eq!(align_up(usize::MAX - 1, 4096), None);
+    }
+
+    #[test]
+    fn dangling_is_aligned_and_empty() {
+        let block = dangling(layout(0, 64));
+        assert_eq!(block.len(), 0);
+        assert_eq!(block.cast::<u8>().as_ptr().addr() % 64, 0);
+    }
+}

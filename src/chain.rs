@@ -1,0 +1,486 @@
+//! [`ChainAllocator`]: a bump arena that links a new chunk when the current one is full.
+
+use crate::bump::{align_up, dangling, Cursor};
+use crate::{AllocError, Allocator};
+use core::alloc::Layout;
+use core::cell::Cell;
+use core::mem::{align_of, size_of};
+use core::ptr::NonNull;
+
+/// The bookkeeping at the start of every chunk: a link to the previous chunk and the layout the
+/// chunk was allocated with. Aligned to 16 so that the first block of a chunk usually needs no
+/// padding.
+#[repr(C, align(16))]
+struct ChunkHeader {
+    prev: Option<NonNull<ChunkHeader>>,
+    /// The layout to give back to the backing allocator; its size is the chunk's whole length.
+    layout: Layout,
+}
+
+/// A bump arena that grows by linking chunks taken from a backing allocator `A`.
+///
+/// Allocation bumps a cursor through the newest chunk: O(1), no per-allocation header. When
+/// that chunk is full, a new one is taken from `A` and becomes the newest (the rest of the old
+/// one is left unused). Each chunk starts with [`CHAIN_NODE_OVERHEAD`](Self::CHAIN_NODE_OVERHEAD)
+/// bytes of bookkeeping.
+///
+/// # Chunk sizes
+/// The first chunk is `chunk_size_hint` bytes (header included). Each following chunk doubles
+/// the previous one, up to `max(chunk_size_hint, 4 MiB)`; [`with_max_chunk_size`] changes the
+/// bound (set it to the hint for fixed-size chunks, as in libdd-alloc 1.0). An allocation too big
+/// for the next chunk gets a chunk sized exactly for it. The backing allocator may round a chunk
+/// up (e.g. [`VirtualAllocator`](crate::VirtualAllocator) to pages); the extra bytes are used.
+///
+/// # Freeing
+/// Deallocation is a no-op except for the most recent block, whose bytes are given back. The
+/// most recent block grows and shrinks in place while its chunk has room; when it is also the only
+/// block of its chunk, growing past the chunk asks `A` to grow the chunk itself (with
+/// `VirtualAllocator` on Linux that is one `mremap`, no copy). [`reset`](Self::reset) frees
+/// everything, keeping the largest chunk for reuse; dropping the arena returns every chunk to
+/// `A`. Destructors of values placed in the arena are not run.
+///
+/// # Statistics
+/// All O(1): [`reserved_bytes`](Self::reserved_bytes) counts every chunk; the unused tails of
+/// older chunks count as used, since they will not be handed out.
+///
+/// # Signal safety
+/// Not reentrant: the cursor is a `Cell`. A signal handler must not allocate from an arena the
+/// interrupted code may be using; use `SyncChainAllocator` for that. Allocation never locks or
+/// panics; it calls the global allocator only if `A` does.
+///
+/// # Examples
+/// ```
+/// use libdd_alloc::{Allocator, ChainAllocator, Layout, System};
+///
+/// let arena = ChainAllocator::new_in(4096, System)?;
+/// for _ in 0..1000 {
+///     arena.allocate(Layout::new::<[u64; 4]>())?; // 32 KB in all: several chunks
+/// }
+/// assert!(arena.reserved_bytes() >= 32_000);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// [`with_max_chunk_size`]: Self::with_max_chunk_size
+pub struct ChainAllocator<A: Allocator> {
+    /// Free range of the newest chunk.
+    cursor: Cursor,
+    /// The newest chunk; each header links to the one before.
+    top: Cell<Option<NonNull<ChunkHeader>>>,
+    /// Sum of the lengths of all chunks.
+    reserved: Cell<usize>,
+    /// Size of the next regular chunk.
+    next_chunk_size: Cell<usize>,
+    chunk_size_hint: usize,
+    max_chunk_size: usize,
+    allocator: A,
+}
+
+// SAFETY: the arena owns its chunks outright; moving it to another thread moves that ownership,
+// which is sound when the backing allocator may itself move there. Not `Sync`: `Cell`s inside.
+unsafe impl<A: Allocator + Send> Send for ChainAllocator<A> {}
+
+/// The default bound on geometric chunk growth.
+const DEFAULT_MAX_CHUNK_SIZE: usize = 4 << 20;
+
+impl<A: Allocator> ChainAllocator<A> {
+    /// Bytes of bookkeeping at the start of each chunk. Size a hint with it in mind when a
+    /// particular object must fit in one chunk.
+    pub const CHAIN_NODE_OVERHEAD: usize = size_of::<ChunkHeader>();
+
+    /// The smallest chunk worth its header.
+    const MIN_CHUNK_SIZE: usize = 4 * Self::CHAIN_NODE_OVERHEAD;
+
+    /// Creates the arena and allocates its first chunk of `chunk_size_hint` bytes (at least
+    /// `4 * CHAIN_NODE_OVERHEAD`), so that a backing allocator that cannot serve even one chunk
+    /// is reported here.
+    ///
+    /// This is the one difference from libdd-alloc 1.0, whose `new_in` was a `const fn`
+    /// returning `Self`: use [`new_lazy_in`](Self::new_lazy_in) for that.
+    ///
+    /// # Errors
+    /// `Err(AllocError)` if the backing allocator fails.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{ChainAllocator, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?;
+    /// assert_eq!(arena.reserved_bytes(), 4096);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    pub fn new_in(chunk_size_hint: usize, allocator: A) -> Result<Self, AllocError> {
+        let arena = Self::new_lazy_in(chunk_size_hint, allocator);
+        arena.push_chunk(Layout::new::<u8>())?;
+        Ok(arena)
+    }
+
+    /// Creates the arena without allocating: the first chunk is taken on the first allocation.
+    /// `const`, so it can initialise a `static` or a `thread_local!`.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{ChainAllocator, VirtualAllocator};
+    /// const ARENA: ChainAllocator<VirtualAllocator> =
+    ///     ChainAllocator::new_lazy_in(1 << 16, VirtualAllocator {});
+    /// let arena = ARENA;
+    /// assert_eq!(arena.reserved_bytes(), 0);
+    /// ```
+    pub const fn new_lazy_in(chunk_size_hint: usize, allocator: A) -> Self {
+        let hint = if chunk_size_hint < Self::MIN_CHUNK_SIZE {
+            Self::MIN_CHUNK_SIZE
+        } else {
+            chunk_size_hint
+        };
+        Self {
+            cursor: Cursor::empty(),
+            top: Cell::new(None),
+            reserved: Cell::new(0),
+            next_chunk_size: Cell::new(hint),
+            chunk_size_hint: hint,
+            max_chunk_size: if hint > DEFAULT_MAX_CHUNK_SIZE {
+                hint
+            } else {
+                DEFAULT_MAX_CHUNK_SIZE
+            },
+            allocator,
+        }
+    }
+
+    /// Bounds geometric chunk growth: regular chunks never exceed `max(max_chunk_size,
+    /// chunk_size_hint)` bytes. Pass the hint itself for fixed-size chunks.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{Allocator, ChainAllocator, Layout, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?.with_max_chunk_size(4096);
+    /// for _ in 0..3 {
+    ///     arena.allocate(Layout::new::<[u8; 4000]>())?;
+    /// }
+    /// assert_eq!(arena.reserved_bytes(), 3 * 4096);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    pub fn with_max_chunk_size(mut self, max_chunk_size: usize) -> Self {
+        self.max_chunk_size = max_chunk_size.max(self.chunk_size_hint);
+        if self.next_chunk_size.get() > self.max_chunk_size {
+            self.next_chunk_size.set(self.max_chunk_size);
+        }
+        self
+    }
+
+    /// The size of the first chunk, as given to the constructor (raised to the minimum).
+    pub fn chunk_size_hint(&self) -> usize {
+        self.chunk_size_hint
+    }
+
+    /// Bytes used: everything handed out from the newest chunk, plus the whole of every older
+    /// chunk (their unused tails will not be handed out), chunk headers included. O(1).
+    ///
+    /// ```
+    /// # use libdd_alloc::{Allocator, ChainAllocator, Layout, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?;
+    /// let before = arena.used_bytes();
+    /// arena.allocate(Layout::new::<u64>())?;
+    /// assert_eq!(arena.used_bytes(), before + 8);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    #[inline]
+    pub fn used_bytes(&self) -> usize {
+        self.reserved.get() - self.cursor.remaining()
+    }
+
+    /// Bytes taken from the backing allocator, summed over all chunks. O(1).
+    ///
+    /// ```
+    /// # use libdd_alloc::{ChainAllocator, System};
+    /// let arena = ChainAllocator::new_in(1 << 16, System)?;
+    /// assert_eq!(arena.reserved_bytes(), 1 << 16);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    #[inline]
+    pub fn reserved_bytes(&self) -> usize {
+        self.reserved.get()
+    }
+
+    /// Bytes that can still be handed out without a new chunk. O(1).
+    ///
+    /// ```
+    /// # use libdd_alloc::{ChainAllocator, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?;
+    /// assert_eq!(arena.remaining_capacity(), 4096 - ChainAllocator::<System>::CHAIN_NODE_OVERHEAD);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    #[inline]
+    pub fn remaining_capacity(&self) -> usize {
+        self.cursor.remaining()
+    }
+
+    /// Whether `layout` fits in the newest chunk, so that allocating it asks nothing of the
+    /// backing allocator. O(1).
+    ///
+    /// ```
+    /// # use libdd_alloc::{ChainAllocator, Layout, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?;
+    /// assert!(arena.has_capacity_for(Layout::new::<[u8; 1024]>()));
+    /// assert!(!arena.has_capacity_for(Layout::new::<[u8; 8192]>()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn has_capacity_for(&self, layout: Layout) -> bool {
+        self.cursor.has_room_for(layout)
+    }
+
+    /// Frees every allocation at once. Keeps the largest chunk (so a reused arena stops calling
+    /// its backing allocator) and returns the others. O(number of chunks). Taking `&mut self`
+    /// proves that no block handed out is still borrowed.
+    ///
+    /// ```
+    /// # use libdd_alloc::{Allocator, ChainAllocator, Layout, System};
+    /// let mut arena = ChainAllocator::new_in(4096, System)?;
+    /// for _ in 0..100 {
+    ///     arena.allocate(Layout::new::<[u8; 1000]>())?;
+    /// }
+    /// let reserved = arena.reserved_bytes();
+    /// arena.reset();
+    /// assert!(arena.reserved_bytes() < reserved);
+    /// assert_eq!(arena.used_bytes(), ChainAllocator::<System>::CHAIN_NODE_OVERHEAD);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    pub fn reset(&mut self) {
+        let mut largest: Option<NonNull<ChunkHeader>> = None;
+        let mut chunk = self.top.get();
+        while let Some(header) = chunk {
+            // SAFETY: every linked header is a live chunk owned by this arena.
+            let (prev, size) =
+                unsafe { ((*header.as_ptr()).prev, (*header.as_ptr()).layout.size()) };
+            let keep = match largest {
+                // SAFETY: as above.
+                Some(best) => size > unsafe { (*best.as_ptr()).layout.size() },
+                None => true,
+            };
+            let freed = if keep {
+                largest.replace(header)
+            } else {
+                Some(header)
+            };
+            if let Some(freed) = freed {
+                // SAFETY: `freed` is a chunk we own that nothing borrows (`&mut self`); it is
+                // unlinked from our bookkeeping below.
+                unsafe { self.free_chunk(freed) };
+            }
+            chunk = prev;
+        }
+        self.top.set(largest);
+        match largest {
+            Some(header) => {
+                // SAFETY: the kept chunk is live and ours.
+                unsafe { (*header.as_ptr()).prev = None };
+                // SAFETY: as above.
+                let size = unsafe { (*header.as_ptr()).layout.size() };
+                self.reserved.set(size);
+                self.point_cursor_at(header, size);
+            }
+            None => {
+                self.reserved.set(0);
+                self.cursor.set(NonNull::dangling(), 0);
+            }
+        }
+    }
+
+    /// The backing allocator.
+    pub fn allocator(&self) -> &A {
+        &self.allocator
+    }
+
+    /// Points the cursor at the free part (after the header) of the chunk `header` of `size`.
+    fn point_cursor_at(&self, header: NonNull<ChunkHeader>, size: usize) {
+        // SAFETY: a chunk is at least MIN_CHUNK_SIZE > CHAIN_NODE_OVERHEAD bytes long.
+        let data = unsafe { header.cast::<u8>().add(Self::CHAIN_NODE_OVERHEAD) };
+        self.cursor.set(data, size - Self::CHAIN_NODE_OVERHEAD);
+    }
+
+    /// Returns a chunk to the backing allocator.
+    ///
+    /// # Safety
+    /// `header` is a chunk of this arena that nothing uses any more.
+    unsafe fn free_chunk(&self, header: NonNull<ChunkHeader>) {
+        // SAFETY: the header is live until the deallocation below.
+        let layout = unsafe { (*header.as_ptr()).layout };
+        // SAFETY: the chunk came from `self.allocator` with `layout` (with the length it
+        // returned, which the contract accepts).
+        unsafe { self.allocator.deallocate(header.cast(), layout) };
+    }
+
+    /// Takes a new chunk with room for `layout` and makes it the newest.
+    #[cold]
+    #[inline(never)]
+    fn push_chunk(&self, layout: Layout) -> Result<(), AllocError> {
+        let align = layout.align().max(align_of::<ChunkHeader>());
+        let needed = align_up(Self::CHAIN_NODE_OVERHEAD, layout.align())
+            .and_then(|start| start.checked_add(layout.size()))
+            .ok_or(AllocError)?;
+        let regular = self.next_chunk_size.get();
+        let size = needed.max(regular);
+        let chunk_layout = Layout::from_size_align(size, align).map_err(|_| AllocError)?;
+        let chunk = self.allocator.allocate(chunk_layout)?;
+        let header = chunk.cast::<ChunkHeader>();
+        // SAFETY: the chunk is fresh, aligned for the header and longer than it.
+        unsafe {
+            header.as_ptr().write(ChunkHeader {
+                prev: self.top.get(),
+                layout: Layout::from_size_align_unchecked(chunk.len(), align),
+            })
+        };
+        self.top.set(Some(header));
+        self.reserved.set(self.reserved.get() + chunk.len());
+        self.point_cursor_at(header, chunk.len());
+        if size == regular {
+            self.next_chunk_size
+                .set(regular.saturating_mul(2).min(self.max_chunk_size));
+        }
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn allocate_in_new_chunk(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        self.push_chunk(layout)?;
+        self.cursor.bump(layout).ok_or(AllocError)
+    }
+
+    /// Grows the only block of the newest chunk by growing the chunk itself in the backing
+    /// allocator (which may move it: nothing else lives there). `None` if `ptr` is not that
+    /// block, or the backing allocator cannot.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of `old` from this arena, and `new.size() >= old.size()`.
+    unsafe fn grow_sole_block_chunk(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Option<NonNull<[u8]>> {
+        let header = self.top.get()?;
+        let chunk = header.cast::<u8>();
+        let block = ptr.as_ptr().addr();
+        let first = chunk.as_ptr().addr() + Self::CHAIN_NODE_OVERHEAD;
+        // The block starts where the chunk's free space starts (nothing can precede it) and ends at
+        // the cursor (nothing follows it).
+        if block != first || block + old.size() != self.cursor.cur_addr() {
+            return None;
+        }
+        // SAFETY: the header of the newest chunk is live.
+        let chunk_layout = unsafe { (*header.as_ptr()).layout };
+        if new.align() > chunk_layout.align() {
+            return None;
+        }
+        let size = Self::CHAIN_NODE_OVERHEAD.checked_add(new.size())?;
+        let new_layout = Layout::from_size_align(size, chunk_layout.align()).ok()?;
+        // SAFETY: the chunk came from `self.allocator` with `chunk_layout`; `size` is larger. The
+        // only block in it is the caller's, which the `grow` contract lets us move.
+        let grown = unsafe { self.allocator.grow(chunk, chunk_layout, new_layout) }.ok()?;
+        let header = grown.cast::<ChunkHeader>();
+        // SAFETY: the header moved with the chunk and is live; we own it.
+        unsafe {
+            (*header.as_ptr()).layout =
+                Layout::from_size_align_unchecked(grown.len(), chunk_layout.align())
+        };
+        self.top.set(Some(header));
+        self.reserved
+            .set(self.reserved.get() - chunk_layout.size() + grown.len());
+        self.point_cursor_at(header, grown.len());
+        let block = self.cursor.bump(new)?;
+        debug_assert_eq!(
+            block.cast::<u8>().as_ptr().addr(),
+            grown.cast::<u8>().as_ptr().addr() + Self::CHAIN_NODE_OVERHEAD
+        );
+        Some(block)
+    }
+}
+
+impl<A: Allocator> Drop for ChainAllocator<A> {
+    fn drop(&mut self) {
+        let mut chunk = self.top.get();
+        while let Some(header) = chunk {
+            // SAFETY: every linked header is a live chunk owned by this arena; read the link
+            // before the chunk is freed.
+            chunk = unsafe { (*header.as_ptr()).prev };
+            // SAFETY: the arena is going away, so nothing uses the chunk.
+            unsafe { self.free_chunk(header) };
+        }
+    }
+}
+
+impl<A: Allocator> core::fmt::Debug for ChainAllocator<A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ChainAllocator")
+            .field("used_bytes", &self.used_bytes())
+            .field("reserved_bytes", &self.reserved_bytes())
+            .field("chunk_size_hint", &self.chunk_size_hint)
+            .field("max_chunk_size", &self.max_chunk_size)
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: blocks are disjoint parts of chunks that live until `reset` (`&mut self`) or drop. Only
+// the most recent block is resized or given back in place; a chunk is moved by the backing
+// allocator only when the block being grown is the only one in it.
+unsafe impl<A: Allocator> Allocator for ChainAllocator<A> {
+    #[inline(always)]
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return Ok(dangling(layout));
+        }
+        match self.cursor.bump(layout) {
+            Some(block) => Ok(block),
+            None => self.allocate_in_new_chunk(layout),
+        }
+    }
+
+    #[inline]
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            self.cursor.release_if_last(ptr, layout.size());
+        }
+    }
+
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        if old.size() != 0 {
+            if let Some(block) = self.cursor.resize_last_in_place(ptr, old.size(), new) {
+                return Ok(block);
+            }
+            // SAFETY: forwarded caller contract.
+            if let Some(block) = unsafe { self.grow_sole_block_chunk(ptr, old, new) } {
+                return Ok(block);
+            }
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { crate::resize::move_block(self, ptr, old, new) }
+    }
+
+    unsafe fn grow_zeroed(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded caller contract.
+        let block = unsafe { self.grow(ptr, old, new) }?;
+        // SAFETY: the block is ours and at least `new.size() >= old.size()` long.
+        unsafe { crate::resize::zero_tail(block, old.size()) };
+        Ok(block)
+    }
+
+    unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded caller contract.
+        unsafe { crate::resize::shrink(self, &self.cursor, ptr, old, new) }
+    }
+}

@@ -1,0 +1,87 @@
+//! `grow` and `shrink` for the `Cell` arenas: in place for the most recent block, else a copy.
+
+use crate::bump::{dangling, Cursor};
+use crate::{AllocError, Allocator};
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+/// Grows `ptr` from `old` to `new`: in place when it is the most recent block of `cursor` and the
+/// chunk has room, otherwise by [`move_block`].
+///
+/// # Safety
+/// The `Allocator::grow` contract: `ptr` is a live block of `old` from `arena`, whose current
+/// chunk is `cursor`, and `new.size() >= old.size()`.
+pub(crate) unsafe fn grow<A: Allocator + ?Sized>(
+    arena: &A,
+    cursor: &Cursor,
+    ptr: NonNull<u8>,
+    old: Layout,
+    new: Layout,
+) -> Result<NonNull<[u8]>, AllocError> {
+    if old.size() != 0 {
+        if let Some(block) = cursor.resize_last_in_place(ptr, old.size(), new) {
+            return Ok(block);
+        }
+    }
+    // SAFETY: forwarded caller contract.
+    unsafe { move_block(arena, ptr, old, new) }
+}
+
+/// Copies the block `ptr` of `old` into a new block of `new` from `arena` (which may take a new
+/// chunk). The old bytes stay where they are until the arena is reset or dropped.
+///
+/// # Safety
+/// `ptr` is a live block of `old` from `arena`.
+pub(crate) unsafe fn move_block<A: Allocator + ?Sized>(
+    arena: &A,
+    ptr: NonNull<u8>,
+    old: Layout,
+    new: Layout,
+) -> Result<NonNull<[u8]>, AllocError> {
+    let block = arena.allocate(new)?;
+    let keep = old.size().min(new.size());
+    // SAFETY: the new block is fresh, so it cannot overlap the old one; both hold `keep` bytes.
+    unsafe { core::ptr::copy_nonoverlapping(ptr.as_ptr(), block.cast::<u8>().as_ptr(), keep) };
+    Ok(block)
+}
+
+/// Zeroes `block[from..]`, as `grow_zeroed` promises for the bytes past the old size: they may be
+/// left over from a block that was given back or reset.
+///
+/// # Safety
+/// `block` is valid for writes and `from <= block.len()`.
+pub(crate) unsafe fn zero_tail(block: NonNull<[u8]>, from: usize) {
+    // SAFETY: `[from, len)` lies inside the block, per the caller.
+    unsafe {
+        block
+            .cast::<u8>()
+            .add(from)
+            .write_bytes(0, block.len() - from)
+    };
+}
+
+/// Shrinks `ptr` from `old` to `new`: in place (giving the tail back if it is the most recent
+/// block) unless `new` needs a stricter alignment than `ptr` has, in which case it moves.
+///
+/// # Safety
+/// The `Allocator::shrink` contract: `ptr` is a live block of `old` from `arena`, whose current
+/// chunk is `cursor`, and `new.size() <= old.size()`.
+pub(crate) unsafe fn shrink<A: Allocator + ?Sized>(
+    arena: &A,
+    cursor: &Cursor,
+    ptr: NonNull<u8>,
+    old: Layout,
+    new: Layout,
+) -> Result<NonNull<[u8]>, AllocError> {
+    if new.size() == 0 {
+        cursor.release_if_last(ptr, old.size());
+        return Ok(dangling(new));
+    }
+    if ptr.as_ptr().addr() & (new.align() - 1) == 0 {
+        return Ok(cursor
+            .resize_last_in_place(ptr, old.size(), new)
+            .unwrap_or(NonNull::slice_from_raw_parts(ptr, new.size())));
+    }
+    // SAFETY: forwarded caller contract.
+    unsafe { move_block(arena, ptr, old, new) }
+}
