@@ -171,6 +171,31 @@ impl<A: Allocator> ChainAllocator<A> {
         self.chunk_size_hint
     }
 
+    /// Allocates a block for `layout`: the [`Allocator::allocate`] of this arena, callable without
+    /// importing the trait. O(1) while the newest chunk has room; otherwise takes a new chunk.
+    ///
+    /// # Errors
+    /// `Err(AllocError)` when a new chunk is needed and the backing allocator fails, or the
+    /// layout is too large for any chunk.
+    ///
+    /// ```
+    /// # use libdd_alloc::{ChainAllocator, Layout, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?;
+    /// let big = arena.allocate(Layout::new::<[u8; 100_000]>())?; // gets its own chunk
+    /// assert_eq!(big.len(), 100_000);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    #[inline(always)]
+    pub fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return Ok(dangling(layout));
+        }
+        match self.cursor.bump(layout) {
+            Some(block) => Ok(block),
+            None => self.allocate_in_new_chunk(layout),
+        }
+    }
+
     /// Bytes used: everything handed out from the newest chunk, plus the whole of every older
     /// chunk (their unused tails will not be handed out), chunk headers included. O(1).
     ///
@@ -426,13 +451,7 @@ impl<A: Allocator> core::fmt::Debug for ChainAllocator<A> {
 unsafe impl<A: Allocator> Allocator for ChainAllocator<A> {
     #[inline(always)]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        if layout.size() == 0 {
-            return Ok(dangling(layout));
-        }
-        match self.cursor.bump(layout) {
-            Some(block) => Ok(block),
-            None => self.allocate_in_new_chunk(layout),
-        }
+        ChainAllocator::allocate(self, layout)
     }
 
     #[inline]

@@ -77,6 +77,27 @@ impl<A: Allocator> LinearAllocator<A> {
         })
     }
 
+    /// Allocates a block for `layout`: the [`Allocator::allocate`] of this arena, callable without
+    /// importing the trait. O(1): one fit check on the cursor.
+    ///
+    /// # Errors
+    /// `Err(AllocError)` when the buffer has no room left for `layout`.
+    ///
+    /// ```
+    /// # use libdd_alloc::{LinearAllocator, Layout, System};
+    /// let arena = LinearAllocator::new_in(Layout::array::<u64>(2)?, System)?;
+    /// let block = arena.allocate(Layout::new::<u64>())?;
+    /// assert_eq!(block.len(), 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline(always)]
+    pub fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return Ok(dangling(layout));
+        }
+        self.cursor.bump(layout).ok_or(AllocError)
+    }
+
     /// Bytes handed out so far, alignment padding included. O(1).
     ///
     /// ```
@@ -181,10 +202,7 @@ impl<A: Allocator> core::fmt::Debug for LinearAllocator<A> {
 unsafe impl<A: Allocator> Allocator for LinearAllocator<A> {
     #[inline(always)]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        if layout.size() == 0 {
-            return Ok(dangling(layout));
-        }
-        self.cursor.bump(layout).ok_or(AllocError)
+        LinearAllocator::allocate(self, layout)
     }
 
     #[inline]
