@@ -12,6 +12,14 @@
 //! [`AllocError`], [`Global`] and, with the `std` feature, [`System`]), so `&arena` works with
 //! `allocator_api2::vec::Vec`, `allocator_api2::boxed::Box` and `hashbrown` collections.
 //!
+//! # Typed allocation, checkpoints and scopes
+//! The [`Arena`] trait (implemented by every arena) adds safe, fallible typed allocation on top of
+//! [`Allocator`]: [`try_alloc`](Arena::try_alloc), [`try_alloc_str`](Arena::try_alloc_str),
+//! [`try_alloc_slice_copy`](Arena::try_alloc_slice_copy) and friends return references that
+//! borrow the arena, so `reset` cannot run while they live. [`Rewind`] rolls an arena back to a
+//! [`Checkpoint`] in O(1), and [`Rewind::scope`] does it around a closure whose allocations
+//! cannot escape it. Destructors of arena values do not run.
+//!
 //! # Bump allocation, and its trade-offs
 //! An arena hands out memory by moving a cursor forward through a chunk: an allocation is a few
 //! additions, one comparison and one branch, with no per-allocation header. The price is that
@@ -53,10 +61,12 @@ mod chain;
 mod linear;
 pub mod os;
 mod resize;
+mod typed;
 mod virtual_alloc;
 
 pub use chain::ChainAllocator;
 pub use linear::LinearAllocator;
+pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;
 
 // The allocator vocabulary, so users need no direct dependency on allocator_api2.
