@@ -44,7 +44,16 @@
 //! # Features
 //! - `std` (default): [`AllocError`] implements `std::error::Error`, and [`System`] is available
 //!   as a backing allocator. Without it the crate uses neither `std` nor `alloc`.
+//! - `allocator-api2-03`, `allocator-api2-04`: every allocator here also implements allocator-api2
+//!   0.3's or 0.4's `Allocator` (used by bump-scope and blink-alloc), so their `Vec`, `Box` and
+//!   collections work on our arenas.
+//! - `nightly` (nightly compiler only): every allocator also implements
+//!   `core::alloc::Allocator`, for std's `Vec::new_in` and friends. Do not combine it with
+//!   allocator-api2's own `nightly` feature, which makes its 0.2 trait *be* core's.
+//!
+//! All of these forward to the one allocator-api2 0.2 implementation of each type.
 #![no_std]
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![cfg_attr(not(test), deny(clippy::panic))]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![cfg_attr(not(test), deny(clippy::expect_used))]
@@ -58,6 +67,12 @@ extern crate std;
 
 mod bump;
 mod chain;
+#[cfg(any(
+    feature = "allocator-api2-03",
+    feature = "allocator-api2-04",
+    feature = "nightly"
+))]
+mod interop;
 mod linear;
 pub mod os;
 mod resize;
