@@ -508,3 +508,82 @@ fn collections_can_live_in_a_scope() {
     assert_eq!(len, (10_000, 100));
     assert_eq!(arena.used_bytes(), used);
 }
+
+mod rewind_model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Alloc { size: usize, align_log2: u32 },
+        Checkpoint,
+        Rewind,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (1usize..3000, 0u32..8).prop_map(|(size, align_log2)| Op::Alloc { size, align_log2 }),
+            1 => Just(Op::Checkpoint),
+            1 => Just(Op::Rewind),
+        ]
+    }
+
+    /// What the arena looked like at a checkpoint, to compare with after rewinding to it.
+    struct Saved {
+        checkpoint: libdd_alloc::Checkpoint,
+        live: usize,
+        used: usize,
+        reserved: usize,
+        chunks: usize,
+    }
+
+    proptest! {
+        #[test]
+        fn rewind_restores_stats_and_never_disturbs_older_blocks(ops in proptest::collection::vec(op(), 1..200)) {
+            let backing = Counting::default();
+            let mut arena = ChainAllocator::new_in(1024, &backing).unwrap();
+            let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
+            let mut saved: Vec<Saved> = Vec::new();
+            for (step, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Alloc { size, align_log2 } => {
+                        let layout = Layout::from_size_align(size, 1 << align_log2).unwrap();
+                        let block = arena.try_alloc_layout(layout).unwrap();
+                        prop_assert_eq!(block.as_ptr() as usize % layout.align(), 0);
+                        let pattern = step as u8;
+                        // SAFETY: a fresh block of `size` bytes.
+                        unsafe { block.as_ptr().write_bytes(pattern, size) };
+                        live.push((block, size, pattern));
+                    }
+                    Op::Checkpoint => saved.push(Saved {
+                        checkpoint: arena.checkpoint(),
+                        live: live.len(),
+                        used: arena.used_bytes(),
+                        reserved: arena.reserved_bytes(),
+                        chunks: backing.live_blocks.get(),
+                    }),
+                    Op::Rewind => {
+                        if let Some(s) = saved.pop() {
+                            arena.rewind(s.checkpoint);
+                            live.truncate(s.live);
+                            prop_assert_eq!(arena.used_bytes(), s.used);
+                            prop_assert_eq!(arena.reserved_bytes(), s.reserved);
+                            prop_assert_eq!(backing.live_blocks.get(), s.chunks);
+                            check_patterns(&live)?;
+                        }
+                    }
+                }
+            }
+            check_patterns(&live)?;
+        }
+    }
+
+    fn check_patterns(live: &[(NonNull<u8>, usize, u8)]) -> Result<(), TestCaseError> {
+        for &(block, size, pattern) in live {
+            // SAFETY: the block is live (allocated after no checkpoint rewound since).
+            let bytes = unsafe { std::slice::from_raw_parts(block.as_ptr(), size) };
+            prop_assert!(bytes.iter().all(|&b| b == pattern), "block overwritten");
+        }
+        Ok(())
+    }
+}
