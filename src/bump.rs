@@ -106,8 +106,24 @@ impl Cursor {
     /// long as the cursor points into it.
     #[inline]
     pub(crate) fn set(&self, start: NonNull<u8>, len: usize) {
-        self.cur.set(start.as_ptr());
+        self.set_used(start, len, 0);
+    }
+
+    /// Points the cursor at the range `[start, start + len)` of which the first `used` bytes are
+    /// already handed out (`used` is clamped to `len`). This is how a checkpoint is restored.
+    ///
+    /// `start` must carry the provenance of that whole range, as for [`set`](Self::set).
+    #[inline]
+    pub(crate) fn set_used(&self, start: NonNull<u8>, len: usize, used: usize) {
+        // `wrapping_add` keeps `start`'s provenance; `used <= len` keeps it inside the range.
+        self.cur.set(start.as_ptr().wrapping_add(used.min(len)));
         self.limit.set(start.as_ptr().addr() + len);
+    }
+
+    /// Bytes handed out from the chunk that starts at `start` (the one the cursor points into).
+    #[inline]
+    pub(crate) fn used_since(&self, start: NonNull<u8>) -> usize {
+        self.cur_addr() - start.as_ptr().addr()
     }
 
     /// Address of the first free byte.
@@ -237,6 +253,20 @@ mod tests {
         assert_eq!(align_up(1, 4096), Some(4096));
         assert_eq!(align_up(4096, 4096), Some(4096));
         assert_eq!(align_up(usize::MAX - 1, 4096), None);
+    }
+
+    #[test]
+    fn set_used_restores_a_position_and_clamps_to_the_chunk() {
+        let mut buffer = [0u8; 64];
+        let start = NonNull::new(buffer.as_mut_ptr()).unwrap();
+        let cursor = Cursor::empty();
+        cursor.set_used(start, 64, 24);
+        assert_eq!(cursor.used_since(start), 24);
+        assert_eq!(cursor.remaining(), 40);
+        cursor.set_used(start, 64, 1000);
+        assert_eq!(cursor.used_since(start), 64);
+        assert_eq!(cursor.remaining(), 0);
+        assert!(cursor.bump(layout(1, 1)).is_none());
     }
 
     #[test]

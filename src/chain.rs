@@ -1,7 +1,7 @@
 //! [`ChainAllocator`]: a bump arena that links a new chunk when the current one is full.
 
 use crate::bump::{align_up, dangling, Cursor};
-use crate::{AllocError, Allocator};
+use crate::{AllocError, Allocator, Checkpoint, Rewind};
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::mem::{align_of, size_of};
@@ -13,6 +13,9 @@ use core::ptr::NonNull;
 #[repr(C, align(16))]
 struct ChunkHeader {
     prev: Option<NonNull<ChunkHeader>>,
+    /// Position in the chain: 1 for the oldest chunk, `prev`'s depth + 1 for the others. A
+    /// checkpoint names its chunk by depth, which survives the chunk being moved by `grow`.
+    depth: usize,
     /// The layout to give back to the backing allocator; its size is the chunk's whole length.
     layout: Layout,
 }
@@ -297,7 +300,10 @@ impl<A: Allocator> ChainAllocator<A> {
         match largest {
             Some(header) => {
                 // SAFETY: the kept chunk is live and ours.
-                unsafe { (*header.as_ptr()).prev = None };
+                unsafe {
+                    (*header.as_ptr()).prev = None;
+                    (*header.as_ptr()).depth = 1;
+                };
                 // SAFETY: as above.
                 let size = unsafe { (*header.as_ptr()).layout.size() };
                 self.reserved.set(size);
@@ -317,9 +323,31 @@ impl<A: Allocator> ChainAllocator<A> {
 
     /// Points the cursor at the free part (after the header) of the chunk `header` of `size`.
     fn point_cursor_at(&self, header: NonNull<ChunkHeader>, size: usize) {
+        self.point_cursor_into(header, size, 0);
+    }
+
+    /// Points the cursor into the chunk `header` of `size`, with the first `used` bytes after
+    /// the header already handed out (clamped to the chunk).
+    fn point_cursor_into(&self, header: NonNull<ChunkHeader>, size: usize, used: usize) {
+        self.cursor.set_used(
+            Self::chunk_data(header),
+            size - Self::CHAIN_NODE_OVERHEAD,
+            used,
+        );
+    }
+
+    /// The first byte after the header of a chunk.
+    fn chunk_data(header: NonNull<ChunkHeader>) -> NonNull<u8> {
         // SAFETY: a chunk is at least MIN_CHUNK_SIZE > CHAIN_NODE_OVERHEAD bytes long.
-        let data = unsafe { header.cast::<u8>().add(Self::CHAIN_NODE_OVERHEAD) };
-        self.cursor.set(data, size - Self::CHAIN_NODE_OVERHEAD);
+        unsafe { header.cast::<u8>().add(Self::CHAIN_NODE_OVERHEAD) }
+    }
+
+    /// Number of chunks: the depth of the newest one, 0 when there is none. O(1).
+    fn depth(&self) -> usize {
+        // SAFETY: a linked header is a live chunk owned by this arena.
+        self.top
+            .get()
+            .map_or(0, |header| unsafe { (*header.as_ptr()).depth })
     }
 
     /// Returns a chunk to the backing allocator.
@@ -347,10 +375,12 @@ impl<A: Allocator> ChainAllocator<A> {
         let chunk_layout = Layout::from_size_align(size, align).map_err(|_| AllocError)?;
         let chunk = self.allocator.allocate(chunk_layout)?;
         let header = chunk.cast::<ChunkHeader>();
+        let depth = self.depth() + 1;
         // SAFETY: the chunk is fresh, aligned for the header and longer than it.
         unsafe {
             header.as_ptr().write(ChunkHeader {
                 prev: self.top.get(),
+                depth,
                 layout: Layout::from_size_align_unchecked(chunk.len(), align),
             })
         };
@@ -418,6 +448,57 @@ impl<A: Allocator> ChainAllocator<A> {
             grown.cast::<u8>().as_ptr().addr() + Self::CHAIN_NODE_OVERHEAD
         );
         Some(block)
+    }
+}
+
+/// Rolling back frees the chunks taken since the checkpoint (one backing deallocation each; they
+/// are not kept for reuse) and moves the cursor back in the chunk that was the newest, so
+/// `used_bytes` and `reserved_bytes` are again what they were at the checkpoint. The exception is
+/// a chunk grown in place by the backing allocator since then: it keeps its new size, counted in
+/// `reserved_bytes`. The growth of the next chunk's size is not undone.
+///
+/// ```
+/// use libdd_alloc::{Arena, ChainAllocator, Rewind, System};
+///
+/// let mut arena = ChainAllocator::new_in(4096, System)?;
+/// let (used, reserved) = (arena.used_bytes(), arena.reserved_bytes());
+/// let checkpoint = arena.checkpoint();
+/// arena.try_alloc_slice_fill_with(10_000, |i| i as u8)?; // needs a second chunk
+/// assert!(arena.reserved_bytes() > reserved);
+/// arena.rewind(checkpoint);
+/// assert_eq!((arena.used_bytes(), arena.reserved_bytes()), (used, reserved));
+/// # Ok::<(), libdd_alloc::AllocError>(())
+/// ```
+impl<A: Allocator> Rewind for ChainAllocator<A> {
+    #[inline]
+    fn checkpoint(&self) -> Checkpoint {
+        match self.top.get() {
+            Some(header) => Checkpoint {
+                // SAFETY: the newest header is a live chunk owned by this arena.
+                chunks: unsafe { (*header.as_ptr()).depth },
+                used: self.cursor.used_since(Self::chunk_data(header)),
+            },
+            None => Checkpoint { chunks: 0, used: 0 },
+        }
+    }
+
+    fn rewind(&mut self, checkpoint: Checkpoint) {
+        while let Some(header) = self.top.get() {
+            // SAFETY: a linked header is a live chunk owned by this arena.
+            let (depth, prev, size) = unsafe {
+                let header = &*header.as_ptr();
+                (header.depth, header.prev, header.layout.size())
+            };
+            if depth <= checkpoint.chunks {
+                self.point_cursor_into(header, size, checkpoint.used);
+                return;
+            }
+            self.top.set(prev);
+            self.reserved.set(self.reserved.get() - size);
+            // SAFETY: `&mut self`: nothing borrows the chunk, and it is unlinked above.
+            unsafe { self.free_chunk(header) };
+        }
+        self.cursor.set(NonNull::dangling(), 0);
     }
 }
 

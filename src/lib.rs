@@ -12,6 +12,14 @@
 //! [`AllocError`], [`Global`] and, with the `std` feature, [`System`]), so `&arena` works with
 //! `allocator_api2::vec::Vec`, `allocator_api2::boxed::Box` and `hashbrown` collections.
 //!
+//! # Typed allocation, checkpoints and scopes
+//! The [`Arena`] trait (implemented by every arena) adds safe, fallible typed allocation on top of
+//! [`Allocator`]: [`try_alloc`](Arena::try_alloc), [`try_alloc_str`](Arena::try_alloc_str),
+//! [`try_alloc_slice_copy`](Arena::try_alloc_slice_copy) and friends return references that
+//! borrow the arena, so `reset` cannot run while they live. [`Rewind`] rolls an arena back to a
+//! [`Checkpoint`] in O(1), and [`Rewind::scope`] does it around a closure whose allocations
+//! cannot escape it. Destructors of arena values do not run.
+//!
 //! # Bump allocation, and its trade-offs
 //! An arena hands out memory by moving a cursor forward through a chunk: an allocation is a few
 //! additions, one comparison and one branch, with no per-allocation header. The price is that
@@ -36,7 +44,16 @@
 //! # Features
 //! - `std` (default): [`AllocError`] implements `std::error::Error`, and [`System`] is available
 //!   as a backing allocator. Without it the crate uses neither `std` nor `alloc`.
+//! - `allocator-api2-03`, `allocator-api2-04`: every allocator here also implements allocator-api2
+//!   0.3's or 0.4's `Allocator` (used by bump-scope and blink-alloc), so their `Vec`, `Box` and
+//!   collections work on our arenas.
+//! - `nightly` (nightly compiler only): every allocator also implements
+//!   `core::alloc::Allocator`, for std's `Vec::new_in` and friends. Do not combine it with
+//!   allocator-api2's own `nightly` feature, which makes its 0.2 trait *be* core's.
+//!
+//! All of these forward to the one allocator-api2 0.2 implementation of each type.
 #![no_std]
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![cfg_attr(not(test), deny(clippy::panic))]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![cfg_attr(not(test), deny(clippy::expect_used))]
@@ -50,13 +67,21 @@ extern crate std;
 
 mod bump;
 mod chain;
+#[cfg(any(
+    feature = "allocator-api2-03",
+    feature = "allocator-api2-04",
+    feature = "nightly"
+))]
+mod interop;
 mod linear;
 pub mod os;
 mod resize;
+mod typed;
 mod virtual_alloc;
 
 pub use chain::ChainAllocator;
 pub use linear::LinearAllocator;
+pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;
 
 // The allocator vocabulary, so users need no direct dependency on allocator_api2.

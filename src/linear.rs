@@ -1,7 +1,7 @@
 //! [`LinearAllocator`]: bump allocation out of one fixed buffer.
 
 use crate::bump::{dangling, Cursor};
-use crate::{AllocError, Allocator};
+use crate::{AllocError, Allocator, Checkpoint, Rewind};
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -173,6 +173,36 @@ impl<A: Allocator> LinearAllocator<A> {
     /// The backing allocator.
     pub fn allocator(&self) -> &A {
         &self.allocator
+    }
+}
+
+/// Rolling back moves the cursor back: O(1), and `used_bytes` is again what it was at the
+/// checkpoint.
+///
+/// ```
+/// use libdd_alloc::{Arena, LinearAllocator, Layout, Rewind, System};
+///
+/// let mut arena = LinearAllocator::new_in(Layout::array::<u8>(64)?, System)?;
+/// arena.try_alloc_str("kept")?;
+/// let checkpoint = arena.checkpoint();
+/// arena.try_alloc_str("scratch")?;
+/// arena.rewind(checkpoint);
+/// assert_eq!(arena.used_bytes(), 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<A: Allocator> Rewind for LinearAllocator<A> {
+    #[inline]
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            chunks: 1,
+            used: self.used_bytes(),
+        }
+    }
+
+    #[inline]
+    fn rewind(&mut self, checkpoint: Checkpoint) {
+        self.cursor
+            .set_used(self.buffer.cast(), self.buffer.len(), checkpoint.used);
     }
 }
 

@@ -1,0 +1,97 @@
+//! The same allocators under other versions of the `Allocator` trait: allocator-api2 0.3 and 0.4
+//! (features `allocator-api2-03`, `allocator-api2-04`) and, on nightly, `core::alloc::Allocator`
+//! (feature `nightly`).
+//!
+//! There is one implementation per type, of allocator-api2 0.2's trait; `forward_allocator!`
+//! generates the others from it. The traits have the same methods and contracts word for word,
+//! and all use `core::alloc::Layout`; only the `AllocError` types differ.
+
+/// Implements one foreign `Allocator` trait (`$api::Allocator`, error `$api::AllocError`) for a
+/// type by forwarding every method to its allocator-api2 0.2 implementation.
+macro_rules! forward_one {
+    ($($api:ident)::+; impl[$($generics:tt)*] $ty:ty) => {
+        // SAFETY: every method forwards to the type's allocator-api2 0.2 `Allocator`
+        // implementation, whose contract is this trait's, word for word; the blocks are the same.
+        unsafe impl<$($generics)*> $($api)::+::Allocator for $ty {
+            #[inline(always)]
+            fn allocate(
+                &self,
+                layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, $($api)::+::AllocError> {
+                <$ty as crate::Allocator>::allocate(self, layout)
+                    .map_err(|crate::AllocError| $($api)::+::AllocError)
+            }
+
+            #[inline]
+            fn allocate_zeroed(
+                &self,
+                layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, $($api)::+::AllocError> {
+                <$ty as crate::Allocator>::allocate_zeroed(self, layout)
+                    .map_err(|crate::AllocError| $($api)::+::AllocError)
+            }
+
+            #[inline]
+            unsafe fn deallocate(&self, ptr: core::ptr::NonNull<u8>, layout: core::alloc::Layout) {
+                // SAFETY: forwarded caller contract (identical in both traits).
+                unsafe { <$ty as crate::Allocator>::deallocate(self, ptr, layout) }
+            }
+
+            #[inline]
+            unsafe fn grow(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old: core::alloc::Layout,
+                new: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, $($api)::+::AllocError> {
+                // SAFETY: forwarded caller contract (identical in both traits).
+                unsafe { <$ty as crate::Allocator>::grow(self, ptr, old, new) }
+                    .map_err(|crate::AllocError| $($api)::+::AllocError)
+            }
+
+            #[inline]
+            unsafe fn grow_zeroed(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old: core::alloc::Layout,
+                new: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, $($api)::+::AllocError> {
+                // SAFETY: forwarded caller contract (identical in both traits).
+                unsafe { <$ty as crate::Allocator>::grow_zeroed(self, ptr, old, new) }
+                    .map_err(|crate::AllocError| $($api)::+::AllocError)
+            }
+
+            #[inline]
+            unsafe fn shrink(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old: core::alloc::Layout,
+                new: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, $($api)::+::AllocError> {
+                // SAFETY: forwarded caller contract (identical in both traits).
+                unsafe { <$ty as crate::Allocator>::shrink(self, ptr, old, new) }
+                    .map_err(|crate::AllocError| $($api)::+::AllocError)
+            }
+        }
+    };
+}
+
+/// Implements every enabled foreign `Allocator` trait for a type that implements
+/// allocator-api2 0.2's: `forward_allocator!(impl[A: crate::Allocator] MyArena<A>);`, or
+/// `forward_allocator!(impl[] MyAllocator);` for a type without generics.
+macro_rules! forward_allocator {
+    (impl[$($generics:tt)*] $ty:ty) => {
+        #[cfg(feature = "allocator-api2-03")]
+        forward_one!(allocator_api2_03::alloc; impl[$($generics)*] $ty);
+        #[cfg(feature = "allocator-api2-04")]
+        forward_one!(allocator_api2_04::alloc; impl[$($generics)*] $ty);
+        #[cfg(feature = "nightly")]
+        forward_one!(core::alloc; impl[$($generics)*] $ty);
+    };
+}
+
+// Every allocator of the crate: add a line here for each new one.
+forward_allocator!(impl[] crate::VirtualAllocator);
+forward_allocator!(impl[A: crate::Allocator] crate::LinearAllocator<A>);
+forward_allocator!(impl[A: crate::Allocator] crate::ChainAllocator<A>);
+forward_allocator!(impl['a, A: crate::Rewind] crate::Scope<'a, A>);
