@@ -462,3 +462,54 @@ impl PageAllocator {
         Ok(block)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_puts_guards_around_a_page_rounded_block() {
+        let page = os::page_size().unwrap();
+        let options = PageOptions::new()
+            .guard_pages_before(2)
+            .guard_pages_after(3);
+        let allocator = PageAllocator::new(options).unwrap();
+        let geometry = allocator
+            .geometry(Layout::from_size_align(page + 1, 8).unwrap())
+            .unwrap();
+        assert_eq!(geometry.len, 2 * page);
+        assert_eq!((geometry.before, geometry.after), (2 * page, 3 * page));
+        assert_eq!(geometry.total, 7 * page);
+    }
+
+    #[test]
+    fn every_size_up_to_the_returned_length_unmaps_the_same_mapping() {
+        let page = os::page_size().unwrap();
+        let allocator = PageAllocator::new(PageOptions::new().guard_pages_after(1)).unwrap();
+        let requested = allocator
+            .geometry(Layout::from_size_align(10, 8).unwrap())
+            .unwrap();
+        let returned = allocator
+            .geometry(Layout::from_size_align(page, 8).unwrap())
+            .unwrap();
+        assert_eq!(requested.total, returned.total);
+    }
+
+    #[test]
+    fn explicit_huge_pages_round_blocks_to_whole_huge_pages() {
+        let page = os::page_size().unwrap();
+        let allocator =
+            PageAllocator::new(PageOptions::new().huge_pages(HugePages::Explicit)).unwrap();
+        let geometry = allocator
+            .geometry(Layout::from_size_align(1, 1).unwrap())
+            .unwrap();
+        assert_eq!(geometry.len, os::huge_page_size(page));
+    }
+
+    #[test]
+    fn guard_counts_that_overflow_are_an_error() {
+        let options = PageOptions::new().guard_pages_after(usize::MAX / 2);
+        let allocator = PageAllocator::new(options).unwrap();
+        assert!(allocator.allocate(Layout::new::<u8>()).is_err());
+    }
+}

@@ -469,3 +469,71 @@ unsafe impl Allocator for VirtualArena {
         unsafe { crate::resize::shrink(self, &self.cursor, ptr, old, new) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_commit_step_is_rounded_to_pages_and_at_least_the_first_step() {
+        let page = os::page_size().unwrap();
+        let arena = VirtualArena::new(1 << 30).unwrap();
+        assert_eq!(arena.max_commit_step, DEFAULT_MAX_COMMIT_STEP);
+        let tiny = VirtualArena::new(1 << 30).unwrap().with_max_commit_step(1);
+        assert_eq!(tiny.max_commit_step, MIN_COMMIT_STEP);
+        let odd = VirtualArena::new(1 << 30)
+            .unwrap()
+            .with_max_commit_step(MIN_COMMIT_STEP + 1);
+        assert_eq!(odd.max_commit_step, MIN_COMMIT_STEP + page);
+    }
+
+    #[test]
+    fn reservation_is_rounded_up_to_at_least_one_page() {
+        let page = os::page_size().unwrap();
+        assert_eq!(VirtualArena::new(0).unwrap().reservation_bytes(), page);
+        assert_eq!(
+            VirtualArena::new(page + 1).unwrap().reservation_bytes(),
+            2 * page
+        );
+        assert!(VirtualArena::new(usize::MAX).is_err());
+    }
+
+    #[test]
+    fn high_water_mark_tracks_the_furthest_cursor_until_release() {
+        let mut arena = VirtualArena::new(1 << 20).unwrap();
+        let layout = Layout::from_size_align(1000, 8).unwrap();
+        let block = arena.allocate(layout).unwrap();
+        assert_eq!(arena.dirty.get(), 0, "moving forward records nothing");
+        // SAFETY: the most recent block, given back.
+        unsafe { arena.deallocate(block.cast(), layout) };
+        assert_eq!(arena.dirty.get(), 1000);
+        arena.reset();
+        assert_eq!(arena.dirty.get(), 1000);
+        arena.reset_and_release();
+        assert_eq!(arena.dirty.get(), 0);
+    }
+
+    #[test]
+    fn commit_through_an_address_already_committed_makes_no_change() {
+        let arena = VirtualArena::new(1 << 20).unwrap();
+        arena.allocate(Layout::new::<u8>()).unwrap();
+        let committed = arena.committed_bytes();
+        let base = arena.base.as_ptr().addr();
+        arena.commit_through(base + committed).unwrap();
+        assert_eq!(arena.committed_bytes(), committed);
+        assert!(arena.commit_through(base + (1 << 20) + 1).is_err());
+        assert_eq!(arena.committed_bytes(), committed);
+    }
+
+    #[test]
+    fn zero_size_layouts_use_no_arena_bytes() {
+        let arena = VirtualArena::new(1 << 20).unwrap();
+        let block = arena
+            .allocate(Layout::from_size_align(0, 64).unwrap())
+            .unwrap();
+        assert_eq!(block.len(), 0);
+        assert_eq!(block.cast::<u8>().as_ptr().addr() % 64, 0);
+        assert_eq!(arena.used_bytes(), 0);
+        assert_eq!(arena.committed_bytes(), 0);
+    }
+}
