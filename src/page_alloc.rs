@@ -97,8 +97,8 @@ impl PageOptions {
     /// **Cost:** address space only (guard pages are never backed by memory), one extra
     /// `mprotect`, and one more kernel mapping per block: a guarded mapping is split in two (three
     /// with guards on both sides), and every piece counts against `vm.max_map_count` (65530
-    /// by default). Allocation is `Err` once that is exhausted; with 64 Ki small guarded blocks
-    /// a process runs out. Not available with explicit huge pages.
+    /// by default). Allocation is `Err` once that is exhausted: about 32 Ki blocks with guards
+    /// after them, 21 Ki with guards on both sides. Not available with explicit huge pages.
     pub const fn guard_pages_after(mut self, pages: usize) -> Self {
         self.guard_pages_after = pages;
         self
