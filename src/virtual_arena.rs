@@ -325,9 +325,10 @@ impl VirtualArena {
             return Err(AllocError);
         }
         let needed = bump::align_up(needed, self.page).ok_or(AllocError)?;
+        // Page aligned even where a page is larger than the first step.
         let step = committed.clamp(MIN_COMMIT_STEP, self.max_commit_step);
-        let wanted = committed
-            .saturating_add(step)
+        let wanted = bump::align_up(committed.saturating_add(step), self.page)
+            .unwrap_or(self.reservation)
             .max(needed)
             .min(self.reservation);
         // SAFETY: `[committed, wanted)` lies inside our reservation and is page aligned.
