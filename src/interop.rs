@@ -95,3 +95,5 @@ forward_allocator!(impl[] crate::VirtualAllocator);
 forward_allocator!(impl[A: crate::Allocator] crate::LinearAllocator<A>);
 forward_allocator!(impl[A: crate::Allocator] crate::ChainAllocator<A>);
 forward_allocator!(impl['a, A: crate::Rewind] crate::Scope<'a, A>);
+forward_allocator!(impl[] crate::PageAllocator);
+forward_allocator!(impl[] crate::VirtualArena);

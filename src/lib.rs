@@ -7,6 +7,8 @@
 //! | [`LinearAllocator<A>`] | one buffer from `A` | `Err` | a hard memory budget, prepared ahead of time |
 //! | [`ChainAllocator<A>`] | chunks from `A`, linked | takes a new chunk | arenas of unknown final size |
 //! | [`VirtualAllocator`] | whole pages from the OS | OS limit | backing the arenas; large blocks |
+//! | [`PageAllocator`] | pages mapped as [`PageOptions`] say | OS limit | prefaulted, locked, guarded or huge pages |
+//! | [`VirtualArena`] | one reserved address range, committed in steps | `Err` at the reservation | one contiguous, growable arena |
 //!
 //! All implement the [`allocator_api2`] [`Allocator`] trait (re-exported here with [`Layout`],
 //! [`AllocError`], [`Global`] and, with the `std` feature, [`System`]), so `&arena` works with
@@ -40,6 +42,14 @@
 //! reentrant. A signal handler may allocate from an arena only if the code it interrupts never
 //! uses that same arena. [`VirtualAllocator`] is async-signal-safe on Linux (raw syscalls, `errno`
 //! untouched, cached page size); `System` and `Global` are not (they may take malloc's lock).
+//! [`PageAllocator`] is as safe as `VirtualAllocator`; [`VirtualArena`] is a `Cell` arena like
+//! `LinearAllocator`, whose commit step is one raw `mprotect`.
+//!
+//! # Virtual memory
+//! [`PageAllocator`] maps pages prefaulted, locked, fenced by guard pages or backed by huge
+//! pages, for memory a crash handler must be able to rely on. [`VirtualArena`] reserves a large
+//! address range once and commits it in steps, so a refused commit is an `Err` at a known point
+//! rather than a fault on first touch, and can give its pages back while keeping the range.
 //!
 //! # Features
 //! - `std` (default): [`AllocError`] implements `std::error::Error`, and [`System`] is available
@@ -75,14 +85,18 @@ mod chain;
 mod interop;
 mod linear;
 pub mod os;
+mod page_alloc;
 mod resize;
 mod typed;
 mod virtual_alloc;
+mod virtual_arena;
 
 pub use chain::ChainAllocator;
 pub use linear::LinearAllocator;
+pub use page_alloc::{HugePages, PageAllocator, PageOptions};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;
+pub use virtual_arena::VirtualArena;
 
 // The allocator vocabulary, so users need no direct dependency on allocator_api2.
 pub use allocator_api2::alloc::*;

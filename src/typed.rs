@@ -530,3 +530,6 @@ unsafe impl<A: Rewind> Arena for Scope<'_, A> {}
 unsafe impl<A: Allocator> Arena for crate::LinearAllocator<A> {}
 // SAFETY: see above.
 unsafe impl<A: Allocator> Arena for crate::ChainAllocator<A> {}
+// SAFETY: see above; `VirtualArena` never moves or unmaps a block while `&self` is shared
+// (`reset` and `reset_and_release` take `&mut self`).
+unsafe impl Arena for crate::VirtualArena {}

@@ -6,12 +6,19 @@
 //! systems they go through libc, and `errno` is saved and restored around each call. On Windows
 //! they are `VirtualAlloc`/`VirtualFree`, which report errors through `GetLastError`, not `errno`.
 //!
+//! Besides mapping pages, the layer offers the virtual memory controls the page allocator and the
+//! reserve-then-commit arena need, under platform-neutral names: `reserve` (address space
+//! only), `commit` (make part of it read-write: where a refusal shows up as `Err`),
+//! `protect_none` (guard pages), `lock`, `populate` (prefault), `advise_huge_pages`,
+//! `release_pages` (give pages back, keep the range), and `map_pages` with `MapOptions`.
+//!
 //! # Signal safety
 //! [`page_size`] is cached after the first call (made by any arena constructor that maps pages),
 //! so allocation paths never call `sysconf`. The map/unmap primitives are async-signal-safe in
 //! practice on Linux: a raw `mmap` syscall takes no user-space lock.
 
 use crate::AllocError;
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 #[cfg(unix)]
@@ -63,6 +70,46 @@ fn read_and_cache_page_size() -> Result<usize, AllocError> {
     Ok(size)
 }
 
+/// How [`map_pages`] maps fresh read-write memory. Each field is a request that a platform
+/// without the feature ignores (`no_reserve`) or refuses with `Err` (`huge_tlb`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MapOptions {
+    /// `MAP_NORESERVE`: do not count the mapping against the commit limit (overcommit modes 0
+    /// and 1 honour it; mode 2 ignores it). Ignored where the flag does not exist.
+    pub no_reserve: bool,
+    /// `MAP_HUGETLB` / `MEM_LARGE_PAGES`: back the mapping with explicit huge pages. The length
+    /// must be a multiple of [`huge_page_size`]. `Err` when the pool is empty or the platform has
+    /// no such pages.
+    pub huge_tlb: bool,
+}
+
+/// The size of a huge page: the span one page-table page maps at the next level up.
+///
+/// On Linux that is `(page / 8) * page` (eight-byte entries): 2 MiB with 4 KiB pages, 32 MiB with
+/// 16 KiB pages, 512 MiB with 64 KiB pages, which is what both transparent huge pages and the
+/// default `MAP_HUGETLB` pool use. Windows asks `GetLargePageMinimum`.
+pub(crate) fn huge_page_size(page: usize) -> usize {
+    query_huge_page_size(page)
+}
+
+/// Faults in every page of `[ptr, ptr + len)` by reading and writing back one byte per page,
+/// which leaves the contents unchanged. The portable way to prefault.
+///
+/// # Safety
+/// The range must be mapped readable and writable, and `page` must be the page size.
+pub(crate) unsafe fn touch_pages(ptr: NonNull<u8>, len: usize, page: usize) {
+    let mut offset = 0;
+    while offset < len {
+        // SAFETY: `offset < len`, so the byte is inside the caller's read-write range; volatile
+        // so the compiler cannot drop a store of the value just loaded.
+        unsafe {
+            let byte = ptr.as_ptr().add(offset);
+            byte.write_volatile(byte.read_volatile());
+        }
+        offset += page;
+    }
+}
+
 /// Rounds `size` up to whole pages; a zero size stays zero. `None` when the result would not fit
 /// in an `isize` (the largest object Rust allows).
 #[inline]
@@ -106,6 +153,58 @@ mod tests {
         bytes.fill(0xA5);
         // SAFETY: the mapping is ours and no reference to it outlives this call.
         unsafe { unmap(ptr, len) };
+    }
+
+    #[test]
+    fn committed_part_of_a_reservation_is_writable_and_released_pages_read_back_zero() {
+        let page = page_size().unwrap();
+        let base = reserve(64 * page).unwrap();
+        // SAFETY: the first four pages of our reservation.
+        unsafe { commit(base, 4 * page) }.unwrap();
+        // SAFETY: committed read-write above.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(base.as_ptr(), 4 * page) };
+        bytes.fill(0x5A);
+        // SAFETY: committed, ours, and `bytes` is not used again before it is re-read below.
+        unsafe { release_pages(base, 4 * page) }.unwrap();
+        // SAFETY: still committed read-write.
+        let bytes = unsafe { core::slice::from_raw_parts(base.as_ptr(), 4 * page) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        // SAFETY: the whole reservation is ours.
+        unsafe { unmap(base, 64 * page) };
+    }
+
+    #[test]
+    fn populate_and_lock_keep_contents() {
+        let page = page_size().unwrap();
+        let ptr = map_pages(2 * page, MapOptions::default()).unwrap();
+        // SAFETY: fresh read-write mapping of two pages.
+        unsafe {
+            ptr.as_ptr().write(7);
+            populate(ptr, 2 * page, page).unwrap();
+            lock(ptr, 2 * page).unwrap();
+            assert_eq!(ptr.as_ptr().read(), 7);
+            assert_eq!(ptr.as_ptr().add(page).read(), 0);
+            unmap(ptr, 2 * page);
+        }
+    }
+
+    #[test]
+    fn map_pages_aligned_aligns_the_offset_not_the_base() {
+        let page = page_size().unwrap();
+        let align = 16 * page;
+        let base = map_pages_aligned(4 * page, align, page, page, MapOptions::default()).unwrap();
+        assert_eq!((base.as_ptr().addr() + page) % align, 0);
+        // SAFETY: the mapping is ours.
+        unsafe { unmap(base, 4 * page) };
+    }
+
+    #[test]
+    fn huge_page_size_is_a_power_of_two_multiple_of_the_page() {
+        let page = page_size().unwrap();
+        let huge = huge_page_size(page);
+        assert!(huge.is_power_of_two() && huge >= page);
+        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+        assert_eq!(huge, 2 << 20);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Unix pages through rustix: raw syscalls on Linux/Android, libc (with `errno` kept) elsewhere.
 
+use super::MapOptions;
 use crate::AllocError;
 use core::ffi::c_void;
 use core::ptr::NonNull;
@@ -108,25 +109,224 @@ pub(crate) fn map_aligned(
     align: usize,
     page: usize,
 ) -> Result<NonNull<u8>, AllocError> {
+    map_pages_aligned(len, align, 0, page, MapOptions::default())
+}
+
+/// `MAP_NORESERVE` where the platform has it; elsewhere nothing (the mapping is then accounted
+/// as usual, which only makes the OS stricter).
+#[cfg(not(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "aix",
+    target_os = "hurd",
+    target_os = "nto",
+    target_os = "redox"
+)))]
+const NO_RESERVE: MapFlags = MapFlags::NORESERVE;
+#[cfg(any(
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "aix",
+    target_os = "hurd",
+    target_os = "nto",
+    target_os = "redox"
+))]
+const NO_RESERVE: MapFlags = MapFlags::empty();
+
+/// The `mmap` flags for `options`, or `Err` for a request this platform cannot serve.
+fn map_flags(options: MapOptions) -> Result<MapFlags, AllocError> {
+    let mut flags = MapFlags::PRIVATE;
+    if options.no_reserve {
+        flags |= NO_RESERVE;
+    }
+    if options.huge_tlb {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            flags |= MapFlags::HUGETLB;
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        return Err(AllocError);
+    }
+    Ok(flags)
+}
+
+pub(super) fn query_huge_page_size(page: usize) -> usize {
+    (page / 8).saturating_mul(page)
+}
+
+/// Maps `len` bytes (a non-zero multiple of the page size, or of the huge page size with
+/// `huge_tlb`) of fresh, zeroed, read-write memory.
+///
+/// # Errors
+/// `Err(AllocError)` when the OS refuses: out of memory or address space, `vm.max_map_count`,
+/// an empty huge page pool.
+pub(crate) fn map_pages(len: usize, options: MapOptions) -> Result<NonNull<u8>, AllocError> {
+    map_with(len, ProtFlags::READ | ProtFlags::WRITE, map_flags(options)?)
+}
+
+/// Maps `len` read-write bytes such that `base + offset` is aligned to `align` (a power of two;
+/// `offset` a multiple of the page size), and returns `base`. Over-maps by `align - page` and
+/// unmaps the misaligned head and the unused tail, as LLVM's sanitizer runtime does.
+pub(crate) fn map_pages_aligned(
+    len: usize,
+    align: usize,
+    offset: usize,
+    page: usize,
+    options: MapOptions,
+) -> Result<NonNull<u8>, AllocError> {
+    if align <= page {
+        return map_pages(len, options);
+    }
     let slack = align - page;
     let total = len.checked_add(slack).ok_or(AllocError)?;
     if total > isize::MAX as usize {
         return Err(AllocError);
     }
-    let base = map(total)?;
-    let base_addr = base.as_ptr().addr();
-    let head = base_addr.wrapping_neg() & (align - 1);
+    let mapped = map_pages(total, options)?;
+    let head = mapped.as_ptr().addr().wrapping_add(offset).wrapping_neg() & (align - 1);
     let tail = slack - head;
-    // SAFETY: head and tail are page multiples (both `base` and `align` are page aligned) inside
-    // the mapping just made; nothing refers to them.
+    // SAFETY: head and tail are page multiples (`mapped`, `offset` and `align` are page aligned)
+    // inside the mapping just made; nothing refers to them.
     unsafe {
         if head != 0 {
-            unmap(base, head);
+            unmap(mapped, head);
         }
-        let aligned = base.add(head);
+        let base = mapped.add(head);
         if tail != 0 {
-            unmap(aligned.add(len), tail);
+            unmap(base.add(len), tail);
         }
-        Ok(aligned)
+        Ok(base)
+    }
+}
+
+/// Reserves `len` bytes of address space: mapped `PROT_NONE` and `MAP_NORESERVE`, so it costs
+/// neither memory nor commit charge until parts of it are [`commit`]ted. Touching an
+/// uncommitted byte is a SIGSEGV.
+///
+/// # Errors
+/// `Err(AllocError)` when the address space (or `RLIMIT_AS`) is exhausted.
+pub(crate) fn reserve(len: usize) -> Result<NonNull<u8>, AllocError> {
+    map_with(len, ProtFlags::empty(), MapFlags::PRIVATE | NO_RESERVE)
+}
+
+/// Makes `[ptr, ptr + len)` of a reservation read-write (`mprotect`). This is where the kernel
+/// charges the pages against the commit limit when overcommit mode 2 is on, and against
+/// `RLIMIT_DATA` always: a refusal is `ENOMEM` here instead of a SIGSEGV on first touch.
+///
+/// # Errors
+/// `Err(AllocError)` when the OS refuses the commit (out of memory under strict accounting,
+/// `RLIMIT_DATA`, `vm.max_map_count`).
+///
+/// # Safety
+/// The range must be a page-aligned part of a mapping made here.
+pub(crate) unsafe fn commit(ptr: NonNull<u8>, len: usize) -> Result<(), AllocError> {
+    let flags = rustix::mm::MprotectFlags::READ | rustix::mm::MprotectFlags::WRITE;
+    // SAFETY: the caller owns the range; widening the protection cannot invalidate references.
+    keep_errno(|| unsafe { rustix::mm::mprotect(ptr.as_ptr().cast(), len, flags) })
+        .map_err(|_| AllocError)
+}
+
+/// Makes `[ptr, ptr + len)` inaccessible (`PROT_NONE`), for guard pages: any access faults.
+///
+/// # Errors
+/// `Err(AllocError)` when the OS refuses (splitting the mapping would pass `vm.max_map_count`).
+///
+/// # Safety
+/// The range must be a page-aligned part of a mapping made here, with no live references to it.
+pub(crate) unsafe fn protect_none(ptr: NonNull<u8>, len: usize) -> Result<(), AllocError> {
+    let flags = rustix::mm::MprotectFlags::empty();
+    // SAFETY: the caller owns the range and nothing refers to it.
+    keep_errno(|| unsafe { rustix::mm::mprotect(ptr.as_ptr().cast(), len, flags) })
+        .map_err(|_| AllocError)
+}
+
+/// Locks `[ptr, ptr + len)` into RAM (`mlock`), faulting every page in. Unmapping unlocks.
+///
+/// # Errors
+/// `Err(AllocError)` past `RLIMIT_MEMLOCK` (for unprivileged processes) or when memory is short.
+///
+/// # Safety
+/// The range must be part of a readable mapping made here.
+pub(crate) unsafe fn lock(ptr: NonNull<u8>, len: usize) -> Result<(), AllocError> {
+    // SAFETY: the caller owns the readable range; locking does not change its contents.
+    keep_errno(|| unsafe { rustix::mm::mlock(ptr.as_ptr().cast(), len) }).map_err(|_| AllocError)
+}
+
+/// Asks for transparent huge pages over `[ptr, ptr + len)` (`madvise(MADV_HUGEPAGE)`). A hint:
+/// kernels without THP, or with it set to `never`, refuse or ignore it, and the range keeps
+/// normal pages. Nothing to do off Linux.
+///
+/// # Safety
+/// The range must be a page-aligned part of a mapping made here.
+pub(crate) unsafe fn advise_huge_pages(ptr: NonNull<u8>, len: usize) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let advice = rustix::mm::Advice::LinuxHugepage;
+        // SAFETY: advice about page size does not change the contents of the caller's range.
+        let _ = keep_errno(|| unsafe { rustix::mm::madvise(ptr.as_ptr().cast(), len, advice) });
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (ptr, len);
+}
+
+/// Faults in every page of `[ptr, ptr + len)` now, for writing. On Linux 5.14+ one
+/// `madvise(MADV_POPULATE_WRITE)`, which (unlike `MAP_POPULATE`) reports failure; on older
+/// kernels and elsewhere, one touch per page.
+///
+/// # Errors
+/// `Err(AllocError)` when Linux reports that it could not populate (out of memory).
+///
+/// # Safety
+/// The range must be mapped readable and writable; `page` must be the page size.
+pub(crate) unsafe fn populate(ptr: NonNull<u8>, len: usize, page: usize) -> Result<(), AllocError> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let advice = rustix::mm::Advice::LinuxPopulateWrite;
+        // SAFETY: populating maps zero pages where none are yet; contents are unchanged.
+        match keep_errno(|| unsafe { rustix::mm::madvise(ptr.as_ptr().cast(), len, advice) }) {
+            Ok(()) => return Ok(()),
+            // EINVAL: a kernel older than 5.14 that does not know the advice.
+            Err(rustix::io::Errno::INVAL) => {}
+            Err(_) => return Err(AllocError),
+        }
+    }
+    // SAFETY: forwarded caller contract.
+    unsafe { super::touch_pages(ptr, len, page) };
+    Ok(())
+}
+
+/// Gives the pages of `[ptr, ptr + len)` back to the OS but keeps the range committed and
+/// read-write: the resident set shrinks now, and the pages read back as zero when next touched.
+///
+/// Linux uses `MADV_DONTNEED`, which guarantees the zeros. `MADV_FREE` would be cheaper but
+/// leaves the contents undefined until the kernel gets round to reclaiming them (a later read may
+/// see old data), which would break zeroed allocation. Other Unix systems map fresh anonymous
+/// pages over the range (`MAP_FIXED`), which has the same effect.
+///
+/// # Errors
+/// `Err(AllocError)` if the OS refuses (the range is locked, or not ours); the contents are then
+/// unspecified.
+///
+/// # Safety
+/// The range must be a page-aligned, read-write part of a mapping made here, with no live
+/// references to it.
+pub(crate) unsafe fn release_pages(ptr: NonNull<u8>, len: usize) -> Result<(), AllocError> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let advice = rustix::mm::Advice::LinuxDontNeed;
+        // SAFETY: the caller hands over the contents of the range; the mapping stays.
+        keep_errno(|| unsafe { rustix::mm::madvise(ptr.as_ptr().cast(), len, advice) })
+            .map_err(|_| AllocError)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let prot = ProtFlags::READ | ProtFlags::WRITE;
+        let flags = MapFlags::PRIVATE | MapFlags::FIXED;
+        // SAFETY: MAP_FIXED replaces exactly the caller's range, which it hands over, with fresh
+        // zero pages; nothing else is touched.
+        let result = keep_errno(|| unsafe {
+            rustix::mm::mmap_anonymous(ptr.as_ptr().cast(), len, prot, flags)
+        });
+        result.map(|_| ()).map_err(|_| AllocError)
     }
 }
