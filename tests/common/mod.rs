@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use libdd_alloc::{AllocError, Allocator, Layout};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 
 /// What a [`Counting`] allocator saw.
@@ -17,6 +17,14 @@ pub struct Counts {
     pub live_blocks: Cell<usize>,
     /// Calls to `deallocate`.
     pub deallocations: Cell<usize>,
+    /// Lengths of the blocks returned by successful `allocate` calls, in order.
+    pub allocated: RefCell<Vec<usize>>,
+    /// The call number (1-based, counted in `calls`) that fails; 0: none.
+    pub fail_on: Cell<usize>,
+    /// Every call fails while this is set.
+    pub fail_all: Cell<bool>,
+    /// Calls that were made to fail.
+    pub failures: Cell<usize>,
 }
 
 impl Counts {
@@ -31,44 +39,25 @@ impl Counts {
     }
 }
 
-/// Wraps a backing allocator and counts calls and live bytes into a shared [`Counts`]. The
-/// `fail_on` call (1-based; 0 = never) fails with `Err` instead of reaching `inner`.
+/// Wraps a backing allocator and counts calls and live bytes into a shared [`Counts`], which
+/// also decides which calls fail (see [`Counts::fail_on`] and [`Counts::fail_all`]).
 #[derive(Clone)]
 pub struct Counting<'a, A> {
     pub inner: A,
     pub counts: &'a Counts,
-    pub fail_on: usize,
-    pub fail_always: bool,
 }
 
 impl<'a, A> Counting<'a, A> {
     pub fn new(inner: A, counts: &'a Counts) -> Self {
-        Self {
-            inner,
-            counts,
-            fail_on: 0,
-            fail_always: false,
-        }
-    }
-    /// Fails exactly the `n`-th (1-based) allocating call.
-    pub fn failing_on(inner: A, counts: &'a Counts, n: usize) -> Self {
-        Self {
-            fail_on: n,
-            ..Self::new(inner, counts)
-        }
-    }
-    /// Fails every allocating call.
-    pub fn always_failing(inner: A, counts: &'a Counts) -> Self {
-        Self {
-            fail_always: true,
-            ..Self::new(inner, counts)
-        }
+        Self { inner, counts }
     }
 
     fn call(&self) -> Result<(), AllocError> {
-        let n = self.counts.calls.get() + 1;
-        self.counts.calls.set(n);
-        if self.fail_always || n == self.fail_on {
+        let c = self.counts;
+        let n = c.calls.get() + 1;
+        c.calls.set(n);
+        if c.fail_all.get() || n == c.fail_on.get() {
+            c.failures.set(c.failures.get() + 1);
             Err(AllocError)
         } else {
             Ok(())
@@ -94,6 +83,7 @@ unsafe impl<A: Allocator> Allocator for Counting<'_, A> {
         self.call()?;
         let block = self.inner.allocate(layout)?;
         self.add(block);
+        self.counts.allocated.borrow_mut().push(block.len());
         Ok(block)
     }
 
