@@ -175,3 +175,9 @@ pub fn layout(size: usize, align: usize) -> Layout {
 pub fn addr(block: NonNull<[u8]>) -> usize {
     block.cast::<u8>().as_ptr() as usize
 }
+
+/// Whether the test runs under valgrind, whose `memalign` aborts on alignments above 2^24 and
+/// more: tests cap the alignments they ask of `System` there.
+pub fn under_valgrind() -> bool {
+    std::env::var("LD_PRELOAD").is_ok_and(|p| p.contains("vgpreload"))
+}
