@@ -333,3 +333,47 @@ mod send {
         assert_eq!(theirs.allocate(layout(8, 8)).unwrap().len(), 8);
     }
 }
+
+/// Every public name of libdd-alloc 1.0.0 exists here with the same shape (as function
+/// pointers, so a changed signature fails to compile), except `ChainAllocator::new_in`, which
+/// returns a `Result` here.
+#[test]
+fn every_public_name_of_upstream_exists_here() {
+    type L<A> = LinearAllocator<A>;
+    type C<A> = ChainAllocator<A>;
+    let _: fn(Layout, System) -> Result<L<System>, AllocError> = L::<System>::new_in;
+    let _: fn(Layout, System) -> Result<upstream::LinearAllocator<System>, AllocError> =
+        upstream::LinearAllocator::<System>::new_in;
+    let _: [fn(&L<System>) -> usize; 3] = [L::used_bytes, L::reserved_bytes, L::remaining_capacity];
+    let _: [fn(&upstream::LinearAllocator<System>) -> usize; 3] = [
+        upstream::LinearAllocator::used_bytes,
+        upstream::LinearAllocator::reserved_bytes,
+        upstream::LinearAllocator::remaining_capacity,
+    ];
+    let _: fn(&L<System>, Layout) -> bool = L::has_capacity_for;
+    let _: fn(&upstream::LinearAllocator<System>, Layout) -> bool =
+        upstream::LinearAllocator::has_capacity_for;
+    let _: [fn(&C<System>) -> usize; 3] = [C::used_bytes, C::reserved_bytes, C::remaining_capacity];
+    let _: [fn(&upstream::ChainAllocator<System>) -> usize; 3] = [
+        upstream::ChainAllocator::used_bytes,
+        upstream::ChainAllocator::reserved_bytes,
+        upstream::ChainAllocator::remaining_capacity,
+    ];
+    let _: fn(&C<System>, Layout) -> bool = C::has_capacity_for;
+    let _: fn(&upstream::ChainAllocator<System>, Layout) -> bool =
+        upstream::ChainAllocator::has_capacity_for;
+    let _: fn(usize, System) -> Result<C<System>, AllocError> = C::new_in;
+    let _: fn(usize, System) -> upstream::ChainAllocator<System> = upstream::ChainAllocator::new_in;
+    let _: usize =
+        C::<System>::CHAIN_NODE_OVERHEAD + upstream::ChainAllocator::<System>::CHAIN_NODE_OVERHEAD;
+    let _: fn() -> Result<usize, AllocError> = libdd_alloc::os::page_size;
+    let _: fn() -> Result<usize, AllocError> = upstream::os::page_size;
+    // The re-exported allocator vocabulary is the very same types.
+    let _: libdd_alloc::Global = upstream::Global;
+    let _: libdd_alloc::System = upstream::System;
+    let _: libdd_alloc::AllocError = upstream::AllocError;
+    let _: libdd_alloc::Layout = upstream::Layout::new::<u8>();
+    fn same_trait<A: libdd_alloc::Allocator + upstream::Allocator>() {}
+    same_trait::<VirtualAllocator>();
+    same_trait::<upstream::VirtualAllocator>();
+}
