@@ -321,6 +321,26 @@ impl<A: Allocator> ChainAllocator<A> {
         &self.allocator
     }
 
+    /// [`Allocator::allocate`], callable without importing the trait (as the examples of
+    /// libdd-alloc 1.0's README do).
+    ///
+    /// # Errors
+    /// `Err(AllocError)` when a new chunk is needed and the backing allocator fails.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::ChainAllocator;
+    /// use std::alloc::{Layout, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?;
+    /// let block = arena.allocate(Layout::new::<[u8; 10_000]>())?;
+    /// assert_eq!(block.len(), 10_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline(always)]
+    pub fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        <Self as Allocator>::allocate(self, layout)
+    }
+
     /// Points the cursor at the free part (after the header) of the chunk `header` of `size`.
     fn point_cursor_at(&self, header: NonNull<ChunkHeader>, size: usize) {
         self.point_cursor_into(header, size, 0);
@@ -424,13 +444,21 @@ impl<A: Allocator> ChainAllocator<A> {
         }
         // SAFETY: the header of the newest chunk is live.
         let chunk_layout = unsafe { (*header.as_ptr()).layout };
-        if new.align() > chunk_layout.align() {
+        // The block must already suit the new alignment where it is (a chunk aligned to 64 or
+        // more, kept by `reset`, has its first block at offset 32), and keep it when the chunk
+        // moves (the chunk is only aligned to `chunk_layout.align()`).
+        if block & (new.align() - 1) != 0 || new.align() > chunk_layout.align() {
             return None;
         }
         let size = Self::CHAIN_NODE_OVERHEAD.checked_add(new.size())?;
+        // The backing allocator's `grow` must never be asked to shrink.
+        if size <= chunk_layout.size() {
+            return None;
+        }
         let new_layout = Layout::from_size_align(size, chunk_layout.align()).ok()?;
-        // SAFETY: the chunk came from `self.allocator` with `chunk_layout`; `size` is larger. The
-        // only block in it is the caller's, which the `grow` contract lets us move.
+        // SAFETY: the chunk came from `self.allocator` with `chunk_layout`; `size` is larger
+        // (checked above). The only block in it is the caller's, which the `grow` contract lets
+        // us move.
         let grown = unsafe { self.allocator.grow(chunk, chunk_layout, new_layout) }.ok()?;
         let header = grown.cast::<ChunkHeader>();
         // SAFETY: the header moved with the chunk and is live; we own it.
@@ -442,6 +470,9 @@ impl<A: Allocator> ChainAllocator<A> {
         self.reserved
             .set(self.reserved.get() - chunk_layout.size() + grown.len());
         self.point_cursor_at(header, grown.len());
+        // Cannot miss (the old chunk is gone, so a miss would lose the caller's block): the
+        // offset of the first block is a multiple of `new.align()` (checked above) and so is the
+        // grown chunk's address, and `grown.len() >= size` leaves room for `new.size()`.
         let block = self.cursor.bump(new)?;
         debug_assert_eq!(
             block.cast::<u8>().as_ptr().addr(),
