@@ -321,26 +321,6 @@ impl<A: Allocator> ChainAllocator<A> {
         &self.allocator
     }
 
-    /// [`Allocator::allocate`], callable without importing the trait (as the examples of
-    /// libdd-alloc 1.0's README do).
-    ///
-    /// # Errors
-    /// `Err(AllocError)` when a new chunk is needed and the backing allocator fails.
-    ///
-    /// # Examples
-    /// ```
-    /// use libdd_alloc::ChainAllocator;
-    /// use std::alloc::{Layout, System};
-    /// let arena = ChainAllocator::new_in(4096, System)?;
-    /// let block = arena.allocate(Layout::new::<[u8; 10_000]>())?;
-    /// assert_eq!(block.len(), 10_000);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    #[inline(always)]
-    pub fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        <Self as Allocator>::allocate(self, layout)
-    }
-
     /// Points the cursor at the free part (after the header) of the chunk `header` of `size`.
     fn point_cursor_at(&self, header: NonNull<ChunkHeader>, size: usize) {
         self.point_cursor_into(header, size, 0);

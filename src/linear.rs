@@ -174,26 +174,6 @@ impl<A: Allocator> LinearAllocator<A> {
     pub fn allocator(&self) -> &A {
         &self.allocator
     }
-
-    /// [`Allocator::allocate`], callable without importing the trait (as the examples of
-    /// libdd-alloc 1.0's README do).
-    ///
-    /// # Errors
-    /// `Err(AllocError)` when the block does not fit in what is left of the buffer.
-    ///
-    /// # Examples
-    /// ```
-    /// use libdd_alloc::{LinearAllocator, VirtualAllocator};
-    /// use std::alloc::Layout;
-    /// let arena = LinearAllocator::new_in(Layout::from_size_align(4096, 4096)?, VirtualAllocator {})?;
-    /// let block = arena.allocate(Layout::new::<u64>())?;
-    /// assert_eq!(block.len(), 8);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    #[inline(always)]
-    pub fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        <Self as Allocator>::allocate(self, layout)
-    }
 }
 
 /// Rolling back moves the cursor back: O(1), and `used_bytes` is again what it was at the
