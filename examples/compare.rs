@@ -123,7 +123,11 @@ fn run(options: &Options) -> Results {
     // Round 0 warms caches, the heap and the page-fault paths; it is not recorded.
     for round in 0..=options.rounds {
         for workload in Workload::ALL {
-            if options.only.as_ref().is_some_and(|only| !only.contains(&workload)) {
+            if options
+                .only
+                .as_ref()
+                .is_some_and(|only| !only.contains(&workload))
+            {
                 continue;
             }
             let count = entries.len();
@@ -201,7 +205,10 @@ fn fmt_ns(ns: f64) -> String {
 }
 
 fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new(program).args(args).output().ok()?;
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()?;
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|s| !s.is_empty())
 }
 
@@ -216,7 +223,10 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".to_string());
     let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{model}, {threads} logical CPUs ({})", std::env::consts::ARCH)
+    format!(
+        "{model}, {threads} logical CPUs ({})",
+        std::env::consts::ARCH
+    )
 }
 
 /// The tables as markdown: time, ours vs the original, memory, targets.
@@ -269,7 +279,12 @@ fn tables(results: &Results) -> String {
         for w in workloads {
             match (results.time(entry.name, w), results.time(original, w)) {
                 (Some(ours), Some(theirs)) => {
-                    let _ = write!(md, " {:.2}x ({:.1}x faster) |", ours / theirs, theirs / ours);
+                    let _ = write!(
+                        md,
+                        " {:.2}x ({:.1}x faster) |",
+                        ours / theirs,
+                        theirs / ours
+                    );
                 }
                 _ => md.push_str(" n/a |"),
             }
@@ -364,7 +379,10 @@ fn targets(r: &Results) -> Vec<(String, String, bool)> {
             true,
         );
     }
-    for (ours, original) in [(chain, registry::UPSTREAM_CHAIN), (linear, registry::UPSTREAM_LINEAR)] {
+    for (ours, original) in [
+        (chain, registry::UPSTREAM_CHAIN),
+        (linear, registry::UPSTREAM_LINEAR),
+    ] {
         for w in [Workload::Small, Workload::Mixed] {
             let speedup = r.time(original, w).zip(r.time(ours, w)).map(|(o, u)| o / u);
             ratio_target(
@@ -418,7 +436,9 @@ const COLORS: [&str; 12] = [
 ];
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A grouped bar chart of the time ratios to each workload's reference, as SVG text.

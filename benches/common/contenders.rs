@@ -326,7 +326,8 @@ impl Arena for Blink {
     const NAME: &'static str = "blink";
     fn new(capacity: Capacity) -> Self {
         let counter = CountingGlobal::default();
-        let arena = blink_alloc::BlinkAlloc::with_chunk_size_in(capacity.first_chunk, counter.clone());
+        let arena =
+            blink_alloc::BlinkAlloc::with_chunk_size_in(capacity.first_chunk, counter.clone());
         Self(arena, counter)
     }
     #[inline(always)]

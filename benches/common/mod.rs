@@ -184,8 +184,14 @@ impl Inputs {
 
         // Function-name-like strings: a few shared prefixes, a varying tail.
         const PREFIXES: [&str; 8] = [
-            "std::", "core::ptr::", "alloc::vec::", "tokio::runtime::", "_ZN4core3fmt",
-            "libdd_profiling::", "hashbrown::raw::", "",
+            "std::",
+            "core::ptr::",
+            "alloc::vec::",
+            "tokio::runtime::",
+            "_ZN4core3fmt",
+            "libdd_profiling::",
+            "hashbrown::raw::",
+            "",
         ];
         let word_count = 20_000 / scale;
         let words: Vec<String> = (0..word_count)

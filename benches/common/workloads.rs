@@ -118,7 +118,11 @@ pub fn mixed_memory<A: Arena>(inputs: &Inputs) -> Sample {
     }
     let requested: usize = inputs.mixed.iter().map(|l| l.size()).sum::<usize>() * passes;
     Sample {
-        reserved: if A::FIXED_SIZE { None } else { arena.reserved_bytes() },
+        reserved: if A::FIXED_SIZE {
+            None
+        } else {
+            arena.reserved_bytes()
+        },
         requested,
         ..Sample::default()
     }
@@ -160,7 +164,9 @@ pub fn strings_rep<A: Arena>(inputs: &Inputs) -> (usize, Option<usize>) {
 pub fn strings<A: Arena>(inputs: &Inputs) -> Sample {
     let reps = inputs.reps(Workload::Strings);
     let mut last = (0, None);
-    let mut sample = timed(reps, inputs.lookups.len(), || last = strings_rep::<A>(inputs));
+    let mut sample = timed(reps, inputs.lookups.len(), || {
+        last = strings_rep::<A>(inputs)
+    });
     sample.requested = last.0;
     sample.reserved = if A::FIXED_SIZE { None } else { last.1 };
     sample
@@ -202,7 +208,10 @@ pub fn vec_growth<A: Arena>(inputs: &Inputs) -> Sample {
 /// allocations of [`SMALL`] and a reset.
 pub fn reset_rep<A: Arena>(inputs: &Inputs) {
     let batch = inputs.reset_batch;
-    let mut arena = black_box(A::new(Capacity::one_chunk(batch * SMALL.size() + SLACK, batch)));
+    let mut arena = black_box(A::new(Capacity::one_chunk(
+        batch * SMALL.size() + SLACK,
+        batch,
+    )));
     for _ in 0..inputs.reset_cycles {
         fill_small(&arena, batch);
         arena.reset();
@@ -315,7 +324,9 @@ pub fn pages_rep<P: Allocator + Backing>(inputs: &Inputs) {
 
 pub fn pages<P: Allocator + Backing>(inputs: &Inputs) -> Sample {
     let reps = inputs.reps(Workload::Pages);
-    timed(reps, inputs.page_batches * PAGE_BATCH, || pages_rep::<P>(inputs))
+    timed(reps, inputs.page_batches * PAGE_BATCH, || {
+        pages_rep::<P>(inputs)
+    })
 }
 
 /// The callgrind driver's entry: one arena sized for the whole input, `n` allocations of the
