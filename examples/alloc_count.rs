@@ -42,5 +42,13 @@ fn main() {
         std::process::exit(2);
     };
     let inputs = Inputs::new(false);
+    let available = match workload {
+        Workload::Small => inputs.small_count,
+        _ => inputs.mixed.len(),
+    };
+    if n > available {
+        eprintln!("N must be at most {available} for {}", workload.name());
+        std::process::exit(2);
+    }
     count(&inputs, workload, n);
 }

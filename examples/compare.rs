@@ -6,6 +6,7 @@
 //! ```
 //! Options: `--quick`, `--verbose` (adds page faults per operation), `--only small,mixed`,
 //! `--rounds N`, `--out DIR` (`--only` and `--out` are for investigating: the docs need all).
+//! `COMPARE_DUMP=1` prints every sample to stderr.
 //!
 //! Each round runs every workload for every allocator once (round-robin, the starting allocator
 //! rotating each round), so slow drifts of the machine hit every allocator alike; the tables show
@@ -57,7 +58,7 @@ fn options() -> Options {
         quick,
         verbose,
         only,
-        rounds: rounds.unwrap_or(if quick { 3 } else { 15 }),
+        rounds: rounds.unwrap_or(if quick { 4 } else { 16 }),
         out: out.unwrap_or_else(|| {
             PathBuf::from(if quick {
                 "target/compare-quick"
@@ -319,7 +320,7 @@ fn tables(results: &Results) -> String {
          and unused chunk tails included): `reserved_bytes()` for ours and the original, \
          `allocated_bytes_including_metadata()` for bumpalo, `stats().size()` for bump-scope, \
          a counting backing allocator for blink-alloc. mixed: the arenas start with a 64 KiB \
-         chunk and grow through 10 passes of the mixed layouts. strings: 4 MiB chunk hint, \
+         chunk and grow through 50 passes of the mixed layouts. strings: 4 MiB chunk hint, \
          `VirtualAllocator` backing for ours and the original. vec: 64 KiB first chunk. \
          n/a: fixed-size arenas (sized by the caller) and `malloc` (no figure).\n\n",
     );
@@ -593,12 +594,20 @@ fn markdown(results: &Results, options: &Options, tables: &str) -> String {
          includes that. The code is in `benches/common/`; `cargo bench` runs the same \
          workloads under divan.\n\n",
     );
-    md.push_str(
-        "### Instructions per allocation (callgrind)\n\n\
-         `scripts/callgrind.sh` runs the small and mixed workloads under \
-         `valgrind --tool=callgrind` and subtracts a run with no allocation; \
-         see [callgrind.md](callgrind.md).\n",
-    );
+    md.push_str("### Instructions per allocation (callgrind)\n\n");
+    match std::fs::read_to_string("docs/callgrind.md") {
+        // Written by `scripts/callgrind.sh`; shown here without its title.
+        Ok(callgrind) => {
+            let body = callgrind
+                .lines()
+                .skip_while(|l| l.starts_with("# ") || l.is_empty());
+            for line in body {
+                md.push_str(line);
+                md.push('\n');
+            }
+        }
+        Err(_) => md.push_str("Run `scripts/callgrind.sh` to measure them.\n"),
+    }
     md
 }
 
