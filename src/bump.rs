@@ -26,21 +26,26 @@ pub(crate) struct Fit {
 ///
 /// Returns `None` when it does not fit. Requires `cur <= limit`.
 ///
-/// Cannot overflow: the padding is below `layout.align()`, and [`Layout`] guarantees that
-/// `size + align - 1 <= isize::MAX`, so `pad + size` fits in a `usize`; the comparison is made
-/// against `limit - cur`, which cannot wrap while `cur <= limit`.
+/// The block starts at `cur` rounded up to the alignment and ends `size` bytes later; both sums
+/// wrap instead of overflowing, and a wrapped end is always below `cur`, so the one range check
+/// `cur <= new_cur <= limit` also rejects every overflow. Why a wrapped end lands below `cur`:
+/// [`Layout`] guarantees `size + align - 1 <= isize::MAX`. If `cur + align - 1` wraps, the
+/// start becomes 0 and the end is `size <= isize::MAX < cur`. Otherwise the start is at most
+/// `cur + align - 1`, so the true end is at most `cur + isize::MAX`, and if that passes
+/// `usize::MAX` the wrapped end is that minus 2^N, below `cur`.
+///
+/// With a constant layout this is an add, an and, an add and two compares: the fast path of
+/// every arena.
 #[inline(always)]
 pub(crate) fn fit(cur: usize, limit: usize, layout: Layout) -> Option<Fit> {
     debug_assert!(cur <= limit);
-    let pad = cur.wrapping_neg() & (layout.align() - 1);
-    let needed = pad + layout.size();
-    if needed > limit - cur {
+    let mask = layout.align() - 1;
+    let start = cur.wrapping_add(mask) & !mask;
+    let new_cur = start.wrapping_add(layout.size());
+    if new_cur < cur || new_cur > limit {
         return None;
     }
-    Some(Fit {
-        start: cur + pad,
-        new_cur: cur + needed,
-    })
+    Some(Fit { start, new_cur })
 }
 
 /// The cursor after resizing the block `[block, block + old_size)` to `new_size` bytes in place.
@@ -236,6 +241,61 @@ mod tests {
         assert_eq!(far.new_cur - far.start, huge.size());
         assert_eq!(fit(4096, 1 << 40, huge), None);
         assert_eq!(fit(0, 0, layout(1, 1)), None);
+    }
+
+    /// The same fit, computed with checked arithmetic: what `fit`'s wrapping range check must
+    /// agree with.
+    fn checked_fit(cur: usize, limit: usize, layout: Layout) -> Option<Fit> {
+        let start = align_up(cur, layout.align())?;
+        let new_cur = start.checked_add(layout.size())?;
+        (new_cur <= limit).then_some(Fit { start, new_cur })
+    }
+
+    #[test]
+    fn fit_agrees_with_checked_arithmetic_near_both_ends_of_the_address_space() {
+        let max_size = |align: usize| isize::MAX as usize - (align - 1);
+        let aligns = [1, 2, 8, 16, 4096, 1 << 20, 1 << 40, 1 << 62];
+        let mut checked = 0;
+        for align in aligns {
+            let sizes = [
+                1,
+                7,
+                align,
+                align + 1,
+                1 << 20,
+                max_size(align) / 2,
+                max_size(align),
+            ];
+            for size in sizes {
+                let Ok(layout) = Layout::from_size_align(size, align) else {
+                    continue;
+                };
+                for cur in [
+                    0,
+                    1,
+                    4095,
+                    4096,
+                    usize::MAX / 2,
+                    usize::MAX - align,
+                    usize::MAX - 1,
+                ] {
+                    for limit in [
+                        cur,
+                        cur.saturating_add(size),
+                        cur.saturating_add(1 << 21),
+                        usize::MAX,
+                    ] {
+                        assert_eq!(
+                            fit(cur, limit, layout),
+                            checked_fit(cur, limit, layout),
+                            "cur {cur:#x} limit {limit:#x} size {size:#x} align {align:#x}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000);
     }
 
     #[test]
