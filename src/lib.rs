@@ -7,6 +7,8 @@
 //! | [`LinearAllocator<A>`] | one buffer from `A` | `Err` | a hard memory budget, prepared ahead of time |
 //! | [`ChainAllocator<A>`] | chunks from `A`, linked | takes a new chunk | arenas of unknown final size |
 //! | [`VirtualAllocator`] | whole pages from the OS | OS limit | backing the arenas; large blocks |
+//! | [`SyncLinearAllocator<A>`] | as `LinearAllocator`, lock-free | `Err` | threads, signal handlers |
+//! | [`SyncChainAllocator<A>`] | as `ChainAllocator`, lock-free | publishes a new chunk | threads, signal handlers |
 //!
 //! All implement the [`allocator_api2`] [`Allocator`] trait (re-exported here with [`Layout`],
 //! [`AllocError`], [`Global`] and, with the `std` feature, [`System`]), so `&arena` works with
@@ -33,6 +35,11 @@
 //! uses that same arena. [`VirtualAllocator`] is async-signal-safe on Linux (raw syscalls, `errno`
 //! untouched, cached page size); `System` and `Global` are not (they may take malloc's lock).
 //!
+//! [`SyncLinearAllocator`] and [`SyncChainAllocator`] are reentrant: their cursors move by
+//! compare-exchange, with no lock, so a handler may allocate from the very arena the code it
+//! interrupted was allocating from. Backed by [`VirtualAllocator`], `SyncChainAllocator` grows
+//! with one raw `mmap` and stays async-signal-safe; see each type's `# Signal safety` section.
+//!
 //! # Features
 //! - `std` (default): [`AllocError`] implements `std::error::Error`, and [`System`] is available
 //!   as a backing allocator. Without it the crate uses neither `std` nor `alloc`.
@@ -53,10 +60,12 @@ mod chain;
 mod linear;
 pub mod os;
 mod resize;
+mod sync;
 mod virtual_alloc;
 
 pub use chain::ChainAllocator;
 pub use linear::LinearAllocator;
+pub use sync::{SyncChainAllocator, SyncLinearAllocator};
 pub use virtual_alloc::VirtualAllocator;
 
 // The allocator vocabulary, so users need no direct dependency on allocator_api2.
