@@ -93,10 +93,8 @@ fn set_timer(interval_us: i64) {
         it_value: interval,
     };
     // SAFETY: setitimer with a valid value and no old-value pointer.
-    assert_eq!(
-        unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) },
-        0
-    );
+    let status = unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+    assert_eq!(status, 0);
 }
 
 fn install_handler<A: Allocator>() {
@@ -158,10 +156,8 @@ fn storm<A: Allocator>(
             // SAFETY: fresh block, ours.
             let record = unsafe { fill(block, layout.size(), tag(1, seq)) };
             // SAFETY: still ours; a handler that got the same bytes would have changed them.
-            assert!(
-                unsafe { intact(&record) },
-                "block changed under the main loop"
-            );
+            let unchanged = unsafe { intact(&record) };
+            assert!(unchanged, "block changed under the main loop");
             main_blocks.push(record);
             seq += 1;
         }
