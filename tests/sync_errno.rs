@@ -60,7 +60,10 @@ fn handler_allocation_with_growth_leaves_errno_unchanged() {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = allocate_in_handler as extern "C" fn(libc::c_int) as usize;
         libc::sigemptyset(&mut action.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
     }
     set_errno(MARKER);
     // SAFETY: raise delivers SIGUSR1 to this thread, whose handler is installed above; it
@@ -68,8 +71,14 @@ fn handler_allocation_with_growth_leaves_errno_unchanged() {
     let raised = unsafe { libc::raise(libc::SIGUSR1) };
     let after = errno();
     assert_eq!(raised, 0);
-    assert!(GREW.load(Ordering::Relaxed), "the handler did not grow the arena");
-    assert!(REFUSED.load(Ordering::Relaxed), "the absurd allocation did not fail");
+    assert!(
+        GREW.load(Ordering::Relaxed),
+        "the handler did not grow the arena"
+    );
+    assert!(
+        REFUSED.load(Ordering::Relaxed),
+        "the absurd allocation did not fail"
+    );
     assert_eq!(ERRNO_AT_ENTRY.load(Ordering::Relaxed), MARKER);
     assert_eq!(ERRNO_AT_EXIT.load(Ordering::Relaxed), MARKER);
     assert_eq!(after, MARKER);
