@@ -17,7 +17,9 @@ if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'
 fi
 
 target="$(rustc +nightly -vV | sed -n 's/^host: //p')"
-export RUSTFLAGS="-Zsanitizer=thread"
+# `--cfg tsan` lets the tests tell TSan that a raw munmap happens before a raw mmap that reuses
+# the address (TSan cannot see raw syscalls).
+export RUSTFLAGS="-Zsanitizer=thread --cfg tsan"
 export RUSTDOCFLAGS="-Zsanitizer=thread"
 export TSAN_OPTIONS="halt_on_error=1 report_signal_unsafe=1"
 export CARGO_TARGET_DIR=target/tsan
