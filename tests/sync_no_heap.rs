@@ -8,20 +8,19 @@ use libdd_alloc::{
 };
 use std::alloc::GlobalAlloc;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Counting;
 
-static CALLS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
-    // `const` and `Copy`: no lazy initialisation and no destructor, so no allocation of its own.
+    // `const` and `Copy`: no lazy initialisation and no destructor, so no allocation of their
+    // own. Per thread, so that tests running in parallel do not count each other's calls.
     static WATCHED: Cell<bool> = const { Cell::new(false) };
+    static CALLS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note_call() {
     if WATCHED.with(Cell::get) {
-        CALLS.fetch_add(1, Ordering::Relaxed);
+        CALLS.with(|calls| calls.set(calls.get() + 1));
     }
 }
 
@@ -54,11 +53,11 @@ static GLOBAL: Counting = Counting;
 
 /// Global allocator calls made by this thread while running `f`.
 fn global_calls_during(f: impl FnOnce()) -> usize {
-    let before = CALLS.load(Ordering::Relaxed);
+    let before = CALLS.with(Cell::get);
     WATCHED.with(|w| w.set(true));
     f();
     WATCHED.with(|w| w.set(false));
-    CALLS.load(Ordering::Relaxed) - before
+    CALLS.with(Cell::get) - before
 }
 
 /// A workload that allocates, grows, shrinks and gives back blocks of many layouts, large
