@@ -77,6 +77,17 @@ pub(crate) fn align_up(value: usize, align: usize) -> Option<usize> {
     Some(value.checked_add(align - 1)? & !(align - 1))
 }
 
+/// The layout of a new chunk for an arena that needs room for a block of `layout` after a
+/// chunk header of `header` (size and alignment): `regular` bytes, or more if the block needs
+/// it. The chunk is aligned for both the header and the block, so the block can start at the
+/// first `layout.align()` boundary after the header. `None` on overflow.
+#[inline]
+pub(crate) fn chunk_layout(header: Layout, regular: usize, layout: Layout) -> Option<Layout> {
+    let align = layout.align().max(header.align());
+    let needed = align_up(header.size(), layout.align())?.checked_add(layout.size())?;
+    Layout::from_size_align(needed.max(regular), align).ok()
+}
+
 /// The pointer handed out for a zero-size `layout`: dangling, non-null and well aligned.
 /// It owns no arena bytes, and giving it back does nothing.
 #[inline(always)]
@@ -327,6 +338,24 @@ mod tests {
         assert_eq!(cursor.used_since(start), 64);
         assert_eq!(cursor.remaining(), 0);
         assert!(cursor.bump(layout(1, 1)).is_none());
+    }
+
+    #[test]
+    fn chunk_layout_makes_room_for_header_and_aligned_block() {
+        let header = layout(32, 16);
+        assert_eq!(
+            chunk_layout(header, 4096, layout(8, 8)),
+            Some(layout(4096, 16))
+        );
+        assert_eq!(
+            chunk_layout(header, 4096, layout(8192, 64)),
+            Some(layout(64 + 8192, 64))
+        );
+        assert_eq!(chunk_layout(header, 0, layout(1, 1)), Some(layout(33, 16)));
+        assert_eq!(
+            chunk_layout(header, 0, layout(isize::MAX as usize - 8, 1)),
+            None
+        );
     }
 
     #[test]

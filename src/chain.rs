@@ -1,10 +1,10 @@
 //! [`ChainAllocator`]: a bump arena that links a new chunk when the current one is full.
 
-use crate::bump::{align_up, dangling, Cursor};
+use crate::bump::{chunk_layout, dangling, Cursor};
 use crate::{AllocError, Allocator, Checkpoint, Rewind};
 use core::alloc::Layout;
 use core::cell::Cell;
-use core::mem::{align_of, size_of};
+use core::mem::size_of;
 use core::ptr::NonNull;
 
 /// The bookkeeping at the start of every chunk: a link to the previous chunk and the layout the
@@ -83,7 +83,7 @@ pub struct ChainAllocator<A: Allocator> {
 unsafe impl<A: Allocator + Send> Send for ChainAllocator<A> {}
 
 /// The default bound on geometric chunk growth.
-const DEFAULT_MAX_CHUNK_SIZE: usize = 4 << 20;
+pub(crate) const DEFAULT_MAX_CHUNK_SIZE: usize = 4 << 20;
 
 impl<A: Allocator> ChainAllocator<A> {
     /// Bytes of bookkeeping at the start of each chunk. Size a hint with it in mind when a
@@ -366,13 +366,10 @@ impl<A: Allocator> ChainAllocator<A> {
     #[cold]
     #[inline(never)]
     fn push_chunk(&self, layout: Layout) -> Result<(), AllocError> {
-        let align = layout.align().max(align_of::<ChunkHeader>());
-        let needed = align_up(Self::CHAIN_NODE_OVERHEAD, layout.align())
-            .and_then(|start| start.checked_add(layout.size()))
-            .ok_or(AllocError)?;
         let regular = self.next_chunk_size.get();
-        let size = needed.max(regular);
-        let chunk_layout = Layout::from_size_align(size, align).map_err(|_| AllocError)?;
+        let chunk_layout =
+            chunk_layout(Layout::new::<ChunkHeader>(), regular, layout).ok_or(AllocError)?;
+        let (size, align) = (chunk_layout.size(), chunk_layout.align());
         let chunk = self.allocator.allocate(chunk_layout)?;
         let header = chunk.cast::<ChunkHeader>();
         let depth = self.depth() + 1;

@@ -97,3 +97,5 @@ forward_allocator!(impl[A: crate::Allocator] crate::ChainAllocator<A>);
 forward_allocator!(impl['a, A: crate::Rewind] crate::Scope<'a, A>);
 forward_allocator!(impl[] crate::PageAllocator);
 forward_allocator!(impl[] crate::VirtualArena);
+forward_allocator!(impl[A: crate::Allocator] crate::SyncLinearAllocator<A>);
+forward_allocator!(impl[A: crate::Allocator] crate::SyncChainAllocator<A>);

@@ -9,6 +9,8 @@
 //! | [`VirtualAllocator`] | whole pages from the OS | OS limit | backing the arenas; large blocks |
 //! | [`PageAllocator`] | pages mapped as [`PageOptions`] say | OS limit | prefaulted, locked, guarded or huge pages |
 //! | [`VirtualArena`] | one reserved address range, committed in steps | `Err` at the reservation | one contiguous, growable arena |
+//! | [`SyncLinearAllocator<A>`] | as `LinearAllocator`, lock-free | `Err` | threads, signal handlers |
+//! | [`SyncChainAllocator<A>`] | as `ChainAllocator`, lock-free | publishes a new chunk | threads, signal handlers |
 //!
 //! All implement the [`allocator_api2`] [`Allocator`] trait (re-exported here with [`Layout`],
 //! [`AllocError`], [`Global`] and, with the `std` feature, [`System`]), so `&arena` works with
@@ -51,6 +53,11 @@
 //! address range once and commits it in steps, so a refused commit is an `Err` at a known point
 //! rather than a fault on first touch, and can give its pages back while keeping the range.
 //!
+//! [`SyncLinearAllocator`] and [`SyncChainAllocator`] are reentrant: their cursors move by
+//! compare-exchange, with no lock, so a handler may allocate from the very arena the code it
+//! interrupted was allocating from. Backed by [`VirtualAllocator`], `SyncChainAllocator` grows
+//! with one raw `mmap` and stays async-signal-safe; see each type's `# Signal safety` section.
+//!
 //! # Features
 //! - `std` (default): [`AllocError`] implements `std::error::Error`, and [`System`] is available
 //!   as a backing allocator. Without it the crate uses neither `std` nor `alloc`.
@@ -87,6 +94,7 @@ mod linear;
 pub mod os;
 mod page_alloc;
 mod resize;
+mod sync;
 mod typed;
 mod virtual_alloc;
 mod virtual_arena;
@@ -94,6 +102,7 @@ mod virtual_arena;
 pub use chain::ChainAllocator;
 pub use linear::LinearAllocator;
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
+pub use sync::{SyncChainAllocator, SyncLinearAllocator};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;
 pub use virtual_arena::VirtualArena;

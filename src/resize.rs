@@ -5,6 +5,39 @@ use crate::{AllocError, Allocator};
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
+/// The in-place operations on an arena's most recent block that [`grow`] and [`shrink`] build
+/// on: the `Cell` [`Cursor`] and the lock-free arenas' atomic cursor both provide them.
+pub(crate) trait LastBlock {
+    /// Gives back `[ptr, ptr + size)` if it is the most recent block; otherwise does nothing.
+    fn release_if_last(&self, ptr: NonNull<u8>, size: usize);
+
+    /// Resizes the most recent block `[ptr, ptr + old_size)` to `new.size()` in place, if it is
+    /// the most recent block, `ptr` suits `new.align()` and the chunk has room.
+    fn resize_last_in_place(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        new: Layout,
+    ) -> Option<NonNull<[u8]>>;
+}
+
+impl LastBlock for Cursor {
+    #[inline]
+    fn release_if_last(&self, ptr: NonNull<u8>, size: usize) {
+        Cursor::release_if_last(self, ptr, size);
+    }
+
+    #[inline]
+    fn resize_last_in_place(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        new: Layout,
+    ) -> Option<NonNull<[u8]>> {
+        Cursor::resize_last_in_place(self, ptr, old_size, new)
+    }
+}
+
 /// Grows `ptr` from `old` to `new`: in place when it is the most recent block of `cursor` and the
 /// chunk has room, otherwise by [`move_block`].
 ///
@@ -13,7 +46,7 @@ use core::ptr::NonNull;
 /// chunk is `cursor`, and `new.size() >= old.size()`.
 pub(crate) unsafe fn grow<A: Allocator + ?Sized>(
     arena: &A,
-    cursor: &Cursor,
+    cursor: &impl LastBlock,
     ptr: NonNull<u8>,
     old: Layout,
     new: Layout,
@@ -68,7 +101,7 @@ pub(crate) unsafe fn zero_tail(block: NonNull<[u8]>, from: usize) {
 /// chunk is `cursor`, and `new.size() <= old.size()`.
 pub(crate) unsafe fn shrink<A: Allocator + ?Sized>(
     arena: &A,
-    cursor: &Cursor,
+    cursor: &impl LastBlock,
     ptr: NonNull<u8>,
     old: Layout,
     new: Layout,

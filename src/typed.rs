@@ -533,3 +533,8 @@ unsafe impl<A: Allocator> Arena for crate::ChainAllocator<A> {}
 // SAFETY: see above; `VirtualArena` never moves or unmaps a block while `&self` is shared
 // (`reset` and `reset_and_release` take `&mut self`).
 unsafe impl Arena for crate::VirtualArena {}
+// SAFETY: see above; the lock-free arenas hand out each byte once (compare-exchange on the
+// cursor) and free chunks only in `reset(&mut self)` or drop.
+unsafe impl<A: Allocator> Arena for crate::SyncLinearAllocator<A> {}
+// SAFETY: as for `SyncLinearAllocator`.
+unsafe impl<A: Allocator> Arena for crate::SyncChainAllocator<A> {}

@@ -1,0 +1,196 @@
+//! A crash handler that writes its report into arena memory prepared before the crash.
+//!
+//! After a `SIGSEGV` the heap may be corrupt or its lock held, so the handler must not call
+//! `malloc`. Everything it needs is made ready up front: a `SyncLinearAllocator` backed by
+//! `VirtualAllocator` (pages straight from the kernel), and an alternate signal stack, so that
+//! the handler can run even when the crash is a stack overflow. The handler formats the report
+//! with `core::fmt::Write` into a buffer from the arena, writes it to stderr with `write(2)` and
+//! leaves with `_exit`.
+//!
+//! ```text
+//! cargo run --example crash_report -- segv       # write to a PROT_NONE page
+//! cargo run --example crash_report -- overflow   # overflow the stack
+//! ```
+//! Either way the process prints the report on stderr and exits with status 42.
+
+use libdd_alloc::{Allocator, Layout, SyncLinearAllocator, VirtualAllocator};
+use std::fmt::Write as _;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// The exit status of a process that reported its crash.
+pub const REPORT_EXIT_STATUS: i32 = 42;
+/// Room for one report.
+const REPORT_CAPACITY: usize = 2048;
+/// The alternate signal stack; the handler's frames and formatting fit easily.
+const ALTERNATE_STACK_SIZE: usize = 64 << 10;
+
+type Arena = SyncLinearAllocator<VirtualAllocator>;
+
+/// The arena for the report, prepared before any crash.
+static ARENA: AtomicPtr<Arena> = AtomicPtr::new(std::ptr::null_mut());
+/// Where the alternate stack lives, to tell in the report whether the handler runs on it.
+static ALTERNATE_STACK: AtomicUsize = AtomicUsize::new(0);
+
+/// A `core::fmt::Write` sink over a fixed buffer from the arena; output past the end is cut.
+struct ReportBuffer {
+    buffer: NonNull<[u8]>,
+    len: usize,
+}
+
+impl std::fmt::Write for ReportBuffer {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let room = self.buffer.len() - self.len;
+        let take = text.len().min(room);
+        // SAFETY: `[len, len + take)` lies inside the buffer, which the handler owns.
+        unsafe {
+            self.buffer
+                .cast::<u8>()
+                .add(self.len)
+                .copy_from_nonoverlapping(NonNull::from(text.as_bytes()).cast(), take)
+        };
+        self.len += take;
+        if take < text.len() {
+            Err(std::fmt::Error)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn write_stderr(bytes: &[u8]) {
+    // SAFETY: writing a valid buffer to fd 2; a short or failed write is all we can accept here.
+    unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// The `SIGSEGV`/`SIGBUS` handler. Async-signal-safe: atomics, the arena, `write`, `_exit`.
+extern "C" fn report_crash(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _context: *mut libc::c_void,
+) {
+    // SAFETY: `ARENA` was set before the handler was installed and is never freed.
+    let arena = unsafe { &*ARENA.load(Ordering::Acquire) };
+    let used_before = arena.used_bytes();
+    let Ok(buffer) = arena.allocate(Layout::new::<[u8; REPORT_CAPACITY]>()) else {
+        write_stderr(b"crash report: no room in the arena\n");
+        // SAFETY: leave at once.
+        unsafe { libc::_exit(REPORT_EXIT_STATUS + 1) };
+    };
+    // SAFETY: the kernel passes valid siginfo to an SA_SIGINFO handler.
+    let fault_address = unsafe { (*info).si_addr() } as usize;
+    let here = &signal as *const libc::c_int as usize;
+    let stack = ALTERNATE_STACK.load(Ordering::Relaxed);
+    let on_alternate_stack = (stack..stack + ALTERNATE_STACK_SIZE).contains(&here);
+    let name = match signal {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        _ => "?",
+    };
+    let mut report = ReportBuffer { buffer, len: 0 };
+    let _ = write!(
+        report,
+        "=== crash report ===\n\
+         signal: {signal} ({name})\n\
+         fault address: {fault_address:#x}\n\
+         handler on alternate stack: {on_alternate_stack}\n\
+         arena before the report: {used_before} of {reserved} bytes used\n\
+         report buffer from the arena at: {buffer:#x}\n\
+         === end of crash report ===\n",
+        reserved = arena.reserved_bytes(),
+        buffer = buffer.cast::<u8>().as_ptr() as usize,
+    );
+    // SAFETY: the first `len` bytes of the buffer were written above.
+    write_stderr(unsafe { std::slice::from_raw_parts(buffer.cast::<u8>().as_ptr(), report.len) });
+    // SAFETY: leave without running exit handlers or unwinding through the faulting frame.
+    unsafe { libc::_exit(REPORT_EXIT_STATUS) };
+}
+
+/// Prepares everything the handler needs, then installs it for `SIGSEGV` and `SIGBUS` on an
+/// alternate stack for the calling thread.
+pub fn prepare() {
+    libdd_alloc::os::page_size().expect("page size");
+    let arena = Arena::new_in(
+        Layout::from_size_align(64 << 10, 4096).unwrap(),
+        VirtualAllocator {},
+    )
+    .expect("crash arena");
+    // Some state the program keeps in the arena before the crash.
+    arena.allocate(Layout::new::<[u64; 16]>()).expect("state");
+    ARENA.store(Box::into_raw(Box::new(arena)), Ordering::Release);
+
+    let stack = VirtualAllocator {}
+        .allocate(Layout::from_size_align(ALTERNATE_STACK_SIZE, 4096).unwrap())
+        .expect("alternate stack");
+    ALTERNATE_STACK.store(stack.cast::<u8>().as_ptr() as usize, Ordering::Relaxed);
+    let alternate = libc::stack_t {
+        ss_sp: stack.cast::<libc::c_void>().as_ptr(),
+        ss_flags: 0,
+        ss_size: ALTERNATE_STACK_SIZE,
+    };
+    // SAFETY: the stack is a fresh mapping that is never freed; the action's handler is
+    // async-signal-safe; a zeroed sigaction is valid.
+    unsafe {
+        assert_eq!(libc::sigaltstack(&alternate, std::ptr::null_mut()), 0);
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = report_crash
+            as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+            as usize;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGSEGV, &action, std::ptr::null_mut()),
+            0
+        );
+        assert_eq!(
+            libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+}
+
+/// Writes to a page mapped without access; prints its address first, for checking the report.
+fn crash_on_protected_page() -> ! {
+    // SAFETY: a fresh anonymous PROT_NONE mapping.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(page, libc::MAP_FAILED);
+    let target = page.cast::<u8>().wrapping_add(16);
+    println!("about to write to {:#x}", target as usize);
+    // SAFETY: not safe at all, on purpose: the page has no access, so the write faults and the
+    // handler ends the process before this function could go on.
+    unsafe { target.write_volatile(1) };
+    unreachable!("the write to a PROT_NONE page did not fault");
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth as u8; 512]);
+    recurse(depth + 1).wrapping_add(frame[0] as u64)
+}
+
+/// Prepares the handler and crashes in the chosen way (`segv` or `overflow`).
+pub fn run(mode: &str) -> ! {
+    prepare();
+    match mode {
+        "overflow" => {
+            std::hint::black_box(recurse(0));
+            unreachable!("the stack did not overflow");
+        }
+        _ => crash_on_protected_page(),
+    }
+}
+
+#[allow(dead_code)]
+fn main() {
+    let mode = std::env::args().nth(1).unwrap_or_else(|| "segv".into());
+    run(&mode);
+}

@@ -1,0 +1,16 @@
+//! The lock-free, reentrant twins of the `Cell` arenas: [`SyncLinearAllocator`] and
+//! [`SyncChainAllocator`].
+//!
+//! Same API as [`LinearAllocator`](crate::LinearAllocator) and
+//! [`ChainAllocator`](crate::ChainAllocator), but the cursor is an atomic moved by
+//! compare-exchange, so the arenas are `Sync` and may be used from a signal handler that
+//! interrupted an allocation from the same arena. The bump arithmetic is the shared one of
+//! `bump.rs`; only the way the cursor is updated differs.
+
+mod atomic;
+mod chain;
+mod cursor;
+mod linear;
+
+pub use chain::SyncChainAllocator;
+pub use linear::SyncLinearAllocator;

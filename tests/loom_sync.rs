@@ -1,0 +1,190 @@
+//! Model check of the lock-free protocols with [loom](https://docs.rs/loom), which runs each
+//! scenario under every interleaving of its threads' atomic operations (up to a preemption
+//! bound). Run with:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" cargo test --release --test loom_sync
+//! ```
+//!
+//! Under `cfg(loom)` the arenas' atomics come from loom (see `src/sync/atomic.rs`), so this is
+//! the real code, not a copy. Only the atomics are modelled: the tests check the ranges handed
+//! out and the chunk bookkeeping, not the bytes.
+#![cfg(loom)]
+
+use libdd_alloc::{AllocError, Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, System};
+use loom::sync::Arc;
+use loom::thread;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(f);
+}
+
+fn range(block: NonNull<[u8]>) -> (usize, usize) {
+    let start = block.cast::<u8>().as_ptr() as usize;
+    (start, start + block.len())
+}
+
+fn assert_disjoint(mut ranges: Vec<(usize, usize)>) {
+    ranges.sort_unstable();
+    for pair in ranges.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "overlap: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+/// `System`, counting chunks and bytes held (plain std atomics: loom runs one thread at a time).
+#[derive(Default)]
+struct Counting {
+    live_bytes: AtomicUsize,
+    live_chunks: AtomicUsize,
+    allocations: AtomicUsize,
+}
+
+// SAFETY: forwards to `System`, only counting.
+unsafe impl Allocator for &'static Counting {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        let block = System.allocate(layout)?;
+        self.live_bytes.fetch_add(block.len(), Ordering::SeqCst);
+        self.live_chunks.fetch_add(1, Ordering::SeqCst);
+        self.allocations.fetch_add(1, Ordering::SeqCst);
+        Ok(block)
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        self.live_bytes.fetch_sub(layout.size(), Ordering::SeqCst);
+        self.live_chunks.fetch_sub(1, Ordering::SeqCst);
+        // SAFETY: forwarded caller contract.
+        unsafe { System.deallocate(ptr, layout) };
+    }
+}
+
+#[test]
+fn concurrent_bumps_never_overlap_and_the_cursor_adds_up() {
+    model(|| {
+        let layout = Layout::new::<u64>();
+        let arena =
+            Arc::new(SyncLinearAllocator::new_in(Layout::new::<[u64; 8]>(), System).unwrap());
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let arena = arena.clone();
+                thread::spawn(move || {
+                    let a = arena.allocate(layout).unwrap();
+                    let b = arena.allocate(layout).unwrap();
+                    [range(a), range(b)]
+                })
+            })
+            .collect();
+        let mut ranges: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        ranges.push(range(arena.allocate(layout).unwrap()));
+        assert_disjoint(ranges);
+        assert_eq!(arena.used_bytes(), 5 * 8);
+    });
+}
+
+#[test]
+fn dealloc_and_grow_of_the_last_block_race_safely_with_allocation() {
+    model(|| {
+        let small = Layout::new::<u64>();
+        let big = Layout::new::<[u64; 2]>();
+        let arena =
+            Arc::new(SyncLinearAllocator::new_in(Layout::new::<[u64; 8]>(), System).unwrap());
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || range(arena.allocate(small).unwrap()))
+        };
+        // This thread: allocate, grow (in place if still last, else copy), then give a scratch
+        // block back (in place only if still last).
+        let x = arena.allocate(small).unwrap();
+        // SAFETY: `x` came from the arena with `small`.
+        let x = unsafe { arena.grow(x.cast(), small, big) }.unwrap();
+        let scratch = arena.allocate(small).unwrap();
+        // SAFETY: as above.
+        unsafe { arena.deallocate(scratch.cast(), small) };
+        let y = other.join().unwrap();
+        assert_disjoint(vec![range(x), y]);
+        let base = arena.allocate(small).unwrap();
+        // Every live block lies below the cursor.
+        assert!(range(x).1 <= range(base).0 && y.1 <= range(base).0);
+    });
+}
+
+/// Two threads find the (lazy) arena empty and both take a chunk. Blocks of 40 bytes: two fit
+/// in one 128-byte chunk, so the loser moves into the winner's chunk and returns its own.
+#[test]
+fn racing_first_chunk_loser_uses_the_winners_chunk_and_returns_its_own() {
+    racing_growth(40);
+}
+
+/// Blocks of 80 bytes: one per chunk, so the loser stacks its chunk above the winner's.
+#[test]
+fn racing_growth_loser_stacks_its_chunk_above_the_winners() {
+    racing_growth(80);
+}
+
+fn racing_growth(size: usize) {
+    model(move || {
+        let counting: &'static Counting = Box::leak(Box::default());
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        {
+            let arena =
+                Arc::new(SyncChainAllocator::new_lazy_in(128, counting).with_max_chunk_size(128));
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let arena = arena.clone();
+                    thread::spawn(move || range(arena.allocate(layout).unwrap()))
+                })
+                .collect();
+            let ranges: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            assert_disjoint(ranges);
+            let chunks = counting.live_chunks.load(Ordering::SeqCst);
+            assert_eq!(chunks, if size <= 48 { 1 } else { 2 });
+            // Nothing leaked: what the backing allocator still holds is what the arena counts.
+            assert_eq!(
+                arena.reserved_bytes(),
+                counting.live_bytes.load(Ordering::SeqCst)
+            );
+            assert_eq!(arena.reserved_bytes(), chunks * 128);
+        }
+        assert_eq!(counting.live_chunks.load(Ordering::SeqCst), 0);
+    });
+}
+
+/// Three threads allocate into a chain whose chunks hold one block each, while the chain grows
+/// under them: every block distinct, every chunk accounted for.
+#[test]
+fn three_threads_growing_a_chain_hand_out_disjoint_blocks() {
+    model(|| {
+        let counting: &'static Counting = Box::leak(Box::default());
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        let arena = Arc::new(
+            SyncChainAllocator::new_in(128, counting)
+                .unwrap()
+                .with_max_chunk_size(128),
+        );
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let arena = arena.clone();
+                thread::spawn(move || range(arena.allocate(layout).unwrap()))
+            })
+            .collect();
+        let mut ranges = vec![range(arena.allocate(layout).unwrap())];
+        ranges.extend(threads.into_iter().map(|t| t.join().unwrap()));
+        assert_disjoint(ranges);
+        assert_eq!(
+            arena.reserved_bytes(),
+            counting.live_bytes.load(Ordering::SeqCst)
+        );
+        assert_eq!(counting.live_chunks.load(Ordering::SeqCst), 3);
+    });
+}
