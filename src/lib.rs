@@ -109,3 +109,8 @@ pub use virtual_arena::VirtualArena;
 
 // The allocator vocabulary, so users need no direct dependency on allocator_api2.
 pub use allocator_api2::alloc::*;
+
+/// Every Rust code block of README.md runs as a doctest, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
