@@ -142,7 +142,9 @@ impl VirtualArena {
     /// ```
     pub fn with_max_commit_step(mut self, bytes: usize) -> Self {
         let bytes = bytes.max(MIN_COMMIT_STEP);
-        self.max_commit_step = bump::align_up(bytes, self.page).unwrap_or(self.reservation);
+        // Past the top of the address space, the largest page multiple: a step never below
+        // the first one (the reservation may be smaller than that).
+        self.max_commit_step = bump::align_up(bytes, self.page).unwrap_or(!(self.page - 1));
         self
     }
 
@@ -326,7 +328,8 @@ impl VirtualArena {
         }
         let needed = bump::align_up(needed, self.page).ok_or(AllocError)?;
         // Page aligned even where a page is larger than the first step.
-        let step = committed.clamp(MIN_COMMIT_STEP, self.max_commit_step);
+        // `max`/`min` rather than `clamp`, which panics if the bounds were ever inverted.
+        let step = committed.max(MIN_COMMIT_STEP).min(self.max_commit_step);
         let wanted = bump::align_up(committed.saturating_add(step), self.page)
             .unwrap_or(self.reservation)
             .max(needed)

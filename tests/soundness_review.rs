@@ -19,3 +19,21 @@ fn virtual_arena_allocate_zeroed_of_a_zero_size_layout_is_dangling_and_touches_n
     }
     assert_eq!(arena.used_bytes(), 0);
 }
+
+#[test]
+fn virtual_arena_with_an_overflowing_max_commit_step_still_commits_and_allocates() {
+    let page = libdd_alloc::os::page_size().unwrap();
+    for (reservation, step) in [(page, usize::MAX), (1 << 20, usize::MAX - page + 2)] {
+        let arena = VirtualArena::new(reservation)
+            .unwrap()
+            .with_max_commit_step(step);
+        let block = arena.allocate(Layout::new::<u64>()).unwrap();
+        // SAFETY: the block is ours and sized for a u64.
+        unsafe { block.cast::<u64>().as_ptr().write(7) };
+        assert_eq!(arena.used_bytes(), 8);
+        assert_eq!(
+            arena.committed_bytes(),
+            arena.reservation_bytes().min(64 << 10)
+        );
+    }
+}
