@@ -269,8 +269,9 @@ impl VirtualArena {
     /// [`allocate_zeroed`](Allocator::allocate_zeroed) without a memset. Cost: about 0.2 µs per
     /// touched page, plus a page fault per page when it is used again.
     ///
-    /// If the OS refuses (it cannot for this mapping, short of a kernel bug), the arena is still
-    /// reset and simply keeps its pages.
+    /// If the OS refuses (Linux cannot for this mapping; Windows can, when the commit limit is
+    /// reached between its decommit and recommit), the arena is still reset, but counts nothing
+    /// as committed any more: the next allocation commits again, and may fail with `Err`.
     ///
     /// ```
     /// # use libdd_alloc::{Allocator, Layout, VirtualArena};
@@ -289,10 +290,25 @@ impl VirtualArena {
         self.note_high_water();
         let dirty = bump::align_up(self.dirty.get(), self.page).unwrap_or(self.committed.get());
         let touched = dirty.min(self.committed.get());
-        // SAFETY: `[base, base + touched)` is committed read-write memory of our reservation,
-        // and `&mut self` proves no block in it is still borrowed.
-        if touched == 0 || unsafe { os::release_pages(self.base, touched) }.is_ok() {
-            self.dirty.set(0);
+        let released = if touched == 0 {
+            Ok(())
+        } else {
+            // SAFETY: `[base, base + touched)` is committed read-write memory of our
+            // reservation, and `&mut self` proves no block in it is still borrowed.
+            unsafe { os::release_pages(self.base, touched) }
+        };
+        self.finish_release(released);
+    }
+
+    /// The end of [`reset_and_release`](Self::reset_and_release), once the OS has answered.
+    fn finish_release(&mut self, released: Result<(), AllocError>) {
+        match released {
+            Ok(()) => self.dirty.set(0),
+            // The pages may now be inaccessible (Windows decommits, then commits again, and the
+            // second step can be refused; a failed `MAP_FIXED` may unmap): count nothing as
+            // committed, so the next allocation commits again (or fails) before any reuse.
+            // Committing pages that are still committed is harmless.
+            Err(AllocError) => self.committed.set(0),
         }
         self.cursor.set(self.base, self.committed.get());
     }
@@ -530,6 +546,30 @@ mod tests {
         arena.commit_through(base + committed).unwrap();
         assert_eq!(arena.committed_bytes(), committed);
         assert!(arena.commit_through(base + (1 << 20) + 1).is_err());
+        assert_eq!(arena.committed_bytes(), committed);
+    }
+
+    #[test]
+    fn a_refused_release_that_left_pages_inaccessible_is_committed_again_before_reuse() {
+        // Windows releases by decommitting and committing again; the second step can be
+        // refused, leaving the pages inaccessible. Emulate that with PROT_NONE.
+        let mut arena = VirtualArena::new(1 << 20).unwrap();
+        let layout = Layout::from_size_align(1000, 8).unwrap();
+        let block = arena.allocate(layout).unwrap();
+        // SAFETY: the block is ours.
+        unsafe { block.cast::<u8>().write_bytes(0xAB, 1000) };
+        arena.note_high_water();
+        let committed = arena.committed_bytes();
+        // SAFETY: committed pages of our reservation, no block borrowed.
+        unsafe { os::protect_none(arena.base, committed) }.unwrap();
+        arena.finish_release(Err(AllocError));
+        let again = arena.allocate_zeroed(layout).unwrap();
+        assert_eq!(again, block);
+        // SAFETY: the block is ours; before the fix this write faulted.
+        unsafe { again.cast::<u8>().write_bytes(0x5A, 1000) };
+        // SAFETY: as above.
+        let bytes = unsafe { core::slice::from_raw_parts(again.cast::<u8>().as_ptr(), 1000) };
+        assert!(bytes.iter().all(|&b| b == 0x5A));
         assert_eq!(arena.committed_bytes(), committed);
     }
 

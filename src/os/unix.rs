@@ -305,7 +305,8 @@ pub(crate) unsafe fn populate(ptr: NonNull<u8>, len: usize, page: usize) -> Resu
 ///
 /// # Errors
 /// `Err(AllocError)` if the OS refuses (the range is locked, or not ours); the contents are then
-/// unspecified.
+/// unspecified, and off Linux (a failed `MAP_FIXED` may unmap part of the range) the pages may
+/// be inaccessible: commit them again before use.
 ///
 /// # Safety
 /// The range must be a page-aligned, read-write part of a mapping made here, with no live

@@ -189,6 +189,11 @@ pub(crate) unsafe fn populate(ptr: NonNull<u8>, len: usize, page: usize) -> Resu
 /// zero and stay usable. `MEM_RESET` would be cheaper but, like Linux's `MADV_FREE`, leaves
 /// the contents undefined.
 ///
+/// # Errors
+/// `Err(AllocError)` when the decommit or the recommit is refused (the commit limit may be
+/// reached in between): the pages may then be decommitted, and must be committed again before
+/// use.
+///
 /// # Safety
 /// The range must be committed read-write memory of a region made here, with no live
 /// references to it.
