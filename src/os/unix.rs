@@ -150,6 +150,11 @@ fn map_flags(options: MapOptions) -> Result<MapFlags, AllocError> {
     Ok(flags)
 }
 
+/// Whether the kernel has transparent huge pages, which `madvise(MADV_HUGEPAGE)` asks for and
+/// which need a huge-page-aligned range to be used.
+pub(crate) const TRANSPARENT_HUGE_PAGES: bool =
+    cfg!(any(target_os = "linux", target_os = "android"));
+
 pub(super) fn query_huge_page_size(page: usize) -> usize {
     (page / 8).saturating_mul(page)
 }

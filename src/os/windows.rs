@@ -76,6 +76,10 @@ pub(crate) fn map_aligned(
     map_pages_aligned(len, align, 0, page, MapOptions::default())
 }
 
+/// Windows has no transparent large pages: nothing gains from aligning a block to one (and
+/// an alignment above the 64 KiB allocation granularity cannot be had at all).
+pub(crate) const TRANSPARENT_HUGE_PAGES: bool = false;
+
 /// `GetLargePageMinimum`, or the normal page size when large pages are unsupported (it returns 0).
 pub(super) fn query_huge_page_size(page: usize) -> usize {
     // SAFETY: GetLargePageMinimum takes no arguments and cannot fail.
