@@ -244,7 +244,17 @@ impl VirtualArena {
 
     /// Frees every allocation at once. O(1). The committed pages stay resident, holding their
     /// old contents, ready for reuse; use [`reset_and_release`](Self::reset_and_release) to give
-    /// them back. Taking `&mut self` proves that no block handed out is still borrowed.
+    /// them back. Taking `&mut self` proves that no reference into the arena is alive.
+    ///
+    /// # Blocks held by a container that owns the arena
+    /// `&mut self` proves that nothing *borrows* the arena, not that every block was given back:
+    /// blocks from [`Allocator::allocate`] are raw pointers. A container that owns the arena by
+    /// value as its allocator (`Vec<T, VirtualArena>`) and handed out `&mut` to it would let `reset` free
+    /// blocks the container still uses. Not doing so is that container's (unsafe) part of the
+    /// `Allocator` contract, under which a block stays valid while it is allocated; the
+    /// collections of allocator-api2, hashbrown and std only ever expose `&A`, and bump-scope
+    /// and blink-alloc share this design. References from the [`Arena`](crate::Arena) methods
+    /// borrow the arena, so safe code cannot run into this.
     ///
     /// ```
     /// # use libdd_alloc::{Allocator, Layout, VirtualArena};
@@ -262,7 +272,8 @@ impl VirtualArena {
 
     /// Frees every allocation and gives the pages back to the OS (`MADV_DONTNEED`; decommit
     /// and recommit on Windows), keeping the reservation and the commit: the resident set drops
-    /// by what the arena had touched, and the pages read back as zero when next used.
+    /// by what the arena had touched, and the pages read back as zero when next used. What
+    /// [`reset`](Self::reset) says about containers that own the arena applies here too.
     ///
     /// `MADV_FREE` would be cheaper, but after it the contents are undefined until the kernel
     /// reclaims the pages (a later read may see old data), which would break
