@@ -155,7 +155,17 @@ impl<A: Allocator> LinearAllocator<A> {
     }
 
     /// Frees every allocation at once and makes the whole buffer available again. O(1); the
-    /// buffer is kept. Taking `&mut self` proves that no block handed out is still borrowed.
+    /// buffer is kept. Taking `&mut self` proves that no reference into the arena is alive.
+    ///
+    /// # Blocks held by a container that owns the arena
+    /// `&mut self` proves that nothing *borrows* the arena, not that every block was given back:
+    /// blocks from [`Allocator::allocate`] are raw pointers. A container that owns the arena by
+    /// value as its allocator (`Vec<T, LinearAllocator<A>>`) and handed out `&mut` to it would let `reset` free
+    /// blocks the container still uses. Not doing so is that container's (unsafe) part of the
+    /// `Allocator` contract, under which a block stays valid while it is allocated; the
+    /// collections of allocator-api2, hashbrown and std only ever expose `&A`, and bump-scope
+    /// and blink-alloc share this design. References from the [`Arena`](crate::Arena) methods
+    /// borrow the arena, so safe code cannot run into this.
     ///
     /// ```
     /// # use libdd_alloc::{Allocator, LinearAllocator, Layout, System};

@@ -24,7 +24,8 @@ pub enum HugePages {
     /// pool the administrator set up (`vm.nr_hugepages`; it is 0 by default). Each block is rounded
     /// up to whole huge pages. **Fallback:** when the system refuses (empty pool, no privilege,
     /// no such pages on this OS), the block is mapped with normal pages instead, with the same
-    /// length and alignment and the [`Transparent`](Self::Transparent) advice.
+    /// length; on Linux also with the same alignment and the [`Transparent`](Self::Transparent)
+    /// advice.
     Explicit,
     /// As [`Explicit`](Self::Explicit) but with no fallback: allocation is `Err` when the system
     /// refuses huge pages.
@@ -266,17 +267,20 @@ impl PageAllocator {
         let mut align = layout.align().max(geometry.page);
         let transparent = match self.options.huge_pages {
             HugePages::Normal => false,
-            HugePages::Transparent => geometry.len >= huge,
+            // Only where transparent huge pages exist: elsewhere the huge alignment buys
+            // nothing, and on Windows (above the 64 KiB granularity) it cannot be had at all.
+            HugePages::Transparent => os::TRANSPARENT_HUGE_PAGES && geometry.len >= huge,
             HugePages::Explicit | HugePages::ExplicitOnly => {
-                // Explicit huge pages start on a huge page boundary; the fallback keeps that.
-                align = align.max(huge);
-                if let Some(block) = self.map_explicit_huge(&geometry, align) {
+                // Explicit huge pages start on a huge page boundary.
+                if let Some(block) = self.map_explicit_huge(&geometry, align.max(huge)) {
                     return block;
                 }
                 if self.options.huge_pages == HugePages::ExplicitOnly {
                     return Err(AllocError);
                 }
-                true
+                // The fallback keeps the huge alignment where transparent huge pages can use it
+                // (`geometry.len` is whole huge pages).
+                os::TRANSPARENT_HUGE_PAGES
             }
         };
         if transparent {

@@ -344,7 +344,9 @@ pub struct Checkpoint {
 ///
 /// Sound by construction: [`rewind`](Rewind::rewind) takes `&mut self`, so no reference into
 /// the arena is alive, and any checkpoint (even one from another arena or from before a `reset`)
-/// at worst leaves some bytes unused; it never hands out memory twice.
+/// at worst leaves some bytes unused; it never hands out memory twice. (Like `reset`, it relies
+/// on a container that owns the arena by value never exposing `&mut` to it while it holds
+/// blocks: see [`LinearAllocator::reset`](crate::LinearAllocator::reset).)
 ///
 /// # Examples
 /// ```

@@ -142,7 +142,9 @@ impl VirtualArena {
     /// ```
     pub fn with_max_commit_step(mut self, bytes: usize) -> Self {
         let bytes = bytes.max(MIN_COMMIT_STEP);
-        self.max_commit_step = bump::align_up(bytes, self.page).unwrap_or(self.reservation);
+        // Past the top of the address space, the largest page multiple: a step never below
+        // the first one (the reservation may be smaller than that).
+        self.max_commit_step = bump::align_up(bytes, self.page).unwrap_or(!(self.page - 1));
         self
     }
 
@@ -242,7 +244,17 @@ impl VirtualArena {
 
     /// Frees every allocation at once. O(1). The committed pages stay resident, holding their
     /// old contents, ready for reuse; use [`reset_and_release`](Self::reset_and_release) to give
-    /// them back. Taking `&mut self` proves that no block handed out is still borrowed.
+    /// them back. Taking `&mut self` proves that no reference into the arena is alive.
+    ///
+    /// # Blocks held by a container that owns the arena
+    /// `&mut self` proves that nothing *borrows* the arena, not that every block was given back:
+    /// blocks from [`Allocator::allocate`] are raw pointers. A container that owns the arena by
+    /// value as its allocator (`Vec<T, VirtualArena>`) and handed out `&mut` to it would let `reset` free
+    /// blocks the container still uses. Not doing so is that container's (unsafe) part of the
+    /// `Allocator` contract, under which a block stays valid while it is allocated; the
+    /// collections of allocator-api2, hashbrown and std only ever expose `&A`, and bump-scope
+    /// and blink-alloc share this design. References from the [`Arena`](crate::Arena) methods
+    /// borrow the arena, so safe code cannot run into this.
     ///
     /// ```
     /// # use libdd_alloc::{Allocator, Layout, VirtualArena};
@@ -260,15 +272,17 @@ impl VirtualArena {
 
     /// Frees every allocation and gives the pages back to the OS (`MADV_DONTNEED`; decommit
     /// and recommit on Windows), keeping the reservation and the commit: the resident set drops
-    /// by what the arena had touched, and the pages read back as zero when next used.
+    /// by what the arena had touched, and the pages read back as zero when next used. What
+    /// [`reset`](Self::reset) says about containers that own the arena applies here too.
     ///
     /// `MADV_FREE` would be cheaper, but after it the contents are undefined until the kernel
     /// reclaims the pages (a later read may see old data), which would break
     /// [`allocate_zeroed`](Allocator::allocate_zeroed) without a memset. Cost: about 0.2 µs per
     /// touched page, plus a page fault per page when it is used again.
     ///
-    /// If the OS refuses (it cannot for this mapping, short of a kernel bug), the arena is still
-    /// reset and simply keeps its pages.
+    /// If the OS refuses (Linux cannot for this mapping; Windows can, when the commit limit is
+    /// reached between its decommit and recommit), the arena is still reset, but counts nothing
+    /// as committed any more: the next allocation commits again, and may fail with `Err`.
     ///
     /// ```
     /// # use libdd_alloc::{Allocator, Layout, VirtualArena};
@@ -287,10 +301,25 @@ impl VirtualArena {
         self.note_high_water();
         let dirty = bump::align_up(self.dirty.get(), self.page).unwrap_or(self.committed.get());
         let touched = dirty.min(self.committed.get());
-        // SAFETY: `[base, base + touched)` is committed read-write memory of our reservation,
-        // and `&mut self` proves no block in it is still borrowed.
-        if touched == 0 || unsafe { os::release_pages(self.base, touched) }.is_ok() {
-            self.dirty.set(0);
+        let released = if touched == 0 {
+            Ok(())
+        } else {
+            // SAFETY: `[base, base + touched)` is committed read-write memory of our
+            // reservation, and `&mut self` proves no block in it is still borrowed.
+            unsafe { os::release_pages(self.base, touched) }
+        };
+        self.finish_release(released);
+    }
+
+    /// The end of [`reset_and_release`](Self::reset_and_release), once the OS has answered.
+    fn finish_release(&mut self, released: Result<(), AllocError>) {
+        match released {
+            Ok(()) => self.dirty.set(0),
+            // The pages may now be inaccessible (Windows decommits, then commits again, and the
+            // second step can be refused; a failed `MAP_FIXED` may unmap): count nothing as
+            // committed, so the next allocation commits again (or fails) before any reuse.
+            // Committing pages that are still committed is harmless.
+            Err(AllocError) => self.committed.set(0),
         }
         self.cursor.set(self.base, self.committed.get());
     }
@@ -326,7 +355,8 @@ impl VirtualArena {
         }
         let needed = bump::align_up(needed, self.page).ok_or(AllocError)?;
         // Page aligned even where a page is larger than the first step.
-        let step = committed.clamp(MIN_COMMIT_STEP, self.max_commit_step);
+        // `max`/`min` rather than `clamp`, which panics if the bounds were ever inverted.
+        let step = committed.max(MIN_COMMIT_STEP).min(self.max_commit_step);
         let wanted = bump::align_up(committed.saturating_add(step), self.page)
             .unwrap_or(self.reservation)
             .max(needed)
@@ -402,6 +432,10 @@ unsafe impl Allocator for VirtualArena {
     #[inline]
     fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let block = self.allocate(layout)?;
+        if layout.size() == 0 {
+            // A dangling pointer, not in the reservation: no offset to compute, nothing to zero.
+            return Ok(block);
+        }
         // Bytes past the high-water mark were never handed out since the pages were fresh.
         let start = block.cast::<u8>().as_ptr().addr() - self.base.as_ptr().addr();
         let dirty_end = self.dirty.get().min(start + block.len());
@@ -523,6 +557,30 @@ mod tests {
         arena.commit_through(base + committed).unwrap();
         assert_eq!(arena.committed_bytes(), committed);
         assert!(arena.commit_through(base + (1 << 20) + 1).is_err());
+        assert_eq!(arena.committed_bytes(), committed);
+    }
+
+    #[test]
+    fn a_refused_release_that_left_pages_inaccessible_is_committed_again_before_reuse() {
+        // Windows releases by decommitting and committing again; the second step can be
+        // refused, leaving the pages inaccessible. Emulate that with PROT_NONE.
+        let mut arena = VirtualArena::new(1 << 20).unwrap();
+        let layout = Layout::from_size_align(1000, 8).unwrap();
+        let block = arena.allocate(layout).unwrap();
+        // SAFETY: the block is ours.
+        unsafe { block.cast::<u8>().write_bytes(0xAB, 1000) };
+        arena.note_high_water();
+        let committed = arena.committed_bytes();
+        // SAFETY: committed pages of our reservation, no block borrowed.
+        unsafe { os::protect_none(arena.base, committed) }.unwrap();
+        arena.finish_release(Err(AllocError));
+        let again = arena.allocate_zeroed(layout).unwrap();
+        assert_eq!(again, block);
+        // SAFETY: the block is ours; before the fix this write faulted.
+        unsafe { again.cast::<u8>().write_bytes(0x5A, 1000) };
+        // SAFETY: as above.
+        let bytes = unsafe { core::slice::from_raw_parts(again.cast::<u8>().as_ptr(), 1000) };
+        assert!(bytes.iter().all(|&b| b == 0x5A));
         assert_eq!(arena.committed_bytes(), committed);
     }
 

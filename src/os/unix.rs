@@ -150,6 +150,11 @@ fn map_flags(options: MapOptions) -> Result<MapFlags, AllocError> {
     Ok(flags)
 }
 
+/// Whether the kernel has transparent huge pages, which `madvise(MADV_HUGEPAGE)` asks for and
+/// which need a huge-page-aligned range to be used.
+pub(crate) const TRANSPARENT_HUGE_PAGES: bool =
+    cfg!(any(target_os = "linux", target_os = "android"));
+
 pub(super) fn query_huge_page_size(page: usize) -> usize {
     (page / 8).saturating_mul(page)
 }
@@ -305,7 +310,8 @@ pub(crate) unsafe fn populate(ptr: NonNull<u8>, len: usize, page: usize) -> Resu
 ///
 /// # Errors
 /// `Err(AllocError)` if the OS refuses (the range is locked, or not ours); the contents are then
-/// unspecified.
+/// unspecified, and off Linux (a failed `MAP_FIXED` may unmap part of the range) the pages may
+/// be inaccessible: commit them again before use.
 ///
 /// # Safety
 /// The range must be a page-aligned, read-write part of a mapping made here, with no live

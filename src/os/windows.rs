@@ -76,6 +76,10 @@ pub(crate) fn map_aligned(
     map_pages_aligned(len, align, 0, page, MapOptions::default())
 }
 
+/// Windows has no transparent large pages: nothing gains from aligning a block to one (and
+/// an alignment above the 64 KiB allocation granularity cannot be had at all).
+pub(crate) const TRANSPARENT_HUGE_PAGES: bool = false;
+
 /// `GetLargePageMinimum`, or the normal page size when large pages are unsupported (it returns 0).
 pub(super) fn query_huge_page_size(page: usize) -> usize {
     // SAFETY: GetLargePageMinimum takes no arguments and cannot fail.
@@ -188,6 +192,11 @@ pub(crate) unsafe fn populate(ptr: NonNull<u8>, len: usize, page: usize) -> Resu
 /// Gives the pages of `[ptr, ptr + len)` back and commits them again, so they read back as
 /// zero and stay usable. `MEM_RESET` would be cheaper but, like Linux's `MADV_FREE`, leaves
 /// the contents undefined.
+///
+/// # Errors
+/// `Err(AllocError)` when the decommit or the recommit is refused (the commit limit may be
+/// reached in between): the pages may then be decommitted, and must be committed again before
+/// use.
 ///
 /// # Safety
 /// The range must be committed read-write memory of a region made here, with no live
