@@ -16,5 +16,5 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross-check"
 for target in x86_64-pc-windows-gnu x86_64-apple-darwin x86_64-unknown-freebsd; do
     echo "== cargo check --lib --target $target"
-    cargo +nightly check --lib --no-default-features --target "$target" -Zbuild-std=core,alloc
+    RUSTFLAGS="-D warnings" cargo +nightly check --lib --no-default-features --target "$target" -Zbuild-std=core,alloc
 done

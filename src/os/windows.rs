@@ -5,17 +5,11 @@ use super::MapOptions;
 use crate::AllocError;
 use core::ptr::NonNull;
 use windows_sys::Win32::System::Memory::{
-    GetLargePageMinimum, VirtualAlloc, VirtualFree, VirtualLock, VirtualProtect, MEM_COMMIT,
-    MEM_DECOMMIT, MEM_LARGE_PAGES, MEM_RELEASE, MEM_RESERVE, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS,
-    PAGE_READWRITE,
+    GetLargePageMinimum, VirtualAlloc, VirtualFree, VirtualLock, VirtualProtect, VirtualQuery,
+    MEMORY_BASIC_INFORMATION, MEM_COMMIT, MEM_DECOMMIT, MEM_LARGE_PAGES, MEM_RELEASE, MEM_RESERVE,
+    PAGE_NOACCESS, PAGE_PROTECTION_FLAGS, PAGE_READWRITE,
 };
 use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
-
-/// Windows errors go to `GetLastError`, never to the C runtime's `errno`.
-#[inline(always)]
-pub(crate) fn keep_errno<T>(call: impl FnOnce() -> T) -> T {
-    call()
-}
 
 fn system_info() -> SYSTEM_INFO {
     let mut info = core::mem::MaybeUninit::<SYSTEM_INFO>::uninit();
@@ -44,13 +38,30 @@ pub(crate) fn map(len: usize) -> Result<NonNull<u8>, AllocError> {
     NonNull::new(ptr.cast::<u8>()).ok_or(AllocError)
 }
 
-/// Releases a whole region made by [`map`]; `len` is implied by the region on Windows.
+/// Gives back `[ptr, ptr + len)`. A whole region (`ptr` is its base) is released; the tail of a
+/// region (as `VirtualAllocator::shrink` gives back) cannot be released on Windows, so its pages
+/// are decommitted instead and the address range goes with the rest of the region.
 ///
 /// # Safety
-/// `ptr` must be the base of a region returned by [`map`], with no live references into it.
-pub(crate) unsafe fn unmap(ptr: NonNull<u8>, _len: usize) {
-    // SAFETY: the caller hands over the region; MEM_RELEASE requires size 0 and the base.
-    let _ = unsafe { VirtualFree(ptr.as_ptr().cast(), 0, MEM_RELEASE) };
+/// `[ptr, ptr + len)` must be a region returned by [`map`] or a page-aligned tail of one, with no
+/// live references into it.
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    let mut info = core::mem::MaybeUninit::<MEMORY_BASIC_INFORMATION>::uninit();
+    let size = core::mem::size_of::<MEMORY_BASIC_INFORMATION>();
+    // SAFETY: VirtualQuery writes at most `size` bytes into `info` and reads no memory at `ptr`.
+    let written = unsafe { VirtualQuery(ptr.as_ptr().cast(), info.as_mut_ptr(), size) };
+    // SAFETY: a non-zero return means the struct was filled.
+    let is_base =
+        written != 0 && unsafe { info.assume_init() }.AllocationBase == ptr.as_ptr().cast();
+    // SAFETY: the caller hands the range over. MEM_RELEASE takes the region base and size 0;
+    // MEM_DECOMMIT takes any page-aligned range inside one region.
+    let _ = unsafe {
+        if is_base {
+            VirtualFree(ptr.as_ptr().cast(), 0, MEM_RELEASE)
+        } else {
+            VirtualFree(ptr.as_ptr().cast(), len, MEM_DECOMMIT)
+        }
+    };
 }
 
 /// Windows cannot resize a region in place; the caller maps, copies and unmaps.
