@@ -78,6 +78,8 @@ struct Results {
     /// (reserved, requested) bytes, where measured.
     memory: Vec<[Option<(usize, usize)>; 7]>,
     rounds: usize,
+    /// `/proc/loadavg` when the run started (Linux).
+    load: Option<String>,
 }
 
 impl Results {
@@ -115,6 +117,9 @@ fn median(samples: &mut [f64]) -> Option<f64> {
 }
 
 fn run(options: &Options) -> Results {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(", "));
     let inputs = Inputs::new(options.quick);
     let entries = registry::entries();
     let mut samples: Vec<[Vec<f64>; 7]> = entries.iter().map(|_| Default::default()).collect();
@@ -196,6 +201,7 @@ fn run(options: &Options) -> Results {
         entries,
         memory,
         rounds: options.rounds,
+        load,
     }
 }
 
@@ -298,7 +304,12 @@ fn tables(results: &Results) -> String {
     }
     md.push_str(
         "\nRatio = our time / the original's time. The original has no `reset`: in the reset \
-         workload it is dropped and created again, which is what its users do.\n\n",
+         workload it is dropped and created again, which is what its users do. It has no \
+         thread-safe arena either, so `SyncLinear` and `SyncChain` are compared with its `Cell` \
+         arenas: they pay one atomic compare-exchange per allocation, which on this machine \
+         costs more than the rest of the allocation (see `cargo bench --bench sync` for the \
+         floor of one uncontended atomic read-modify-write). `VirtualArena` is compared with \
+         the original's `ChainAllocator`.\n\n",
     );
 
     md.push_str("### Memory\n\n");
@@ -323,10 +334,12 @@ fn tables(results: &Results) -> String {
         "\nReserved = bytes the arena holds from its backing allocator (chunk headers, padding \
          and unused chunk tails included): `reserved_bytes()` for ours and the original, \
          `allocated_bytes_including_metadata()` for bumpalo, `stats().size()` for bump-scope, \
-         a counting backing allocator for blink-alloc. mixed: the arenas start with a 64 KiB \
+         a counting backing allocator for blink-alloc, `committed_bytes()` for `VirtualArena` \
+         (measured on a fresh arena, in untimed runs for mixed and vec). mixed: the arenas start with a 64 KiB \
          chunk and grow through 50 passes of the mixed layouts. strings: 4 MiB chunk hint, \
-         `VirtualAllocator` backing for ours and the original. vec: 64 KiB first chunk. \
-         n/a: fixed-size arenas (sized by the caller) and `malloc` (no figure).\n\n",
+         `VirtualAllocator` backing for ours and the original. vec: 64 KiB first chunk; \
+         `SyncChain` never asks its backing allocator to grow a chunk in place (another thread \
+         may be reading it), so a `Vec` that outgrows a chunk is copied. n/a: fixed-size arenas (sized by the caller) and `malloc` (no figure).\n\n",
     );
 
     md.push_str("### Targets\n\n| target | measured | met |\n|---|---|---|\n");
@@ -625,6 +638,13 @@ fn markdown(results: &Results, options: &Options, tables: &str) -> String {
     md.push_str("![time relative to bumpalo](compare.svg)\n\n");
     let _ = writeln!(md, "- Date: {date}");
     let _ = writeln!(md, "- Machine: {}", machine());
+    if let Some(load) = &results.load {
+        let _ = writeln!(
+            md,
+            "- Load average (1, 5, 15 min) when the run started: {load} (other processes share the cores: \
+             single samples vary by 2x and more; the medians of the interleaved rounds are what is compared)"
+        );
+    }
     let _ = writeln!(md, "- Compiler: {rustc}");
     let _ = writeln!(
         md,
@@ -644,7 +664,14 @@ fn markdown(results: &Results, options: &Options, tables: &str) -> String {
         "\nEach repetition creates the arena, does the work and drops it (the time includes \
          both). Chained arenas are backed by the system allocator in the CPU workloads, so \
          that fresh arenas reuse warm heap memory rather than measuring page faults; the string \
-         table uses `VirtualAllocator` for ours and the original, as a profiler does. small, \
+         table uses `VirtualAllocator` for ours and the original, as a profiler does. \
+         `VirtualArena` maps its own memory, so in the CPU workloads (small, mixed, vec, reset) \
+         each thread reuses one warm arena (reset between repetitions, its committed pages \
+         kept) for the same reason; its string table uses a fresh 1 GiB reservation per \
+         repetition, commits and page faults included. threads: two threads allocate from one \
+         shared arena (`SyncLinear`, `SyncChain`, blink's `SyncBlinkAlloc`; `malloc` for \
+         System). pages: `VirtualAllocator` and `PageAllocator` (default options) map and \
+         unmap each block; `malloc` reuses its heap. small, \
          mixed and reset fit in the arena's first chunk: they measure the fast path. Every \
          allocation has its first byte written and its pointer passed through \
          `std::hint::black_box`. `System` frees every block (on reset or drop) and its time \
