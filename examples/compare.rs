@@ -384,7 +384,7 @@ fn targets(r: &Results) -> Vec<(String, String, bool)> {
     let mut ratio_target = |what: &str, value: Option<f64>, limit: f64, below: bool| {
         if let Some(v) = value {
             let met = if below { v <= limit } else { v >= limit };
-            out.push((what.to_string(), format!("{v:.2}x"), met));
+            out.push((what.to_string(), format!("{v:.3}x"), met));
         }
     };
     let chain = "ours Chain";
