@@ -9,7 +9,7 @@ use common::workloads;
 use common::{Inputs, PAGE_BATCH};
 use divan::counter::ItemsCount;
 use divan::Bencher;
-use libdd_alloc::{System, VirtualAllocator};
+use libdd_alloc::{PageAllocator, System, VirtualAllocator};
 use std::sync::OnceLock;
 
 fn main() {
@@ -21,7 +21,7 @@ fn inputs() -> &'static Inputs {
     INPUTS.get_or_init(|| Inputs::new(false))
 }
 
-#[divan::bench(types = [OursLinear, OursChain, UpstreamLinear, UpstreamChain, Bumpalo, BumpScope, Blink, SyncBlink, SystemMalloc])]
+#[divan::bench(types = [OursLinear, OursChain, OursSyncLinear, OursSyncChain, OursVirtualArena, UpstreamLinear, UpstreamChain, Bumpalo, BumpScope, Blink, SyncBlink, SystemMalloc])]
 fn small<A: Arena>(bencher: Bencher) {
     let inputs = inputs();
     bencher
@@ -29,7 +29,7 @@ fn small<A: Arena>(bencher: Bencher) {
         .bench_local(|| workloads::small_rep::<A>(inputs));
 }
 
-#[divan::bench(types = [OursLinear, OursChain, UpstreamLinear, UpstreamChain, Bumpalo, BumpScope, Blink, SyncBlink, SystemMalloc])]
+#[divan::bench(types = [OursLinear, OursChain, OursSyncLinear, OursSyncChain, OursVirtualArena, UpstreamLinear, UpstreamChain, Bumpalo, BumpScope, Blink, SyncBlink, SystemMalloc])]
 fn mixed<A: Arena>(bencher: Bencher) {
     let inputs = inputs();
     bencher
@@ -37,7 +37,7 @@ fn mixed<A: Arena>(bencher: Bencher) {
         .bench_local(|| workloads::mixed_rep::<A>(inputs));
 }
 
-#[divan::bench(types = [OursLinear, OursChainVirtual, UpstreamLinear, UpstreamChainVirtual, Bumpalo, BumpScope, Blink, SyncBlink, SystemMalloc], sample_count = 20)]
+#[divan::bench(types = [OursLinear, OursChainVirtual, OursSyncLinear, OursSyncChainVirtual, OursVirtualArenaFresh, UpstreamLinear, UpstreamChainVirtual, Bumpalo, BumpScope, Blink, SyncBlink, SystemMalloc], sample_count = 20)]
 fn strings<A: Arena>(bencher: Bencher) {
     let inputs = inputs();
     bencher
@@ -45,7 +45,7 @@ fn strings<A: Arena>(bencher: Bencher) {
         .bench_local(|| workloads::strings_rep::<A>(inputs));
 }
 
-#[divan::bench(types = [OursLinear, OursChain, UpstreamLinear, UpstreamChain, Bumpalo, BumpScope, Blink, SyncBlink, SystemMalloc])]
+#[divan::bench(types = [OursLinear, OursChain, OursSyncLinear, OursSyncChain, OursVirtualArena, UpstreamLinear, UpstreamChain, Bumpalo, BumpScope, Blink, SyncBlink, SystemMalloc])]
 fn vec_growth<A: Arena>(bencher: Bencher) {
     let inputs = inputs();
     bencher
@@ -53,7 +53,7 @@ fn vec_growth<A: Arena>(bencher: Bencher) {
         .bench_local(|| workloads::vec_rep::<A>(inputs));
 }
 
-#[divan::bench(types = [OursLinear, OursChain, UpstreamLinear, UpstreamChain, Bumpalo, BumpScope, Blink, SyncBlink, SystemMalloc])]
+#[divan::bench(types = [OursLinear, OursChain, OursSyncLinear, OursSyncChain, OursVirtualArena, UpstreamLinear, UpstreamChain, Bumpalo, BumpScope, Blink, SyncBlink, SystemMalloc])]
 fn reset_cycles<A: Arena>(bencher: Bencher) {
     let inputs = inputs();
     bencher
@@ -61,8 +61,8 @@ fn reset_cycles<A: Arena>(bencher: Bencher) {
         .bench_local(|| workloads::reset_rep::<A>(inputs));
 }
 
-// Thread-safe arenas only. Add ours (SyncChainAllocator) here when it lands.
-#[divan::bench(types = [SyncBlink])]
+// Thread-safe arenas only.
+#[divan::bench(types = [OursSyncLinear, OursSyncChain, SyncBlink])]
 fn two_threads<A: Arena + Sync>(bencher: Bencher) {
     let inputs = inputs();
     bencher
@@ -78,7 +78,7 @@ fn two_threads_system(bencher: Bencher) {
         .bench_local(|| workloads::system_two_threads_rep(inputs));
 }
 
-#[divan::bench(types = [VirtualAllocator, upstream::VirtualAllocator, System])]
+#[divan::bench(types = [VirtualAllocator, PageAllocator, upstream::VirtualAllocator, System])]
 fn pages<P: libdd_alloc::Allocator + Backing>(bencher: Bencher) {
     let inputs = inputs();
     bencher

@@ -78,6 +78,8 @@ struct Results {
     /// (reserved, requested) bytes, where measured.
     memory: Vec<[Option<(usize, usize)>; 7]>,
     rounds: usize,
+    /// `/proc/loadavg` when the run started (Linux).
+    load: Option<String>,
 }
 
 impl Results {
@@ -115,6 +117,9 @@ fn median(samples: &mut [f64]) -> Option<f64> {
 }
 
 fn run(options: &Options) -> Results {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(", "));
     let inputs = Inputs::new(options.quick);
     let entries = registry::entries();
     let mut samples: Vec<[Vec<f64>; 7]> = entries.iter().map(|_| Default::default()).collect();
@@ -172,6 +177,10 @@ fn run(options: &Options) -> Results {
             let sample = run(&inputs);
             memory[i][Workload::Mixed.index()] = sample.reserved.map(|r| (r, sample.requested));
         }
+        if let Some(run) = entry.vec_memory {
+            let sample = run(&inputs);
+            memory[i][Workload::VecGrowth.index()] = sample.reserved.map(|r| (r, sample.requested));
+        }
     }
     eprintln!("\r\x1b[2Kdone: {} rounds", options.rounds);
 
@@ -192,6 +201,7 @@ fn run(options: &Options) -> Results {
         entries,
         memory,
         rounds: options.rounds,
+        load,
     }
 }
 
@@ -294,7 +304,12 @@ fn tables(results: &Results) -> String {
     }
     md.push_str(
         "\nRatio = our time / the original's time. The original has no `reset`: in the reset \
-         workload it is dropped and created again, which is what its users do.\n\n",
+         workload it is dropped and created again, which is what its users do. It has no \
+         thread-safe arena either, so `SyncLinear` and `SyncChain` are compared with its `Cell` \
+         arenas: they pay one atomic compare-exchange per allocation, which on this machine \
+         costs more than the rest of the allocation (see `cargo bench --bench sync` for the \
+         floor of one uncontended atomic read-modify-write). `VirtualArena` is compared with \
+         the original's `ChainAllocator`.\n\n",
     );
 
     md.push_str("### Memory\n\n");
@@ -319,10 +334,12 @@ fn tables(results: &Results) -> String {
         "\nReserved = bytes the arena holds from its backing allocator (chunk headers, padding \
          and unused chunk tails included): `reserved_bytes()` for ours and the original, \
          `allocated_bytes_including_metadata()` for bumpalo, `stats().size()` for bump-scope, \
-         a counting backing allocator for blink-alloc. mixed: the arenas start with a 64 KiB \
+         a counting backing allocator for blink-alloc, `committed_bytes()` for `VirtualArena` \
+         (measured on a fresh arena, in untimed runs for mixed and vec). mixed: the arenas start with a 64 KiB \
          chunk and grow through 50 passes of the mixed layouts. strings: 4 MiB chunk hint, \
-         `VirtualAllocator` backing for ours and the original. vec: 64 KiB first chunk. \
-         n/a: fixed-size arenas (sized by the caller) and `malloc` (no figure).\n\n",
+         `VirtualAllocator` backing for ours and the original. vec: 64 KiB first chunk; \
+         `SyncChain` never asks its backing allocator to grow a chunk in place (another thread \
+         may be reading it), so a `Vec` that outgrows a chunk is copied. n/a: fixed-size arenas (sized by the caller) and `malloc` (no figure).\n\n",
     );
 
     md.push_str("### Targets\n\n| target | measured | met |\n|---|---|---|\n");
@@ -367,7 +384,7 @@ fn targets(r: &Results) -> Vec<(String, String, bool)> {
     let mut ratio_target = |what: &str, value: Option<f64>, limit: f64, below: bool| {
         if let Some(v) = value {
             let met = if below { v <= limit } else { v >= limit };
-            out.push((what.to_string(), format!("{v:.2}x"), met));
+            out.push((what.to_string(), format!("{v:.3}x"), met));
         }
     };
     let chain = "ours Chain";
@@ -431,10 +448,28 @@ fn targets(r: &Results) -> Vec<(String, String, bool)> {
     out
 }
 
-const COLORS: [&str; 12] = [
-    "#1f77b4", "#17becf", "#2ca02c", "#9467bd", "#c5b0d5", "#98df8a", "#ff7f0e", "#d62728",
-    "#e377c2", "#8c564b", "#7f7f7f", "#bcbd22",
-];
+/// One colour per column: blues and teals for ours, greys for the original, warm colours for the
+/// peers, so that the families read apart in the chart.
+fn color(name: &str) -> &'static str {
+    match name {
+        "ours Linear" => "#08519c",
+        "ours Chain" => "#4292c6",
+        "ours SyncLinear" => "#006d5b",
+        "ours SyncChain" => "#41b6a4",
+        "ours VirtualArena" => "#6a51a3",
+        "ours Virtual" => "#74c476",
+        "ours Page" => "#238b45",
+        "upstream Linear" => "#525252",
+        "upstream Chain" => "#969696",
+        "upstream Virtual" => "#737373",
+        "bumpalo" => "#f16913",
+        "bump-scope" => "#cb181d",
+        "blink" => "#e7298a",
+        "blink Sync" => "#8c510a",
+        "System" => "#d4b500",
+        _ => "#000000",
+    }
+}
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -443,17 +478,27 @@ fn escape(s: &str) -> String {
 }
 
 /// A grouped bar chart of the time ratios to each workload's reference, as SVG text.
+///
+/// The ratios span three orders of magnitude (a bump is 50 times faster than `malloc`; mapping
+/// pages is 100 times slower than reusing them), so the axis is logarithmic and every bar starts
+/// at the reference (1x): up is slower, down is faster.
 fn svg(results: &Results) -> String {
-    const WIDTH: f64 = 980.0;
-    const HEIGHT: f64 = 480.0;
-    const LEFT: f64 = 56.0;
+    const WIDTH: f64 = 1120.0;
+    const HEIGHT: f64 = 600.0;
+    const LEFT: f64 = 60.0;
     const RIGHT: f64 = 16.0;
-    const TOP: f64 = 96.0;
-    const BOTTOM: f64 = 44.0;
-    const MAX: f64 = 3.0;
+    const TOP: f64 = 118.0;
+    const BOTTOM: f64 = 58.0;
+    // Powers of two shown on the axis: 1/4x to 256x.
+    const LOW: i32 = -2;
+    const HIGH: i32 = 8;
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
-    let y = |ratio: f64| TOP + plot_h * (1.0 - ratio.min(MAX) / MAX);
+    let span = f64::from(HIGH - LOW);
+    let y = |ratio: f64| {
+        let octaves = ratio.log2().clamp(f64::from(LOW), f64::from(HIGH));
+        TOP + plot_h * (f64::from(HIGH) - octaves) / span
+    };
 
     let mut s = String::new();
     let _ = writeln!(
@@ -463,43 +508,62 @@ fn svg(results: &Results) -> String {
     let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##);
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">Time relative to bumpalo (threads, pages: to System) — lower is faster</text>"#
+        r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">Time per operation relative to bumpalo (threads, pages: to System), log scale: lower is faster</text>"#
     );
-    // Legend.
-    for (i, entry) in results.entries.iter().enumerate() {
-        let (col, row) = (i % 6, i / 6);
-        let x = LEFT + col as f64 * 150.0;
-        let ly = 40.0 + row as f64 * 18.0;
+    // Legend: the columns that have at least one bar, six to a row.
+    let shown: Vec<usize> = (0..results.entries.len())
+        .filter(|&i| {
+            Workload::ALL
+                .into_iter()
+                .any(|w| results.vs_reference(results.entries[i].name, w).is_some())
+        })
+        .collect();
+    for (k, &i) in shown.iter().enumerate() {
+        let (col, row) = (k % 6, k / 6);
+        let x = LEFT + col as f64 * 176.0;
+        let ly = 46.0 + row as f64 * 20.0;
         let _ = writeln!(
             s,
-            r#"<rect x="{x}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{}</text>"#,
+            r#"<rect x="{x}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{ly}">{}</text>"#,
             ly - 10.0,
-            COLORS[i % COLORS.len()],
-            x + 16.0,
-            ly,
-            escape(entry.name)
+            color(results.entries[i].name),
+            x + 17.0,
+            escape(results.entries[i].name)
         );
     }
     // Grid and axis.
-    let mut tick = 0.0;
-    while tick <= MAX + 1e-9 {
-        let ty = y(tick);
-        let (stroke, dash) = if (tick - 1.0).abs() < 1e-9 {
-            ("#333333", r#" stroke-dasharray="6 3""#)
+    for power in LOW..=HIGH {
+        let ratio = 2f64.powi(power);
+        let ty = y(ratio);
+        let (stroke, dash) = if power == 0 {
+            ("#222222", r#" stroke-dasharray="6 3""#)
         } else {
-            ("#dddddd", "")
+            ("#e0e0e0", "")
+        };
+        let label = if power < 0 {
+            format!("1/{}x", 1 << -power)
+        } else {
+            format!("{}x", 1 << power)
         };
         let _ = writeln!(
             s,
-            r#"<line x1="{LEFT}" y1="{ty:.1}" x2="{}" y2="{ty:.1}" stroke="{stroke}"{dash}/><text x="{}" y="{:.1}" text-anchor="end">{tick:.1}x</text>"#,
+            r#"<line x1="{LEFT}" y1="{ty:.1}" x2="{}" y2="{ty:.1}" stroke="{stroke}"{dash}/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"#,
             WIDTH - RIGHT,
             LEFT - 6.0,
             ty + 4.0
         );
-        tick += 0.5;
     }
-    // Bars.
+    let _ = writeln!(
+        s,
+        r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#444444">↑ slower than the reference</text><text x="{:.1}" y="{:.1}" font-size="11" fill="#444444">↓ faster</text>"##,
+        LEFT + 6.0,
+        TOP + 14.0,
+        LEFT + 6.0,
+        TOP + plot_h - 6.0
+    );
+    // Bars, from the 1x line.
     let group_w = plot_w / Workload::ALL.len() as f64;
+    let base = y(1.0);
     for (g, w) in Workload::ALL.into_iter().enumerate() {
         let bars: Vec<(usize, f64)> = results
             .entries
@@ -508,43 +572,49 @@ fn svg(results: &Results) -> String {
             .filter_map(|(i, e)| results.vs_reference(e.name, w).map(|r| (i, r)))
             .collect();
         let gx = LEFT + g as f64 * group_w;
+        if g > 0 {
+            let _ = writeln!(
+                s,
+                r##"<line x1="{gx:.1}" y1="{TOP}" x2="{gx:.1}" y2="{:.1}" stroke="#f0f0f0"/>"##,
+                TOP + plot_h
+            );
+        }
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-weight="bold">{}</text>"#,
             gx + group_w / 2.0,
-            HEIGHT - BOTTOM + 18.0,
+            HEIGHT - BOTTOM + 20.0,
             w.name()
+        );
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10" fill="#555555">vs {}</text>"##,
+            gx + group_w / 2.0,
+            HEIGHT - BOTTOM + 34.0,
+            registry::reference(w)
         );
         if bars.is_empty() {
             continue;
         }
-        let bar_w = (group_w * 0.84) / bars.len() as f64;
+        let bar_w = (group_w * 0.86) / bars.len() as f64;
         for (k, &(i, ratio)) in bars.iter().enumerate() {
-            let x = gx + group_w * 0.08 + k as f64 * bar_w;
+            let x = gx + group_w * 0.07 + k as f64 * bar_w;
             let top = y(ratio);
+            let (from, to) = if top < base { (top, base) } else { (base, top) };
             let _ = writeln!(
                 s,
-                r#"<rect x="{x:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}: {ratio:.2}x</title></rect>"#,
+                r#"<rect x="{x:.1}" y="{from:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} ({}): {ratio:.2}x</title></rect>"#,
                 (bar_w - 1.0).max(1.0),
-                TOP + plot_h - top,
-                COLORS[i % COLORS.len()],
-                escape(results.entries[i].name)
+                (to - from).max(2.0),
+                color(results.entries[i].name),
+                escape(results.entries[i].name),
+                w.name()
             );
-            if ratio > MAX {
-                let _ = writeln!(
-                    s,
-                    r#"<text x="{:.1}" y="{:.1}" font-size="9" text-anchor="middle">{ratio:.1}x</text>"#,
-                    x + bar_w / 2.0,
-                    top - 3.0 - (k % 2) as f64 * 9.0
-                );
-            }
         }
     }
     let _ = writeln!(
         s,
-        r##"<line x1="{LEFT}" y1="{:.1}" x2="{}" y2="{:.1}" stroke="#333333"/>"##,
-        TOP + plot_h,
-        WIDTH - RIGHT,
+        r##"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{:.1}" stroke="#333333"/>"##,
         TOP + plot_h
     );
     s.push_str("</svg>\n");
@@ -568,6 +638,13 @@ fn markdown(results: &Results, options: &Options, tables: &str) -> String {
     md.push_str("![time relative to bumpalo](compare.svg)\n\n");
     let _ = writeln!(md, "- Date: {date}");
     let _ = writeln!(md, "- Machine: {}", machine());
+    if let Some(load) = &results.load {
+        let _ = writeln!(
+            md,
+            "- Load average (1, 5, 15 min) when the run started: {load} (other processes share the cores: \
+             single samples vary by 2x and more; the medians of the interleaved rounds are what is compared)"
+        );
+    }
     let _ = writeln!(md, "- Compiler: {rustc}");
     let _ = writeln!(
         md,
@@ -587,7 +664,14 @@ fn markdown(results: &Results, options: &Options, tables: &str) -> String {
         "\nEach repetition creates the arena, does the work and drops it (the time includes \
          both). Chained arenas are backed by the system allocator in the CPU workloads, so \
          that fresh arenas reuse warm heap memory rather than measuring page faults; the string \
-         table uses `VirtualAllocator` for ours and the original, as a profiler does. small, \
+         table uses `VirtualAllocator` for ours and the original, as a profiler does. \
+         `VirtualArena` maps its own memory, so in the CPU workloads (small, mixed, vec, reset) \
+         each thread reuses one warm arena (reset between repetitions, its committed pages \
+         kept) for the same reason; its string table uses a fresh 1 GiB reservation per \
+         repetition, commits and page faults included. threads: two threads allocate from one \
+         shared arena (`SyncLinear`, `SyncChain`, blink's `SyncBlinkAlloc`; `malloc` for \
+         System). pages: `VirtualAllocator` and `PageAllocator` (default options) map and \
+         unmap each block; `malloc` reuses its heap. small, \
          mixed and reset fit in the arena's first chunk: they measure the fast path. Every \
          allocation has its first byte written and its pointer passed through \
          `std::hint::black_box`. `System` frees every block (on reset or drop) and its time \

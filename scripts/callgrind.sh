@@ -2,7 +2,8 @@
 # Instructions per allocation for ours and the peers, under valgrind's callgrind.
 #
 # For each allocator and workload (small: 32-byte constant layout; mixed: sizes 1..=128, aligns
-# 1..=16), runs examples/alloc_count.rs twice, with N allocations and with 0 (same inputs, same
+# 1..=16; strings: the first N string-table lookups, each a miss that hashes the string, copies it
+# into the arena and inserts it into a hashbrown set), runs examples/alloc_count.rs twice, with N allocations and with 0 (same inputs, same
 # arena setup), and prints (Ir(N) - Ir(0)) / N. That includes the benchmark loop around each
 # allocation (counter, first-byte write, black_box store: 5 instructions), the same for everyone.
 # For System (malloc) it also includes the free of each block and recording it.
@@ -41,15 +42,16 @@ instructions() {
     echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(valgrind --version); $(rustc --version)"
     echo "- Command: \`scripts/callgrind.sh $N\` (N = $N allocations, minus a run with 0)"
     echo "- Each figure includes 5 instructions of benchmark loop per allocation (counter, first-byte"
-    echo "  write, \`black_box\` store); System also frees each block."
+    echo "  write, \`black_box\` store); System also frees each block. strings is per lookup (hash,"
+    echo "  probe, copy into the arena, insert): the arena's share is the difference between rows."
     echo
-    echo "| allocator | small (32 B, align 8) | mixed (1..=128 B, align 1..=16) |"
-    echo "|---|---:|---:|"
+    echo "| allocator | small (32 B, align 8) | mixed (1..=128 B, align 1..=16) | strings (one interning miss) |"
+    echo "|---|---:|---:|---:|"
 } >"$TMP/table"
 
 for allocator in $("$BIN" --list); do
     row="| $allocator |"
-    for workload in small mixed; do
+    for workload in small mixed strings; do
         echo "callgrind: $allocator $workload" >&2
         base=$(instructions "$allocator" "$workload" 0)
         full=$(instructions "$allocator" "$workload" "$N")

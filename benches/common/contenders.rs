@@ -11,7 +11,11 @@ use super::Capacity;
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use libdd_alloc::{Allocator, ChainAllocator, LinearAllocator, System, VirtualAllocator};
+use libdd_alloc::{
+    Allocator, ChainAllocator, LinearAllocator, PageAllocator, PageOptions, SyncChainAllocator,
+    SyncLinearAllocator, System, VirtualAllocator, VirtualArena,
+};
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -147,6 +151,137 @@ impl<B: Allocator + Backing> Arena for OursChain<B> {
     }
 }
 
+/// `SyncLinearAllocator<System>`: one buffer of `capacity.total` bytes, atomic cursor.
+pub struct OursSyncLinear(SyncLinearAllocator<System>);
+
+impl Arena for OursSyncLinear {
+    const NAME: &'static str = "ours SyncLinear";
+    const FIXED_SIZE: bool = true;
+    fn new(capacity: Capacity) -> Self {
+        let layout = Layout::from_size_align(capacity.total, 16).expect("layout");
+        Self(SyncLinearAllocator::new_in(layout, System).expect("buffer"))
+    }
+    #[inline(always)]
+    fn alloc(&self, layout: Layout) -> NonNull<u8> {
+        block(self.0.allocate(layout))
+    }
+    fn reset(&mut self) {
+        self.0.reset();
+    }
+    fn reserved_bytes(&self) -> Option<usize> {
+        Some(self.0.reserved_bytes())
+    }
+    fn vec_push(&self, n: usize) -> Option<usize> {
+        Some(vec_push_api2(&self.0, n))
+    }
+}
+
+/// `SyncChainAllocator<B>`: a first chunk of `capacity.first_chunk` bytes plus the chunk header.
+pub struct OursSyncChain<B: Allocator = System>(SyncChainAllocator<B>);
+
+/// The lock-free chain, backed by `VirtualAllocator`: the string table's arena.
+pub type OursSyncChainVirtual = OursSyncChain<VirtualAllocator>;
+
+impl<B: Allocator + Backing> Arena for OursSyncChain<B> {
+    const NAME: &'static str = "ours SyncChain";
+    fn new(capacity: Capacity) -> Self {
+        let hint = capacity.first_chunk + SyncChainAllocator::<B>::CHAIN_NODE_OVERHEAD;
+        Self(SyncChainAllocator::new_in(hint, B::backing()).expect("first chunk"))
+    }
+    #[inline(always)]
+    fn alloc(&self, layout: Layout) -> NonNull<u8> {
+        block(self.0.allocate(layout))
+    }
+    fn reset(&mut self) {
+        self.0.reset();
+    }
+    fn reserved_bytes(&self) -> Option<usize> {
+        Some(self.0.reserved_bytes())
+    }
+    fn vec_push(&self, n: usize) -> Option<usize> {
+        Some(vec_push_api2(&self.0, n))
+    }
+}
+
+/// Address space reserved by every `VirtualArena` of the benchmarks (nothing is committed until
+/// used).
+const VIRTUAL_ARENA_RESERVATION: usize = 1 << 30;
+
+thread_local! {
+    /// The warm `VirtualArena` of [`OursVirtualArena`], between two repetitions.
+    static WARM_VIRTUAL_ARENA: RefCell<Option<VirtualArena>> = const { RefCell::new(None) };
+}
+
+/// `VirtualArena` (one reservation, committed in steps), **reused warm**: `new` takes this
+/// thread's arena (reset, its committed pages still resident) instead of mapping a fresh one,
+/// and drop resets it and puts it back. A fresh reservation per repetition would measure the
+/// kernel's page faults (one per 4 KiB the workload touches) rather than the allocator, as
+/// malloc-backed chunks would if malloc did not recycle warm memory. Its memory figures are
+/// those of [`OursVirtualArenaFresh`] (the warm arena's commit is a high-water mark of earlier
+/// workloads).
+pub struct OursVirtualArena(Option<VirtualArena>);
+
+impl Arena for OursVirtualArena {
+    const NAME: &'static str = "ours VirtualArena";
+    fn new(_: Capacity) -> Self {
+        let warm = WARM_VIRTUAL_ARENA.with(|slot| slot.borrow_mut().take());
+        Self(Some(warm.unwrap_or_else(|| {
+            VirtualArena::new(VIRTUAL_ARENA_RESERVATION).expect("reservation")
+        })))
+    }
+    #[inline(always)]
+    fn alloc(&self, layout: Layout) -> NonNull<u8> {
+        match &self.0 {
+            Some(arena) => block(arena.allocate(layout)),
+            None => out_of_memory(),
+        }
+    }
+    fn reset(&mut self) {
+        if let Some(arena) = &mut self.0 {
+            arena.reset();
+        }
+    }
+    fn reserved_bytes(&self) -> Option<usize> {
+        None
+    }
+    fn vec_push(&self, n: usize) -> Option<usize> {
+        self.0.as_ref().map(|arena| vec_push_api2(arena, n))
+    }
+}
+
+impl Drop for OursVirtualArena {
+    fn drop(&mut self) {
+        if let Some(mut arena) = self.0.take() {
+            arena.reset();
+            WARM_VIRTUAL_ARENA.with(|slot| *slot.borrow_mut() = Some(arena));
+        }
+    }
+}
+
+/// `VirtualArena`, a fresh reservation per arena: the string table (as a profiler uses it,
+/// like `ChainAllocator<VirtualAllocator>`) and the memory figures (`committed_bytes`).
+pub struct OursVirtualArenaFresh(VirtualArena);
+
+impl Arena for OursVirtualArenaFresh {
+    const NAME: &'static str = "ours VirtualArena";
+    fn new(_: Capacity) -> Self {
+        Self(VirtualArena::new(VIRTUAL_ARENA_RESERVATION).expect("reservation"))
+    }
+    #[inline(always)]
+    fn alloc(&self, layout: Layout) -> NonNull<u8> {
+        block(self.0.allocate(layout))
+    }
+    fn reset(&mut self) {
+        self.0.reset();
+    }
+    fn reserved_bytes(&self) -> Option<usize> {
+        Some(self.0.committed_bytes())
+    }
+    fn vec_push(&self, n: usize) -> Option<usize> {
+        Some(vec_push_api2(&self.0, n))
+    }
+}
+
 /// How an adapter generic over its backing allocator gets one.
 pub trait Backing {
     fn backing() -> Self;
@@ -159,6 +294,11 @@ impl Backing for System {
 impl Backing for VirtualAllocator {
     fn backing() -> Self {
         VirtualAllocator {}
+    }
+}
+impl Backing for PageAllocator {
+    fn backing() -> Self {
+        PageAllocator::new(PageOptions::new()).expect("page allocator")
     }
 }
 impl Backing for upstream::VirtualAllocator {

@@ -6,7 +6,7 @@
 use super::contenders::*;
 use super::workloads;
 use super::{Inputs, Sample, Workload};
-use libdd_alloc::{Allocator, System, VirtualAllocator};
+use libdd_alloc::{Allocator, PageAllocator, System, VirtualAllocator};
 
 /// A timed run of one workload: `Inputs::reps` repetitions, one sample.
 pub type Run = fn(&Inputs) -> Sample;
@@ -20,8 +20,13 @@ pub struct Entry {
     pub runs: [Option<Run>; 7],
     /// The untimed growth run that measures the memory of the mixed workload.
     pub mixed_memory: Option<Run>,
+    /// An untimed run that measures the memory of the `Vec` growth workload, where the timed
+    /// run cannot (a reused warm arena).
+    pub vec_memory: Option<Run>,
     /// The callgrind driver: `n` allocations of the small or mixed workload.
     pub count: Option<fn(&Inputs, Workload, usize)>,
+    /// The callgrind driver of the string table: the first `n` lookups (all misses).
+    pub count_strings: Option<fn(&Inputs, usize)>,
 }
 
 pub const UPSTREAM_LINEAR: &str = "upstream Linear";
@@ -35,11 +40,19 @@ pub fn entries() -> Vec<Entry> {
         Entry::arena::<OursChain>()
             .strings::<OursChainVirtual>()
             .original(UPSTREAM_CHAIN),
-        // SyncChainAllocator: impl Arena for an `OursSyncChain` adapter, then
-        // Entry::arena::<OursSyncChain>().shared::<OursSyncChain>().original(UPSTREAM_CHAIN),
-        // The reserve-commit VirtualArena: impl Arena for an `OursVirtualArena` adapter, then
-        // Entry::arena::<OursVirtualArena>().original(UPSTREAM_CHAIN),
+        Entry::arena::<OursSyncLinear>()
+            .shared::<OursSyncLinear>()
+            .original(UPSTREAM_LINEAR),
+        Entry::arena::<OursSyncChain>()
+            .strings::<OursSyncChainVirtual>()
+            .shared::<OursSyncChain>()
+            .original(UPSTREAM_CHAIN),
+        Entry::arena::<OursVirtualArena>()
+            .strings::<OursVirtualArenaFresh>()
+            .memory::<OursVirtualArenaFresh>()
+            .original(UPSTREAM_CHAIN),
         Entry::pages_only::<VirtualAllocator>("ours Virtual").original(UPSTREAM_VIRTUAL),
+        Entry::pages_only::<PageAllocator>("ours Page").original(UPSTREAM_VIRTUAL),
         Entry::arena::<UpstreamLinear>(),
         Entry::arena::<UpstreamChain>().strings::<UpstreamChainVirtual>(),
         Entry::pages_only::<upstream::VirtualAllocator>(UPSTREAM_VIRTUAL),
@@ -73,7 +86,9 @@ impl Entry {
             original: None,
             runs: [None; 7],
             mixed_memory: None,
+            vec_memory: None,
             count: None,
+            count_strings: None,
         }
     }
 
@@ -87,6 +102,7 @@ impl Entry {
             .with(Workload::Reset, workloads::reset_cycles::<A>);
         entry.mixed_memory = Some(workloads::mixed_memory::<A>);
         entry.count = Some(workloads::count::<A>);
+        entry.count_strings = Some(workloads::count_strings::<A>);
         entry
     }
 
@@ -101,8 +117,17 @@ impl Entry {
     }
 
     /// Runs the string table with the arena `S` instead (same allocator, other backing).
-    pub fn strings<S: Arena>(self) -> Self {
+    pub fn strings<S: Arena>(mut self) -> Self {
+        self.count_strings = Some(workloads::count_strings::<S>);
         self.with(Workload::Strings, workloads::strings::<S>)
+    }
+
+    /// Measures the memory figures (mixed growth, `Vec` growth) with the arena `S` instead, in
+    /// untimed runs: for arenas whose timed runs reuse a warm arena.
+    pub fn memory<S: Arena>(mut self) -> Self {
+        self.mixed_memory = Some(workloads::mixed_memory::<S>);
+        self.vec_memory = Some(workloads::vec_memory::<S>);
+        self
     }
 
     /// Also runs the two-thread workload, sharing one `S`.

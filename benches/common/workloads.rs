@@ -135,17 +135,25 @@ pub fn mixed_memory<A: Arena>(inputs: &Inputs) -> Sample {
 /// the string bytes copied and the arena's reserved bytes at the end.
 #[inline(never)]
 pub fn intern_all<A: Arena>(arena: &A, inputs: &Inputs) -> (usize, usize, Option<usize>) {
+    let (len, copied) = intern(arena, &inputs.words, &inputs.lookups);
+    (len, copied, arena.reserved_bytes())
+}
+
+/// Interns `words[i]` for each `i` of `lookups` into a fresh set over `arena`; returns the set's
+/// length and the string bytes copied.
+#[inline(always)]
+fn intern<A: Arena>(arena: &A, words: &[String], lookups: &[u32]) -> (usize, usize) {
     let mut set: hashbrown::HashSet<&str> = hashbrown::HashSet::new();
     let mut copied = 0;
-    for &index in &inputs.lookups {
-        let word = inputs.words[index as usize].as_str();
+    for &index in lookups {
+        let word = words[index as usize].as_str();
         let stored = set.get_or_insert_with(word, |word| {
             copied += word.len();
             arena.alloc_str(word)
         });
         black_box(stored);
     }
-    (set.len(), copied, arena.reserved_bytes())
+    (set.len(), copied)
 }
 
 /// The arena of the string table: a [`STRING_TABLE_HINT`] first chunk.
@@ -200,6 +208,18 @@ pub fn vec_growth<A: Arena>(inputs: &Inputs) -> Sample {
         sample.reserved = if A::FIXED_SIZE { None } else { reserved };
     }
     sample
+}
+
+/// The memory of one untimed repetition of [`Workload::VecGrowth`].
+pub fn vec_memory<A: Arena>(inputs: &Inputs) -> Sample {
+    let Some((vec_bytes, reserved)) = vec_rep::<A>(inputs) else {
+        return Sample::default();
+    };
+    Sample {
+        reserved: if A::FIXED_SIZE { None } else { reserved },
+        requested: vec_bytes,
+        ..Sample::default()
+    }
 }
 
 // ----- reset cycles ----------------------------------------------------------------------------
@@ -343,4 +363,11 @@ pub fn count<A: Arena>(inputs: &Inputs, workload: Workload, n: usize) {
         }
         other => panic!("no instruction count for {}", other.name()),
     }
+}
+
+/// The callgrind driver's entry for the string table: the first `n` lookups (at most the
+/// number of distinct words, so every one is a miss that copies its string into the arena).
+pub fn count_strings<A: Arena>(inputs: &Inputs, n: usize) {
+    let arena = black_box(A::new(strings_capacity(inputs)));
+    intern(&arena, &inputs.words, &inputs.lookups[..n]);
 }
