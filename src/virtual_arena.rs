@@ -402,6 +402,10 @@ unsafe impl Allocator for VirtualArena {
     #[inline]
     fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let block = self.allocate(layout)?;
+        if layout.size() == 0 {
+            // Dangling, not in the reservation: nothing to zero (and no offset to compute).
+            return Ok(block);
+        }
         // Bytes past the high-water mark were never handed out since the pages were fresh.
         let start = block.cast::<u8>().as_ptr().addr() - self.base.as_ptr().addr();
         let dirty_end = self.dirty.get().min(start + block.len());
