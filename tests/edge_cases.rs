@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use libdd_alloc::{
-    os, AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, System, VirtualAllocator,
-    VirtualArena,
+    os, AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, SyncVirtualArena, System,
+    VirtualAllocator, VirtualArena,
 };
 use std::ptr::NonNull;
 
@@ -52,6 +52,7 @@ fn with_each_allocator(mut run: impl FnMut(&str, &dyn Allocator)) {
     );
     run("Virtual", &VirtualAllocator::default());
     run("VirtualArena", &VirtualArena::new(1 << 20).unwrap());
+    run("SyncVirtualArena", &SyncVirtualArena::new(1 << 20).unwrap());
 }
 
 #[test]
@@ -160,8 +161,14 @@ fn zero_size_layouts_get_aligned_dangling_pointers_and_use_no_bytes() {
     for shift in 0..=31 {
         let l = layout(0, 1 << shift);
         let virtual_arena = VirtualArena::new(1 << 20).unwrap();
-        let allocators: [&dyn Allocator; 4] =
-            [&linear, &chain, &VirtualAllocator {}, &virtual_arena];
+        let sync_virtual_arena = SyncVirtualArena::new(1 << 20).unwrap();
+        let allocators: [&dyn Allocator; 5] = [
+            &linear,
+            &chain,
+            &VirtualAllocator {},
+            &virtual_arena,
+            &sync_virtual_arena,
+        ];
         for arena in allocators {
             let block = arena.allocate(l).unwrap();
             assert_eq!(block.len(), 0);
@@ -490,6 +497,8 @@ fn grow_zeroed_zeroes_bytes_left_by_a_given_back_block() {
     grow_zeroed_clears_leftover_bytes(&LinearAllocator::new_in(layout(8192, 8), System).unwrap());
     grow_zeroed_clears_leftover_bytes(&ChainAllocator::new_in(8192, System).unwrap());
     grow_zeroed_clears_leftover_bytes(&ChainAllocator::new_in(8192, VirtualAllocator {}).unwrap());
+    grow_zeroed_clears_leftover_bytes(&VirtualArena::new(1 << 20).unwrap());
+    grow_zeroed_clears_leftover_bytes(&SyncVirtualArena::new(1 << 20).unwrap());
 }
 
 #[test]
