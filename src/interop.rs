@@ -99,3 +99,4 @@ forward_allocator!(impl[] crate::PageAllocator);
 forward_allocator!(impl[] crate::VirtualArena);
 forward_allocator!(impl[A: crate::Allocator] crate::SyncLinearAllocator<A>);
 forward_allocator!(impl[A: crate::Allocator] crate::SyncChainAllocator<A>);
+forward_allocator!(impl[] crate::SyncVirtualArena);

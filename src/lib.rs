@@ -11,6 +11,7 @@
 //! | [`VirtualArena`] | one reserved address range, committed in steps | `Err` at the reservation | one contiguous, growable arena |
 //! | [`SyncLinearAllocator<A>`] | as `LinearAllocator`, lock-free | `Err` | threads, signal handlers |
 //! | [`SyncChainAllocator<A>`] | as `ChainAllocator`, lock-free | publishes a new chunk | threads, signal handlers |
+//! | [`SyncVirtualArena`] | as `VirtualArena`, lock-free | `Err` at the reservation | a large contiguous region for threads or a crash handler |
 //!
 //! All implement the [`allocator_api2`] [`Allocator`] trait (re-exported here with [`Layout`],
 //! [`AllocError`], [`Global`] and, with the `std` feature, [`System`]), so `&arena` works with
@@ -57,6 +58,9 @@
 //! compare-exchange, with no lock, so a handler may allocate from the very arena the code it
 //! interrupted was allocating from. Backed by [`VirtualAllocator`], `SyncChainAllocator` grows
 //! with one raw `mmap` and stays async-signal-safe; see each type's `# Signal safety` section.
+//! [`SyncVirtualArena`] is the reentrant `VirtualArena`: it commits before it hands out, with
+//! one raw `mprotect` and no lock, so a crash handler can bump through one large contiguous
+//! region even while the code it interrupted was allocating from it.
 //!
 //! # Features
 //! - `std` (default): [`AllocError`] implements `std::error::Error`, and [`System`] is available
@@ -102,7 +106,7 @@ mod virtual_arena;
 pub use chain::ChainAllocator;
 pub use linear::LinearAllocator;
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
-pub use sync::{SyncChainAllocator, SyncLinearAllocator};
+pub use sync::{SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;
 pub use virtual_arena::VirtualArena;

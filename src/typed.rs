@@ -540,3 +540,7 @@ unsafe impl Arena for crate::VirtualArena {}
 unsafe impl<A: Allocator> Arena for crate::SyncLinearAllocator<A> {}
 // SAFETY: as for `SyncLinearAllocator`.
 unsafe impl<A: Allocator> Arena for crate::SyncChainAllocator<A> {}
+// SAFETY: as for `SyncLinearAllocator`; `SyncVirtualArena` hands out only committed bytes and
+// never moves, decommits or unmaps them while `&self` is shared (`reset` and
+// `reset_and_release` take `&mut self`).
+unsafe impl Arena for crate::SyncVirtualArena {}

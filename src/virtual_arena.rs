@@ -12,7 +12,35 @@ const MIN_COMMIT_STEP: usize = 64 << 10;
 
 /// The default maximum commit step: one huge page on x86-64, so that a commit is rare (one
 /// `mprotect` per 2 MiB) but never charges much more than is used.
-const DEFAULT_MAX_COMMIT_STEP: usize = 2 << 20;
+pub(crate) const DEFAULT_MAX_COMMIT_STEP: usize = 2 << 20;
+
+/// The maximum commit step for a requested `bytes`: at least the first step, in whole pages.
+/// Shared with `SyncVirtualArena`.
+pub(crate) fn max_commit_step(bytes: usize, page: usize) -> usize {
+    // Past the top of the address space, the largest page multiple: never below the first step
+    // (the reservation may be smaller than that, which would invert the bounds below).
+    bump::align_up(bytes.max(MIN_COMMIT_STEP), page).unwrap_or(!(page - 1))
+}
+
+/// Where to move the commit frontier from `committed` bytes when an allocation needs `needed`
+/// (page aligned, within the reservation): one step further, the step doubling with the
+/// committed size from 64 KiB up to `max_step`; at least `needed`, at most the reservation.
+/// Shared with `SyncVirtualArena`.
+pub(crate) fn commit_target(
+    committed: usize,
+    needed: usize,
+    max_step: usize,
+    page: usize,
+    reservation: usize,
+) -> usize {
+    // Page aligned even where a page is larger than the first step. `max`/`min` rather than
+    // `clamp`, which panics if the bounds were ever inverted.
+    let step = committed.max(MIN_COMMIT_STEP).min(max_step);
+    bump::align_up(committed.saturating_add(step), page)
+        .unwrap_or(reservation)
+        .max(needed)
+        .min(reservation)
+}
 
 /// A bump arena over one large, contiguous address range, reserved once and committed in steps
 /// as the cursor reaches it. It never chains and never moves: every block it hands out lies in
@@ -141,10 +169,7 @@ impl VirtualArena {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_max_commit_step(mut self, bytes: usize) -> Self {
-        let bytes = bytes.max(MIN_COMMIT_STEP);
-        // Past the top of the address space, the largest page multiple: a step never below
-        // the first one (the reservation may be smaller than that).
-        self.max_commit_step = bump::align_up(bytes, self.page).unwrap_or(!(self.page - 1));
+        self.max_commit_step = max_commit_step(bytes, self.page);
         self
     }
 
@@ -354,13 +379,13 @@ impl VirtualArena {
             return Err(AllocError);
         }
         let needed = bump::align_up(needed, self.page).ok_or(AllocError)?;
-        // Page aligned even where a page is larger than the first step.
-        // `max`/`min` rather than `clamp`, which panics if the bounds were ever inverted.
-        let step = committed.max(MIN_COMMIT_STEP).min(self.max_commit_step);
-        let wanted = bump::align_up(committed.saturating_add(step), self.page)
-            .unwrap_or(self.reservation)
-            .max(needed)
-            .min(self.reservation);
+        let wanted = commit_target(
+            committed,
+            needed,
+            self.max_commit_step,
+            self.page,
+            self.reservation,
+        );
         // SAFETY: `[committed, wanted)` lies inside our reservation and is page aligned.
         let grew = unsafe { self.commit_range(committed, wanted) }.or_else(|_| {
             // The generous step was refused; the bare need may still pass.
@@ -433,7 +458,7 @@ unsafe impl Allocator for VirtualArena {
     fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let block = self.allocate(layout)?;
         if layout.size() == 0 {
-            // A dangling pointer, not in the reservation: no offset to compute, nothing to zero.
+            // Dangling, not in the reservation: nothing to zero (and no offset to compute).
             return Ok(block);
         }
         // Bytes past the high-water mark were never handed out since the pages were fresh.

@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use libdd_alloc::{
-    os, AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, System, VirtualAllocator,
+    os, AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, SyncVirtualArena, System,
+    VirtualAllocator, VirtualArena,
 };
 use std::ptr::NonNull;
 
@@ -50,6 +51,8 @@ fn with_each_allocator(mut run: impl FnMut(&str, &dyn Allocator)) {
         &ChainAllocator::new_in(1 << 16, VirtualAllocator {}).unwrap(),
     );
     run("Virtual", &VirtualAllocator::default());
+    run("VirtualArena", &VirtualArena::new(1 << 20).unwrap());
+    run("SyncVirtualArena", &SyncVirtualArena::new(1 << 20).unwrap());
 }
 
 #[test]
@@ -129,8 +132,12 @@ fn alignments_up_to_2_pow_31_are_honoured_or_refused_with_err() {
                         arena.deallocate(block.cast(), l);
                     }
                 }
-                // A fixed buffer cannot always be realigned; the page allocators must.
-                Err(AllocError) => assert!(name.starts_with("Linear"), "{name} align 2^{shift}"),
+                // A fixed buffer or reservation cannot always be realigned (a 1 MiB one not to
+                // 2 MiB); the page allocators must.
+                Err(AllocError) => assert!(
+                    name.starts_with("Linear") || (name.ends_with("Arena") && shift >= 20),
+                    "{name} align 2^{shift}"
+                ),
             }
         }
     });
@@ -153,7 +160,15 @@ fn zero_size_layouts_get_aligned_dangling_pointers_and_use_no_bytes() {
     let before = stats(&linear, &chain);
     for shift in 0..=31 {
         let l = layout(0, 1 << shift);
-        let allocators: [&dyn Allocator; 3] = [&linear, &chain, &VirtualAllocator {}];
+        let virtual_arena = VirtualArena::new(1 << 20).unwrap();
+        let sync_virtual_arena = SyncVirtualArena::new(1 << 20).unwrap();
+        let allocators: [&dyn Allocator; 5] = [
+            &linear,
+            &chain,
+            &VirtualAllocator {},
+            &virtual_arena,
+            &sync_virtual_arena,
+        ];
         for arena in allocators {
             let block = arena.allocate(l).unwrap();
             assert_eq!(block.len(), 0);
@@ -482,6 +497,8 @@ fn grow_zeroed_zeroes_bytes_left_by_a_given_back_block() {
     grow_zeroed_clears_leftover_bytes(&LinearAllocator::new_in(layout(8192, 8), System).unwrap());
     grow_zeroed_clears_leftover_bytes(&ChainAllocator::new_in(8192, System).unwrap());
     grow_zeroed_clears_leftover_bytes(&ChainAllocator::new_in(8192, VirtualAllocator {}).unwrap());
+    grow_zeroed_clears_leftover_bytes(&VirtualArena::new(1 << 20).unwrap());
+    grow_zeroed_clears_leftover_bytes(&SyncVirtualArena::new(1 << 20).unwrap());
 }
 
 #[test]

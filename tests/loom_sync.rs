@@ -9,9 +9,18 @@
 //! Under `cfg(loom)` the arenas' atomics come from loom (see `src/sync/atomic.rs`), so this is
 //! the real code, not a copy. Only the atomics are modelled: the tests check the ranges handed
 //! out and the chunk bookkeeping, not the bytes.
+//!
+//! `SyncVirtualArena` commits with the real `mprotect` (a syscall, invisible to loom, between
+//! the atomic steps loom interleaves): its tests write to both ends of every block, so a block
+//! handed out before its pages were read-write would crash the model run with SIGSEGV, and they
+//! check each block against the published frontier. A commit limit
+//! (`with_commit_limit_for_loom`) models the OS refusing a commit.
 #![cfg(loom)]
 
-use libdd_alloc::{AllocError, Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, System};
+use libdd_alloc::{
+    AllocError, Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena,
+    System,
+};
 use loom::sync::Arc;
 use loom::thread;
 use std::ptr::NonNull;
@@ -186,5 +195,124 @@ fn three_threads_growing_a_chain_hand_out_disjoint_blocks() {
             counting.live_bytes.load(Ordering::SeqCst)
         );
         assert_eq!(counting.live_chunks.load(Ordering::SeqCst), 3);
+    });
+}
+
+const KIB: usize = 1 << 10;
+
+/// A 256 KiB reservation committed in 64 KiB steps.
+fn virtual_arena() -> SyncVirtualArena {
+    SyncVirtualArena::new(256 * KIB)
+        .unwrap()
+        .with_max_commit_step(64 * KIB)
+}
+
+/// The start of an empty arena's reservation: where its next block goes.
+fn base_of_empty(arena: &SyncVirtualArena) -> usize {
+    let probe = arena.allocate(Layout::new::<u8>()).unwrap();
+    // SAFETY: the most recent block, given back: the arena is empty again.
+    unsafe { arena.deallocate(probe.cast(), Layout::new::<u8>()) };
+    range(probe).0
+}
+
+/// Checks that `block` lies inside the frontier `arena` has published, and writes its first and
+/// last byte: a SIGSEGV here means it was handed out uncommitted.
+fn touch_committed(arena: &SyncVirtualArena, block: NonNull<[u8]>, base: usize) -> (usize, usize) {
+    let (start, end) = range(block);
+    assert!(
+        end - base <= arena.committed_bytes(),
+        "block ends past the frontier"
+    );
+    // SAFETY: the block is ours and at least one byte long.
+    unsafe {
+        block.cast::<u8>().as_ptr().write_volatile(1);
+        block
+            .cast::<u8>()
+            .as_ptr()
+            .add(block.len() - 1)
+            .write_volatile(1);
+    }
+    (start, end)
+}
+
+/// Two threads each allocate two 40 KiB blocks with 64 KiB commit steps, so most allocations
+/// move the frontier: the threads commit overlapping ranges concurrently (one may commit from a
+/// stale frontier after the other has moved it further), and each block is committed, and
+/// inside the published frontier, before it is handed out.
+#[test]
+fn racing_committers_hand_out_disjoint_blocks_only_after_committing_them() {
+    model(|| {
+        let arena = Arc::new(virtual_arena());
+        let base = base_of_empty(&arena);
+        let layout = Layout::from_size_align(40 * KIB, 8).unwrap();
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let arena = arena.clone();
+                thread::spawn(move || {
+                    let a = touch_committed(&arena, arena.allocate(layout).unwrap(), base);
+                    let b = touch_committed(&arena, arena.allocate(layout).unwrap(), base);
+                    [a, b]
+                })
+            })
+            .collect();
+        let ranges = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert_disjoint(ranges);
+        assert_eq!(arena.used_bytes(), 160 * KIB);
+        // Racing committers publish with `fetch_max`: no frontier is lost (a stale committer
+        // cannot move it back), none overshoots by more than a step.
+        let committed = arena.committed_bytes();
+        assert!((160 * KIB..=192 * KIB).contains(&committed), "{committed}");
+    });
+}
+
+/// The OS refuses every commit past 64 KiB. Two threads each need 48 KiB: exactly one gets it,
+/// the other gets `Err` with nothing claimed, and the committed rest is still usable.
+#[test]
+fn a_refused_commit_claims_nothing_and_the_committed_part_stays_usable() {
+    model(|| {
+        let arena = Arc::new(virtual_arena().with_commit_limit_for_loom(64 * KIB));
+        let layout = Layout::from_size_align(48 * KIB, 8).unwrap();
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let arena = arena.clone();
+                thread::spawn(move || arena.allocate(layout).map(range))
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+        assert_eq!(
+            arena.used_bytes(),
+            48 * KIB,
+            "the refused allocation claimed nothing"
+        );
+        assert_eq!(arena.committed_bytes(), 64 * KIB);
+        let rest = arena.allocate(Layout::from_size_align(16 * KIB, 8).unwrap());
+        assert!(rest.is_ok());
+        assert_eq!(arena.used_bytes(), 64 * KIB);
+    });
+}
+
+/// One thread grows its block across the frontier while another allocates: the growth commits
+/// before it claims (in place if still last, else by a copy that commits too).
+#[test]
+fn grow_across_the_frontier_races_safely_with_allocation() {
+    model(|| {
+        let arena = Arc::new(virtual_arena());
+        let base = base_of_empty(&arena);
+        let small = Layout::from_size_align(8 * KIB, 8).unwrap();
+        let big = Layout::from_size_align(100 * KIB, 8).unwrap();
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || range(arena.allocate(small).unwrap()))
+        };
+        let block = arena.allocate(small).unwrap();
+        // SAFETY: `block` came from the arena with `small`; `big` is larger.
+        let grown = unsafe { arena.grow(block.cast(), small, big) }.unwrap();
+        let grown = touch_committed(&arena, grown, base);
+        let y = other.join().unwrap();
+        assert_disjoint(vec![grown, y]);
     });
 }

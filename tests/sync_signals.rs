@@ -8,7 +8,9 @@
 
 mod support;
 
-use libdd_alloc::{Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, VirtualAllocator};
+use libdd_alloc::{
+    Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, VirtualAllocator,
+};
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{fill, intact, mixed_layout, tag, verify, Block};
@@ -241,7 +243,28 @@ fn signal_handler_and_main_loop_never_overlap_in_a_sync_linear_arena() {
     check("SyncLinearAllocator", report);
 }
 
+/// A fresh 1 GiB reservation committed in the smallest steps (64 KiB).
+fn fresh_virtual_arena() -> SyncVirtualArena {
+    SyncVirtualArena::new(1 << 30)
+        .unwrap()
+        .with_max_commit_step(64 << 10)
+}
+
+fn signal_handler_and_main_loop_never_overlap_in_a_sync_virtual_arena() {
+    let mut arena = fresh_virtual_arena();
+    // Each round starts from a fresh reservation (not `reset`, which keeps the commit), so every
+    // round crosses the commit frontier a few hundred times: a handler that lands while the main
+    // loop is committing must commit for itself, and must not be handed uncommitted bytes.
+    let report = storm(
+        &mut arena,
+        |arena| *arena = fresh_virtual_arena(),
+        SyncVirtualArena::used_bytes,
+    );
+    check("SyncVirtualArena", report);
+}
+
 fn main() {
     signal_handler_and_main_loop_never_overlap_in_a_sync_chain_arena();
     signal_handler_and_main_loop_never_overlap_in_a_sync_linear_arena();
+    signal_handler_and_main_loop_never_overlap_in_a_sync_virtual_arena();
 }

@@ -75,9 +75,33 @@ impl AtomicCursor {
     /// signal handler that interrupted this one) succeeded in between.
     #[inline(always)]
     pub(crate) fn bump(&self, layout: Layout) -> Option<NonNull<[u8]>> {
+        self.claim::<false>(layout, self.limit)
+    }
+
+    /// Bumps out a block of the non-zero-size `layout` that ends at or below `bound`
+    /// (`bound <= limit`), or `None` when it does not fit there. For an arena whose usable part
+    /// grows while the cursor is shared (the commit frontier of `SyncVirtualArena`): `bound` may
+    /// be a stale snapshot, and a cursor already past it is a miss, not an error.
+    #[inline(always)]
+    pub(crate) fn bump_below(&self, layout: Layout, bound: usize) -> Option<NonNull<[u8]>> {
+        self.claim::<true>(layout, bound)
+    }
+
+    /// The compare-exchange loop of [`bump`](Self::bump) and [`bump_below`](Self::bump_below).
+    /// `CUR_MAY_PASS_BOUND` is false when `bound` is the chunk's `limit`, which the cursor never
+    /// passes (so the check compiles away).
+    #[inline(always)]
+    fn claim<const CUR_MAY_PASS_BOUND: bool>(
+        &self,
+        layout: Layout,
+        bound: usize,
+    ) -> Option<NonNull<[u8]>> {
         let mut cur = self.cur.load(Ordering::Relaxed);
         loop {
-            let fit = fit(cur.addr(), self.limit, layout)?;
+            if CUR_MAY_PASS_BOUND && cur.addr() > bound {
+                return None;
+            }
+            let fit = fit(cur.addr(), bound, layout)?;
             match self.cur.compare_exchange_weak(
                 cur,
                 cur.with_addr(fit.new_cur),

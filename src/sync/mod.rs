@@ -1,5 +1,5 @@
-//! The lock-free, reentrant twins of the `Cell` arenas: [`SyncLinearAllocator`] and
-//! [`SyncChainAllocator`].
+//! The lock-free, reentrant twins of the `Cell` arenas: [`SyncLinearAllocator`],
+//! [`SyncChainAllocator`] and [`SyncVirtualArena`].
 //!
 //! Same API as [`LinearAllocator`](crate::LinearAllocator) and
 //! [`ChainAllocator`](crate::ChainAllocator), but the cursor is an atomic moved by
@@ -11,6 +11,8 @@ mod atomic;
 mod chain;
 mod cursor;
 mod linear;
+mod virtual_arena;
 
 pub use chain::SyncChainAllocator;
 pub use linear::SyncLinearAllocator;
+pub use virtual_arena::SyncVirtualArena;

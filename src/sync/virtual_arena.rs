@@ -1,0 +1,665 @@
+//! [`SyncVirtualArena`]: the lock-free, reentrant twin of [`VirtualArena`](crate::VirtualArena).
+
+use super::atomic::{AtomicUsize, Ordering};
+use super::cursor::AtomicCursor;
+use crate::bump::{self, dangling};
+use crate::resize::LastBlock;
+use crate::virtual_arena::{commit_target, max_commit_step, DEFAULT_MAX_COMMIT_STEP};
+use crate::{os, AllocError, Allocator};
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+/// A lock-free, reentrant bump arena over one large, contiguous address range, reserved once and
+/// committed in steps: the thread-safe twin of [`VirtualArena`](crate::VirtualArena), with the
+/// same API, commit steps and statistics.
+///
+/// Like `VirtualArena` it never chains and never moves: blocks lie in one range, and the most
+/// recent block can grow in place up to the end of the reservation. Unlike it, it is `Sync`, and
+/// a signal handler may allocate from it while the code it interrupted is allocating from it on
+/// the same thread. That makes it the arena for a crash handler that needs one large contiguous
+/// region (a report buffer, a copy of a stack) prepared before the crash.
+///
+/// # How it works
+/// Two words are shared: the cursor (an atomic bump pointer whose limit is the end of the
+/// *reservation*) and `committed`, the length of the read-write prefix of the reservation, which
+/// only grows while the arena is shared (`fetch_max`). Invariants:
+/// 1. `[base, base + committed)` is read-write: a value of `committed` is published only after
+///    the `mprotect` (`MEM_COMMIT`) that made its prefix read-write has returned.
+/// 2. The cursor never passes `base + committed`, and every byte below the cursor has been
+///    handed out (or is alignment padding, or was given back with the cursor moved below it).
+///
+/// Allocation (the hot path) loads `committed` and bumps the cursor by one compare-exchange,
+/// bounded by that snapshot: the block `[start, new_cur)` must end at or below the committed
+/// frontier *before* it is claimed. When it does not fit, a cold path commits first and claims
+/// after: it computes the block from the current cursor, commits the range
+/// `[committed, target)` it saw as missing (`target` at least the block's end, rounded up by the
+/// commit step), publishes `target` with `fetch_max`, and then retries the bounded bump. So the
+/// order is always *commit, publish, claim*, never *claim, then commit*.
+///
+/// Why a block is never handed out uncommitted: a block is handed out only by a successful
+/// compare-exchange whose new cursor is at most a value of `committed` the thread loaded before
+/// it; by invariant 1 that prefix was read-write already, and `committed` never shrinks while
+/// the arena is shared.
+///
+/// Why a block is never handed out twice: only a successful compare-exchange of the cursor from
+/// `cur` to `new_cur` hands out bytes, and it hands out `[cur, new_cur)`, which lies above every
+/// block handed out before (invariant 2). The cursor moves back only by giving back the most
+/// recent block (one compare-exchange from that block's end to its start, which fails if
+/// anything followed it) or by `reset` (`&mut self`). Committing hands out nothing: it only
+/// widens what the next compare-exchange may claim.
+///
+/// Why committing needs no lock: `mprotect` to read-write is idempotent. Two threads that both
+/// see the frontier at `c` both commit from `c`, to their own targets; the overlap is harmless
+/// (pages already read-write keep their contents), and each publishes only what it committed
+/// itself, on top of a prefix that was already read-write, so `fetch_max` keeps invariant 1.
+/// Nobody ever waits for another thread's commit to finish.
+///
+/// When the OS refuses a commit, the cold path tries the bare need (without the step's extra);
+/// if that fails too and no other thread has committed the range meanwhile, allocation returns
+/// `Err` *without having claimed anything*: the cursor is untouched, no bytes are lost, and
+/// smaller allocations that fit the committed part still succeed.
+///
+/// # Statistics
+/// As for `VirtualArena`, all O(1): [`used_bytes`](Self::used_bytes),
+/// [`committed_bytes`](Self::committed_bytes) (= [`reserved_bytes`](Self::reserved_bytes)),
+/// [`reservation_bytes`](Self::reservation_bytes), [`remaining_capacity`](Self::remaining_capacity),
+/// [`has_capacity_for`](Self::has_capacity_for). While other threads allocate they are
+/// snapshots that may already be stale; once allocation stops they are exact, and
+/// `used_bytes() + remaining_capacity() == reservation_bytes()`.
+///
+/// # Giving memory back
+/// [`reset`](Self::reset) and [`reset_and_release`](Self::reset_and_release) as on
+/// `VirtualArena` (both take `&mut self`): the second returns the touched pages to the OS with
+/// `MADV_DONTNEED`, keeping the reservation and the commit.
+///
+/// # Errors
+/// Allocation fails with `Err(AllocError)` when the reservation is exhausted or the OS refuses a
+/// commit (out of memory under strict accounting, `RLIMIT_DATA`, `vm.max_map_count`), and then
+/// changes nothing.
+///
+/// # Signal safety
+/// Async-signal-safe and reentrant on Linux. The hot path is a load and a compare-exchange loop;
+/// the cold path adds one raw `mprotect` syscall (no user-space lock, `errno` untouched) and a
+/// `fetch_max`. A handler that interrupts an allocation at any point runs its own allocation to
+/// completion without waiting for the interrupted one:
+/// - between the interrupted code's loads and its compare-exchange: the handler claims its own
+///   block; the interrupted compare-exchange then fails and retries from the moved cursor;
+/// - in the cold path, before or after the interrupted code's `mprotect`: the frontier the
+///   handler sees is still short, so it commits the range it needs itself (from the frontier it
+///   sees, possibly overlapping the interrupted commit, which is harmless) and publishes it. When
+///   the interrupted code resumes, its `mprotect` re-protects pages that are already read-write,
+///   its `fetch_max` cannot lower the frontier, and its claim retries against the new cursor.
+///
+/// Nothing is claimed before it is committed, so there is no half-done state for a handler to
+/// trip over. Allocation never calls the global allocator.
+///
+/// # Examples
+/// ```
+/// use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
+///
+/// let arena = SyncVirtualArena::new(1 << 30)?; // 1 GiB of address space, no memory yet
+/// std::thread::scope(|s| {
+///     for _ in 0..2 {
+///         s.spawn(|| arena.allocate(Layout::new::<[u64; 4]>()).map(|_| ()));
+///     }
+/// });
+/// assert_eq!(arena.used_bytes(), 64);
+/// assert_eq!(arena.committed_bytes(), 64 << 10);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SyncVirtualArena {
+    /// Free range `[cur, base + reservation)`, of which `[cur, base + committed)` is usable now.
+    cursor: AtomicCursor,
+    /// Start of the reservation; carries its provenance.
+    base: NonNull<u8>,
+    /// Length of the reservation, a multiple of the page size.
+    reservation: usize,
+    /// Length of the committed (read-write) prefix, a multiple of the page size. Grows only
+    /// (`fetch_max`) while the arena is shared.
+    committed: AtomicUsize,
+    /// Offset below which bytes may be non-zero: at least the highest the cursor has been
+    /// before it moved back, since the arena was made or last released. Raised *before* the
+    /// cursor moves back, so that whoever is then handed those bytes sees it.
+    dirty: AtomicUsize,
+    max_commit_step: usize,
+    page: usize,
+    /// Under loom only: commits that would reach past this many bytes are refused, to model the
+    /// OS saying no.
+    #[cfg(loom)]
+    commit_limit: usize,
+}
+
+// SAFETY: the arena owns its reservation outright; moving it moves that ownership.
+unsafe impl Send for SyncVirtualArena {}
+
+// SAFETY: through `&self` the arena changes only its atomics (cursor, `committed`, `dirty`) and
+// the protection of pages it has not handed out yet (making them read-write, which never
+// invalidates an access), with the protocol described on the type: ranges are handed out by
+// successful compare-exchanges only, and only after they are committed.
+unsafe impl Sync for SyncVirtualArena {}
+
+impl SyncVirtualArena {
+    /// Reserves `reservation_bytes` of address space (rounded up to whole pages, at least one)
+    /// and commits nothing yet.
+    ///
+    /// # Errors
+    /// `Err(AllocError)` when the OS refuses the reservation: not enough address space, or
+    /// `RLIMIT_AS`; a size past `isize::MAX`.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::SyncVirtualArena;
+    /// let arena = SyncVirtualArena::new(64 << 30)?; // 64 GiB: address space, not memory
+    /// assert_eq!(arena.reservation_bytes(), 64 << 30);
+    /// assert_eq!(arena.reserved_bytes(), 0);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    pub fn new(reservation_bytes: usize) -> Result<Self, AllocError> {
+        let page = os::page_size()?;
+        let reservation = os::round_to_pages(reservation_bytes.max(1), page).ok_or(AllocError)?;
+        let base = os::reserve(reservation)?;
+        Ok(Self {
+            cursor: AtomicCursor::new(base, reservation),
+            base,
+            reservation,
+            committed: AtomicUsize::new(0),
+            dirty: AtomicUsize::new(0),
+            max_commit_step: DEFAULT_MAX_COMMIT_STEP.max(page),
+            page,
+            #[cfg(loom)]
+            commit_limit: usize::MAX,
+        })
+    }
+
+    /// Bounds the commit step: the arena commits at most `bytes` (rounded up to pages, at least
+    /// 64 KiB) more than an allocation needs at a time, as for
+    /// [`VirtualArena::with_max_commit_step`](crate::VirtualArena::with_max_commit_step).
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
+    /// let arena = SyncVirtualArena::new(1 << 30)?.with_max_commit_step(64 << 10);
+    /// for _ in 0..4 {
+    ///     arena.allocate(Layout::new::<[u8; 60_000]>())?;
+    /// }
+    /// assert_eq!(arena.committed_bytes(), 256 << 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_max_commit_step(mut self, bytes: usize) -> Self {
+        self.max_commit_step = max_commit_step(bytes, self.page);
+        self
+    }
+
+    /// Under loom: refuse commits past `bytes`, as an OS out of memory would.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn with_commit_limit_for_loom(mut self, bytes: usize) -> Self {
+        self.commit_limit = bytes;
+        self
+    }
+
+    /// Bytes handed out so far, alignment padding included. O(1); a snapshot while other
+    /// threads allocate.
+    ///
+    /// ```
+    /// # use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
+    /// let arena = SyncVirtualArena::new(1 << 20)?;
+    /// arena.allocate(Layout::new::<u8>())?;
+    /// arena.allocate(Layout::new::<u64>())?;
+    /// assert_eq!(arena.used_bytes(), 16); // 1 byte, 7 of padding, 8 bytes
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn used_bytes(&self) -> usize {
+        self.cursor.cur_addr() - self.base.as_ptr().addr()
+    }
+
+    /// Bytes committed read-write so far: charged against the commit limit where the OS keeps
+    /// one, and the most this arena can have resident. A multiple of the page size. O(1).
+    ///
+    /// ```
+    /// # use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
+    /// let arena = SyncVirtualArena::new(1 << 30)?;
+    /// arena.allocate(Layout::new::<u64>())?;
+    /// assert_eq!(arena.committed_bytes(), 64 << 10); // the first step
+    /// arena.allocate(Layout::new::<[u8; 100_000]>())?;
+    /// assert_eq!(arena.committed_bytes(), 128 << 10); // the next step doubles
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn committed_bytes(&self) -> usize {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of address space reserved: the most this arena can ever hand out. O(1).
+    ///
+    /// ```
+    /// # use libdd_alloc::SyncVirtualArena;
+    /// let arena = SyncVirtualArena::new(10_000)?;
+    /// assert_eq!(arena.reservation_bytes() % libdd_alloc::os::page_size()?, 0);
+    /// assert!(arena.reservation_bytes() >= 10_000);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    #[inline]
+    pub fn reservation_bytes(&self) -> usize {
+        self.reservation
+    }
+
+    /// The same as [`committed_bytes`](Self::committed_bytes): memory taken from the OS, as
+    /// `reserved_bytes` means on the other arenas. Not the address reservation, which is
+    /// [`reservation_bytes`](Self::reservation_bytes). O(1).
+    ///
+    /// ```
+    /// # use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
+    /// let arena = SyncVirtualArena::new(1 << 30)?;
+    /// arena.allocate(Layout::new::<u8>())?;
+    /// assert_eq!(arena.reserved_bytes(), arena.committed_bytes());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn reserved_bytes(&self) -> usize {
+        self.committed_bytes()
+    }
+
+    /// Bytes that can still be handed out before the reservation is exhausted:
+    /// `reservation_bytes() - used_bytes()`. Allocating them may still fail if the OS refuses
+    /// to commit. O(1); a snapshot.
+    ///
+    /// ```
+    /// # use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
+    /// let arena = SyncVirtualArena::new(1 << 20)?;
+    /// arena.allocate(Layout::array::<u8>(1000)?)?;
+    /// assert_eq!(arena.remaining_capacity(), (1 << 20) - 1000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn remaining_capacity(&self) -> usize {
+        self.cursor.remaining()
+    }
+
+    /// Whether `layout` fits in the rest of the reservation, alignment padding included (the OS
+    /// may still refuse to commit it, and another thread may take the room first). O(1).
+    ///
+    /// ```
+    /// # use libdd_alloc::{Layout, SyncVirtualArena};
+    /// let arena = SyncVirtualArena::new(1 << 20)?;
+    /// assert!(arena.has_capacity_for(Layout::array::<u8>(1 << 20)?));
+    /// assert!(!arena.has_capacity_for(Layout::array::<u8>((1 << 20) + 1)?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn has_capacity_for(&self, layout: Layout) -> bool {
+        self.cursor.has_room_for(layout)
+    }
+
+    /// Frees every allocation at once. O(1). The committed pages stay resident, holding their
+    /// old contents, ready for reuse; use [`reset_and_release`](Self::reset_and_release) to give
+    /// them back. Taking `&mut self` proves that no block handed out is still borrowed and that
+    /// no other thread (or handler) is using the arena.
+    ///
+    /// ```
+    /// # use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
+    /// let mut arena = SyncVirtualArena::new(1 << 20)?;
+    /// let first = arena.allocate(Layout::new::<u64>())?;
+    /// arena.reset();
+    /// assert_eq!(arena.used_bytes(), 0);
+    /// assert_eq!(arena.allocate(Layout::new::<u64>())?, first);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reset(&mut self) {
+        self.note_dirty(self.used_bytes());
+        self.cursor.rewind(self.base);
+    }
+
+    /// Frees every allocation and gives the touched pages back to the OS (`MADV_DONTNEED`;
+    /// decommit and recommit on Windows), keeping the reservation and the commit: the resident
+    /// set drops by what the arena had touched, and the pages read back as zero when next used.
+    /// See [`VirtualArena::reset_and_release`](crate::VirtualArena::reset_and_release) for why
+    /// not `MADV_FREE`.
+    ///
+    /// If the OS refuses (it cannot for this mapping, short of a kernel bug), the arena is still
+    /// reset; it then forgets its commit (the next allocation commits again, which is harmless
+    /// for pages that are still read-write), because on Windows a refused recommit leaves the
+    /// pages decommitted.
+    ///
+    /// ```
+    /// # use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
+    /// let mut arena = SyncVirtualArena::new(1 << 20)?;
+    /// let block = arena.allocate(Layout::new::<u64>())?.cast::<u64>();
+    /// // SAFETY: the block is ours and sized for a u64.
+    /// unsafe { block.as_ptr().write(u64::MAX) };
+    /// arena.reset_and_release();
+    /// let again = arena.allocate_zeroed(Layout::new::<u64>())?.cast::<u64>();
+    /// assert_eq!(again, block);
+    /// // SAFETY: as above.
+    /// assert_eq!(unsafe { again.as_ptr().read() }, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reset_and_release(&mut self) {
+        self.note_dirty(self.used_bytes());
+        let committed = self.committed.load(Ordering::Relaxed);
+        let dirty = self.dirty.load(Ordering::Relaxed);
+        let touched = bump::align_up(dirty, self.page)
+            .unwrap_or(committed)
+            .min(committed);
+        // SAFETY: `[base, base + touched)` is committed read-write memory of our reservation,
+        // and `&mut self` proves no block in it is still borrowed.
+        if touched == 0 || unsafe { os::release_pages(self.base, touched) }.is_ok() {
+            self.dirty.store(0, Ordering::Relaxed);
+        } else {
+            self.committed.store(0, Ordering::Relaxed);
+        }
+        self.cursor.rewind(self.base);
+    }
+
+    #[inline(always)]
+    fn reservation_end(&self) -> usize {
+        self.base.as_ptr().addr() + self.reservation
+    }
+
+    /// The end of the committed prefix, as an address: a snapshot that only ever grows.
+    #[inline(always)]
+    fn committed_end(&self) -> usize {
+        self.base.as_ptr().addr() + self.committed.load(Ordering::Acquire)
+    }
+
+    /// Raises the high-water mark to `offset`. Called before the cursor moves back over
+    /// `[.., offset)`; the compare-exchange that moves it back is a release, and whoever is then
+    /// handed those bytes acquires it, so it sees this mark too.
+    #[inline]
+    fn note_dirty(&self, offset: usize) {
+        self.dirty.fetch_max(offset, Ordering::Release);
+    }
+
+    /// Makes sure `[base, end)` is committed. `Ok` at once when the frontier is already past it.
+    #[inline]
+    fn ensure_committed(&self, end: usize) -> Result<(), AllocError> {
+        if end <= self.committed_end() {
+            return Ok(());
+        }
+        self.commit_through(end)
+    }
+
+    /// Commits from the frontier this thread sees up to `end` plus a step, and publishes the
+    /// new frontier. Lock-free: it never waits for another committer. A concurrent (or
+    /// interrupted) committer of an overlapping range makes the same pages read-write, which is
+    /// idempotent, and `fetch_max` keeps the larger frontier.
+    #[cold]
+    #[inline(never)]
+    fn commit_through(&self, end: usize) -> Result<(), AllocError> {
+        let needed = end
+            .checked_sub(self.base.as_ptr().addr())
+            .filter(|&needed| needed <= self.reservation)
+            .ok_or(AllocError)?;
+        let committed = self.committed.load(Ordering::Acquire);
+        if needed <= committed {
+            return Ok(());
+        }
+        // Cannot pass the reservation, which is whole pages.
+        let needed = bump::align_up(needed, self.page).ok_or(AllocError)?;
+        let wanted = commit_target(
+            committed,
+            needed,
+            self.max_commit_step,
+            self.page,
+            self.reservation,
+        );
+        // SAFETY: `committed <= needed <= wanted <= reservation`, all multiples of the page size.
+        let grew = unsafe { self.commit_range(committed, wanted) }.or_else(|_| {
+            // The generous step was refused; the bare need may still pass.
+            // SAFETY: as above.
+            unsafe { self.commit_range(committed, needed) }
+        });
+        match grew {
+            Ok(frontier) => {
+                // `[0, committed)` was read-write (whoever published it had committed it) and
+                // this thread just made `[committed, frontier)` read-write.
+                self.committed.fetch_max(frontier, Ordering::AcqRel);
+                Ok(())
+            }
+            // Another thread, or a handler that interrupted this one, committed it meanwhile.
+            Err(_) if needed <= self.committed.load(Ordering::Acquire) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Commits the offsets `[from, to)` and returns `to`.
+    ///
+    /// # Safety
+    /// `from <= to <= reservation`, both multiples of the page size.
+    unsafe fn commit_range(&self, from: usize, to: usize) -> Result<usize, AllocError> {
+        #[cfg(loom)]
+        if to > self.commit_limit {
+            return Err(AllocError);
+        }
+        // SAFETY: per the caller, the range is a page-aligned part of our reservation. Making
+        // pages read-write that already are (committed by another thread) keeps their contents.
+        unsafe { os::commit(self.base.add(from), to - from)? };
+        Ok(to)
+    }
+
+    /// The slow path of allocation: commit what the block needs, then claim it. Each turn of
+    /// the loop ends in a claim that fails only if another allocation moved the cursor first.
+    #[cold]
+    #[inline(never)]
+    fn allocate_after_commit(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        loop {
+            let fit = bump::fit(self.cursor.cur_addr(), self.reservation_end(), layout)
+                .ok_or(AllocError)?;
+            self.commit_through(fit.new_cur)?;
+            if let Some(block) = self.cursor.bump_below(layout, self.committed_end()) {
+                return Ok(block);
+            }
+        }
+    }
+}
+
+/// The arena's most recent block, as `resize.rs` sees it: the atomic cursor, plus this arena's
+/// two duties around it. Before the cursor moves back, the high-water mark is raised (for
+/// `allocate_zeroed`); before it moves forward, the bytes are committed.
+///
+/// Only a block that is the most recent one *when this is called* may move the cursor: an
+/// older block can become the most recent while we look (the blocks after it given back by
+/// other threads), and then the mark would be raised too late. So each operation first checks,
+/// raises the mark, and only then lets the cursor's compare-exchange re-check.
+struct LastOf<'a>(&'a SyncVirtualArena);
+
+impl LastBlock for LastOf<'_> {
+    #[inline]
+    fn release_if_last(&self, ptr: NonNull<u8>, size: usize) {
+        let arena = self.0;
+        let end = ptr.as_ptr().addr().wrapping_add(size);
+        if arena.cursor.cur_addr() == end {
+            arena.note_dirty(end - arena.base.as_ptr().addr());
+            arena.cursor.release_if_last(ptr, size);
+        }
+    }
+
+    #[inline]
+    fn resize_last_in_place(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        new: Layout,
+    ) -> Option<NonNull<[u8]>> {
+        let arena = self.0;
+        let block = ptr.as_ptr().addr();
+        let end = block.wrapping_add(old_size);
+        if arena.cursor.cur_addr() != end || block & (new.align() - 1) != 0 {
+            return None;
+        }
+        if new.size() < old_size {
+            arena.note_dirty(end - arena.base.as_ptr().addr());
+        } else {
+            // Committing ahead is harmless if the claim below then fails: the pages serve the
+            // next allocation.
+            arena
+                .ensure_committed(block.checked_add(new.size())?)
+                .ok()?;
+        }
+        arena.cursor.resize_last_in_place(ptr, old_size, new)
+    }
+}
+
+impl Drop for SyncVirtualArena {
+    fn drop(&mut self) {
+        // SAFETY: the reservation is ours, made by `os::reserve`, and the arena is going away,
+        // so no block is borrowed.
+        unsafe { os::unmap(self.base, self.reservation) };
+    }
+}
+
+impl core::fmt::Debug for SyncVirtualArena {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SyncVirtualArena")
+            .field("used_bytes", &self.used_bytes())
+            .field("committed_bytes", &self.committed_bytes())
+            .field("reservation_bytes", &self.reservation_bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: blocks are disjoint parts of the reservation, each handed out by one successful
+// compare-exchange and only after it was committed (see the type's docs), valid until `reset`
+// (`&mut self`) or drop. Only the most recent block is resized or given back in place, by a
+// compare-exchange that fails if another block followed it; the reservation never moves.
+unsafe impl Allocator for SyncVirtualArena {
+    #[inline(always)]
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return Ok(dangling(layout));
+        }
+        match self.cursor.bump_below(layout, self.committed_end()) {
+            Some(block) => Ok(block),
+            None => self.allocate_after_commit(layout),
+        }
+    }
+
+    #[inline]
+    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        let block = self.allocate(layout)?;
+        if layout.size() == 0 {
+            return Ok(block);
+        }
+        // Bytes past the high-water mark have not been handed out since the pages were fresh:
+        // whoever moved the cursor back over them raised the mark first.
+        let start = block.cast::<u8>().as_ptr().addr() - self.base.as_ptr().addr();
+        let dirty_end = self.dirty.load(Ordering::Acquire).min(start + block.len());
+        if dirty_end > start {
+            // SAFETY: `[start, dirty_end)` is the head of the block just handed out.
+            unsafe { block.cast::<u8>().write_bytes(0, dirty_end - start) };
+        }
+        Ok(block)
+    }
+
+    #[inline]
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            LastOf(self).release_if_last(ptr, layout.size());
+        }
+    }
+
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded caller contract.
+        unsafe { crate::resize::grow(self, &LastOf(self), ptr, old, new) }
+    }
+
+    unsafe fn grow_zeroed(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded caller contract.
+        let block = unsafe { self.grow(ptr, old, new) }?;
+        // SAFETY: the block is ours and at least `new.size() >= old.size()` long.
+        unsafe { crate::resize::zero_tail(block, old.size()) };
+        Ok(block)
+    }
+
+    unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded caller contract.
+        unsafe { crate::resize::shrink(self, &LastOf(self), ptr, old, new) }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<SyncVirtualArena>();
+    }
+
+    #[test]
+    fn zero_size_layouts_use_no_arena_bytes_and_commit_nothing() {
+        let arena = SyncVirtualArena::new(1 << 20).unwrap();
+        let layout = Layout::from_size_align(0, 64).unwrap();
+        for block in [arena.allocate(layout), arena.allocate_zeroed(layout)] {
+            let block = block.unwrap();
+            assert_eq!(block.len(), 0);
+            assert_eq!(block.cast::<u8>().as_ptr().addr() % 64, 0);
+        }
+        assert_eq!(arena.used_bytes(), 0);
+        assert_eq!(arena.committed_bytes(), 0);
+    }
+
+    #[test]
+    fn commit_through_an_address_already_committed_or_past_the_reservation_changes_nothing() {
+        let arena = SyncVirtualArena::new(1 << 20).unwrap();
+        arena.allocate(Layout::new::<u8>()).unwrap();
+        let committed = arena.committed_bytes();
+        let base = arena.base.as_ptr().addr();
+        arena.commit_through(base + committed).unwrap();
+        assert_eq!(arena.committed_bytes(), committed);
+        assert!(arena.commit_through(base + (1 << 20) + 1).is_err());
+        assert!(arena.commit_through(base - 1).is_err());
+        assert_eq!(arena.committed_bytes(), committed);
+    }
+
+    #[test]
+    fn high_water_mark_is_raised_before_the_cursor_moves_back_and_cleared_by_release() {
+        let mut arena = SyncVirtualArena::new(1 << 20).unwrap();
+        let layout = Layout::from_size_align(1000, 8).unwrap();
+        let older = arena.allocate(layout).unwrap();
+        let block = arena.allocate(layout).unwrap();
+        // SAFETY: `older` came from the arena with `layout`; not the last block: a no-op.
+        unsafe { arena.deallocate(older.cast(), layout) };
+        assert_eq!(arena.dirty.load(Ordering::Relaxed), 0, "nothing moved back");
+        // SAFETY: the most recent block, shrunk in place, then given back.
+        unsafe {
+            let small = Layout::from_size_align(10, 8).unwrap();
+            arena.shrink(block.cast(), layout, small).unwrap();
+            assert_eq!(arena.dirty.load(Ordering::Relaxed), 2000);
+            arena.deallocate(block.cast(), small);
+        }
+        assert_eq!(arena.used_bytes(), 1000);
+        arena.reset();
+        assert_eq!(arena.dirty.load(Ordering::Relaxed), 2000);
+        arena.reset_and_release();
+        assert_eq!(arena.dirty.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn max_commit_step_is_shared_with_virtual_arena() {
+        let page = os::page_size().unwrap();
+        let arena = SyncVirtualArena::new(1 << 30).unwrap();
+        assert_eq!(arena.max_commit_step, DEFAULT_MAX_COMMIT_STEP.max(page));
+        let tiny = SyncVirtualArena::new(1 << 30)
+            .unwrap()
+            .with_max_commit_step(1);
+        assert_eq!(tiny.max_commit_step, (64 << 10).max(page));
+    }
+}
