@@ -587,3 +587,27 @@ mod rewind_model {
         Ok(())
     }
 }
+
+#[test]
+fn chain_rewind_to_a_stale_deeper_checkpoint_never_frees_blocks_from_before_it() {
+    let backing = Counting::default();
+    let mut arena = ChainAllocator::new_in(1024, &backing).unwrap();
+    let kept = arena.try_alloc([0xA5u8; 500]).unwrap() as *mut [u8; 500];
+    let early = arena.checkpoint();
+    while backing.live_blocks.get() < 4 {
+        arena.try_alloc([0u8; 300]).unwrap();
+    }
+    // Taken in the fourth chunk, with fewer bytes used there than `kept` takes in the first.
+    let late = arena.checkpoint();
+    arena.rewind(early);
+    assert_eq!(backing.live_blocks.get(), 1);
+    let used = arena.used_bytes();
+    // `late` names a chunk that no longer exists: the arena stays where it is.
+    arena.rewind(late);
+    assert_eq!(arena.used_bytes(), used);
+    let fresh = arena.try_alloc([0x5Au8; 100]).unwrap();
+    let fresh_addr = addr(fresh);
+    assert!(fresh_addr >= kept as usize + 500, "`kept` handed out again");
+    // SAFETY: `kept` was allocated before both checkpoints and never freed since.
+    assert_eq!(unsafe { *kept }, [0xA5; 500]);
+}
