@@ -556,7 +556,7 @@ unsafe impl<A: Allocator> Arena for crate::ChainAllocator<A> {}
 // (`reset` and `reset_and_release` take `&mut self`).
 unsafe impl Arena for crate::VirtualArena {}
 // SAFETY: see above; the lock-free arenas hand out each byte once (compare-exchange on the
-// cursor) and free chunks only in `reset(&mut self)` or drop.
+// cursor) and free chunks only in `reset`/`rewind` (`&mut self`) or drop.
 unsafe impl<A: Allocator> Arena for crate::SyncLinearAllocator<A> {}
 // SAFETY: as for `SyncLinearAllocator`.
 unsafe impl<A: Allocator> Arena for crate::SyncChainAllocator<A> {}
