@@ -508,7 +508,9 @@ impl<A: Allocator> Rewind for ChainAllocator<A> {
                 (header.depth, header.prev, header.layout.size())
             };
             if depth <= checkpoint.chunks {
-                self.point_cursor_into(header, size, checkpoint.used);
+                if let Some(used) = checkpoint.used_in_chunk(depth) {
+                    self.point_cursor_into(header, size, used);
+                }
                 return;
             }
             self.top.set(prev);

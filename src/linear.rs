@@ -211,8 +211,11 @@ impl<A: Allocator> Rewind for LinearAllocator<A> {
 
     #[inline]
     fn rewind(&mut self, checkpoint: Checkpoint) {
-        self.cursor
-            .set_used(self.buffer.cast(), self.buffer.len(), checkpoint.used);
+        // One buffer, at depth 1.
+        if let Some(used) = checkpoint.used_in_chunk(1) {
+            self.cursor
+                .set_used(self.buffer.cast(), self.buffer.len(), used);
+        }
     }
 }
 

@@ -339,6 +339,22 @@ pub struct Checkpoint {
     pub(crate) used: usize,
 }
 
+impl Checkpoint {
+    /// Where a rewind puts the cursor of the chunk it stops at: the newest chunk whose `depth`
+    /// (1 for the oldest) is at most `chunks`.
+    ///
+    /// `Some(used)` if the checkpoint names that chunk (the arena clamps `used` to the chunk).
+    /// `None` if the checkpoint lies past every chunk the arena has now: it is stale (the arena
+    /// was rewound to before it) or from another arena. The arena then stays where it is, so no
+    /// block allocated before the checkpoint is ever handed out again: such a block is in a
+    /// chunk at most `chunks` deep, and in the chunk at depth `chunks` it ends at or before
+    /// `used`. Depths are contiguous, so `None` means the rewind freed no chunk either.
+    #[inline]
+    pub(crate) fn used_in_chunk(self, depth: usize) -> Option<usize> {
+        (depth >= self.chunks).then_some(self.used)
+    }
+}
+
 /// Arenas that can roll back to a [`Checkpoint`] in O(1): everything allocated since is freed at
 /// once (destructors do not run). [`scope`](Rewind::scope) does it around a closure.
 ///
@@ -365,9 +381,13 @@ pub trait Rewind: Arena {
     fn checkpoint(&self) -> Checkpoint;
 
     /// Frees everything allocated since `checkpoint`, in O(1) plus one backing deallocation per
-    /// chunk taken since. A checkpoint that is not from this arena, or not from an earlier
-    /// position of it, is clamped to the current chunk: memory may be left unused, never reused
-    /// while referenced.
+    /// chunk taken since.
+    ///
+    /// Any checkpoint is safe to pass. One of this arena that is stale (the arena was already
+    /// rewound to before it) never frees a block allocated before it: the arena stays where it
+    /// is, or moves forward and leaves bytes unused. One from another arena is clamped to the
+    /// current chunk: it may free more than intended, but `&mut self` proves no reference into
+    /// the arena is alive, so no memory is ever reused while referenced.
     fn rewind(&mut self, checkpoint: Checkpoint);
 
     /// Runs `f` with a [`Scope`]: a handle that allocates from this arena, whose allocations
@@ -536,7 +556,7 @@ unsafe impl<A: Allocator> Arena for crate::ChainAllocator<A> {}
 // (`reset` and `reset_and_release` take `&mut self`).
 unsafe impl Arena for crate::VirtualArena {}
 // SAFETY: see above; the lock-free arenas hand out each byte once (compare-exchange on the
-// cursor) and free chunks only in `reset(&mut self)` or drop.
+// cursor) and free chunks only in `reset`/`rewind` (`&mut self`) or drop.
 unsafe impl<A: Allocator> Arena for crate::SyncLinearAllocator<A> {}
 // SAFETY: as for `SyncLinearAllocator`.
 unsafe impl<A: Allocator> Arena for crate::SyncChainAllocator<A> {}

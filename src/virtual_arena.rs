@@ -2,7 +2,7 @@
 //! steps.
 
 use crate::bump::{self, dangling, Cursor};
-use crate::{os, AllocError, Allocator};
+use crate::{os, AllocError, Allocator, Checkpoint, Rewind};
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -77,6 +77,8 @@ pub(crate) fn commit_target(
 /// [`reset_and_release`](Self::reset_and_release) also returns the pages to the OS with
 /// `MADV_DONTNEED`: the resident set drops, the reservation and the commit stay (so refilling up
 /// to `committed_bytes` cannot fail), and the pages read back as zero.
+/// [`Rewind`](crate::Rewind) rolls back to a [`Checkpoint`](crate::Checkpoint) (or around a
+/// [`scope`](crate::Rewind::scope)) in O(1), keeping the pages committed like `reset`.
 ///
 /// # Errors
 /// Allocation fails with `Err(AllocError)` when the reservation is exhausted or the OS refuses a
@@ -418,6 +420,48 @@ impl VirtualArena {
             bump::fit(self.cursor.cur_addr(), self.reservation_end(), layout).ok_or(AllocError)?;
         self.commit_through(fit.new_cur)?;
         self.cursor.bump(layout).ok_or(AllocError)
+    }
+}
+
+/// Rolling back moves the cursor back: O(1), and `used_bytes` is again what it was at the
+/// checkpoint. The committed pages stay committed and resident (`committed_bytes` does not drop),
+/// ready for reuse, as after [`reset`](VirtualArena::reset); the bytes given back keep their
+/// contents, and [`allocate_zeroed`](Allocator::allocate_zeroed) still zeroes them when it hands
+/// them out again.
+///
+/// ```
+/// use libdd_alloc::{Arena, Rewind, VirtualArena};
+///
+/// let mut arena = VirtualArena::new(1 << 30)?;
+/// arena.try_alloc_str("kept")?;
+/// let checkpoint = arena.checkpoint();
+/// arena.try_alloc_slice_fill_with(1 << 20, |i| i as u8)?; // commits more
+/// let committed = arena.committed_bytes();
+/// arena.rewind(checkpoint);
+/// assert_eq!(arena.used_bytes(), 4);
+/// assert_eq!(arena.committed_bytes(), committed);
+/// # Ok::<(), libdd_alloc::AllocError>(())
+/// ```
+impl Rewind for VirtualArena {
+    #[inline]
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            chunks: 1,
+            used: self.used_bytes(),
+        }
+    }
+
+    #[inline]
+    fn rewind(&mut self, checkpoint: Checkpoint) {
+        // One range, at depth 1.
+        if let Some(used) = checkpoint.used_in_chunk(1) {
+            // The bytes between the checkpoint and the cursor may be written: record them
+            // before the cursor moves back, so that `allocate_zeroed` zeroes them.
+            self.note_high_water();
+            // Clamped to the committed part, the cursor's range; past it is never handed out
+            // before it is committed.
+            self.cursor.set_used(self.base, self.committed.get(), used);
+        }
     }
 }
 

@@ -18,8 +18,8 @@
 #![cfg(loom)]
 
 use libdd_alloc::{
-    AllocError, Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena,
-    System,
+    AllocError, Allocator, Layout, Rewind, SyncChainAllocator, SyncLinearAllocator,
+    SyncVirtualArena, System,
 };
 use loom::sync::Arc;
 use loom::thread;
@@ -314,5 +314,51 @@ fn grow_across_the_frontier_races_safely_with_allocation() {
         let grown = touch_committed(&arena, grown, base);
         let y = other.join().unwrap();
         assert_disjoint(vec![grown, y]);
+    });
+}
+
+/// Two threads grow a full chain at once (one block per chunk, so the loser stacks its chunk
+/// above the winner's and must take the next depth); afterwards a rewind to a checkpoint taken before
+/// them returns exactly the chunks they published and restores the stats.
+#[test]
+fn rewind_after_racing_growth_returns_exactly_the_chunks_published_since() {
+    model(|| {
+        let counting: &'static Counting = Box::leak(Box::default());
+        let layout = Layout::from_size_align(80, 8).unwrap();
+        let arena = SyncChainAllocator::new_in(128, counting)
+            .unwrap()
+            .with_max_chunk_size(128);
+        arena.allocate(layout).unwrap(); // the first chunk is full
+        let checkpoint = arena.checkpoint();
+        let (used, reserved) = (arena.used_bytes(), arena.reserved_bytes());
+        let arena = Arc::new(arena);
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let arena = arena.clone();
+                thread::spawn(move || range(arena.allocate(layout).unwrap()))
+            })
+            .collect();
+        let ranges: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_disjoint(ranges);
+        let mut arena = Arc::try_unwrap(arena).unwrap_or_else(|_| panic!("threads joined"));
+        assert_eq!(counting.live_chunks.load(Ordering::SeqCst), 3);
+        // The newest chunk is at depth 3 with one block: what a `ChainAllocator` in the same
+        // state reports (its checkpoint names a chunk by depth too).
+        let twin = libdd_alloc::ChainAllocator::new_in(128, System)
+            .unwrap()
+            .with_max_chunk_size(128);
+        for _ in 0..3 {
+            twin.allocate(layout).unwrap();
+        }
+        assert_eq!(arena.checkpoint(), twin.checkpoint());
+        arena.rewind(checkpoint);
+        assert_eq!(counting.live_chunks.load(Ordering::SeqCst), 1);
+        assert_eq!(counting.live_bytes.load(Ordering::SeqCst), 128);
+        assert_eq!(
+            (arena.used_bytes(), arena.reserved_bytes()),
+            (used, reserved)
+        );
+        drop(arena);
+        assert_eq!(counting.live_chunks.load(Ordering::SeqCst), 0);
     });
 }

@@ -4,6 +4,8 @@ use libdd_alloc::{
     AllocError, Allocator, Arena, ChainAllocator, Layout, LinearAllocator, Rewind, System,
     VirtualAllocator,
 };
+mod common;
+
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
@@ -511,6 +513,8 @@ fn collections_can_live_in_a_scope() {
 
 mod rewind_model {
     use super::*;
+    use common::Stats;
+    use libdd_alloc::{SyncChainAllocator, SyncLinearAllocator, VirtualArena};
     use proptest::prelude::*;
 
     #[derive(Clone, Debug)]
@@ -537,44 +541,90 @@ mod rewind_model {
         chunks: usize,
     }
 
-    proptest! {
-        #[test]
-        fn rewind_restores_stats_and_never_disturbs_older_blocks(ops in proptest::collection::vec(op(), 1..200)) {
-            let backing = Counting::default();
-            let mut arena = ChainAllocator::new_in(1024, &backing).unwrap();
-            let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
-            let mut saved: Vec<Saved> = Vec::new();
-            for (step, op) in ops.into_iter().enumerate() {
-                match op {
-                    Op::Alloc { size, align_log2 } => {
-                        let layout = Layout::from_size_align(size, 1 << align_log2).unwrap();
-                        let block = arena.try_alloc_layout(layout).unwrap();
-                        prop_assert_eq!(block.as_ptr() as usize % layout.align(), 0);
-                        let pattern = step as u8;
-                        // SAFETY: a fresh block of `size` bytes.
-                        unsafe { block.as_ptr().write_bytes(pattern, size) };
-                        live.push((block, size, pattern));
-                    }
-                    Op::Checkpoint => saved.push(Saved {
-                        checkpoint: arena.checkpoint(),
-                        live: live.len(),
-                        used: arena.used_bytes(),
-                        reserved: arena.reserved_bytes(),
-                        chunks: backing.live_blocks.get(),
-                    }),
-                    Op::Rewind => {
-                        if let Some(s) = saved.pop() {
-                            arena.rewind(s.checkpoint);
-                            live.truncate(s.live);
-                            prop_assert_eq!(arena.used_bytes(), s.used);
-                            prop_assert_eq!(arena.reserved_bytes(), s.reserved);
-                            prop_assert_eq!(backing.live_blocks.get(), s.chunks);
-                            check_patterns(&live)?;
+    /// Runs `ops` on `arena` and checks, at every rewind, that the stats are those saved at the
+    /// checkpoint and that the blocks from before it hold their patterns. `chunks` counts the
+    /// backing allocator's live blocks; `VirtualArena` keeps its commit on rewind, so where
+    /// `keeps_reserved`, `reserved_bytes` is checked not to change instead.
+    fn run<A: Rewind + Stats>(
+        arena: &mut A,
+        ops: Vec<Op>,
+        chunks: &dyn Fn() -> usize,
+        keeps_reserved: bool,
+    ) -> Result<(), TestCaseError> {
+        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
+        let mut saved: Vec<Saved> = Vec::new();
+        for (step, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Alloc { size, align_log2 } => {
+                    let layout = Layout::from_size_align(size, 1 << align_log2).unwrap();
+                    let block = arena.try_alloc_layout(layout).unwrap();
+                    prop_assert_eq!(block.as_ptr() as usize % layout.align(), 0);
+                    let pattern = step as u8;
+                    // SAFETY: a fresh block of `size` bytes.
+                    unsafe { block.as_ptr().write_bytes(pattern, size) };
+                    live.push((block, size, pattern));
+                }
+                Op::Checkpoint => saved.push(Saved {
+                    checkpoint: arena.checkpoint(),
+                    live: live.len(),
+                    used: arena.used(),
+                    reserved: arena.reserved(),
+                    chunks: chunks(),
+                }),
+                Op::Rewind => {
+                    if let Some(s) = saved.pop() {
+                        let reserved = arena.reserved();
+                        arena.rewind(s.checkpoint);
+                        live.truncate(s.live);
+                        prop_assert_eq!(arena.used(), s.used);
+                        if keeps_reserved {
+                            prop_assert_eq!(arena.reserved(), reserved);
+                        } else {
+                            prop_assert_eq!(arena.reserved(), s.reserved);
                         }
+                        prop_assert_eq!(chunks(), s.chunks);
+                        check_patterns(&live)?;
                     }
                 }
             }
-            check_patterns(&live)?;
+        }
+        check_patterns(&live)
+    }
+
+    /// Room for 200 allocations of up to 3000 bytes and 127 of padding, for the fixed arenas.
+    const FIXED: usize = 1 << 20;
+
+    proptest! {
+        #[test]
+        fn chain_rewind_restores_stats_and_never_disturbs_older_blocks(ops in proptest::collection::vec(op(), 1..200)) {
+            let backing = Counting::default();
+            let mut arena = ChainAllocator::new_in(1024, &backing).unwrap();
+            run(&mut arena, ops, &|| backing.live_blocks.get(), false)?;
+        }
+
+        #[test]
+        fn sync_chain_rewind_restores_stats_and_never_disturbs_older_blocks(ops in proptest::collection::vec(op(), 1..200)) {
+            let backing = Counting::default();
+            let mut arena = SyncChainAllocator::new_in(1024, &backing).unwrap();
+            run(&mut arena, ops, &|| backing.live_blocks.get(), false)?;
+        }
+
+        #[test]
+        fn linear_rewind_restores_stats_and_never_disturbs_older_blocks(ops in proptest::collection::vec(op(), 1..200)) {
+            let mut arena = LinearAllocator::new_in(Layout::array::<u8>(FIXED).unwrap(), System).unwrap();
+            run(&mut arena, ops, &|| 1, false)?;
+        }
+
+        #[test]
+        fn sync_linear_rewind_restores_stats_and_never_disturbs_older_blocks(ops in proptest::collection::vec(op(), 1..200)) {
+            let mut arena = SyncLinearAllocator::new_in(Layout::array::<u8>(FIXED).unwrap(), System).unwrap();
+            run(&mut arena, ops, &|| 1, false)?;
+        }
+
+        #[test]
+        fn virtual_arena_rewind_restores_stats_and_never_disturbs_older_blocks(ops in proptest::collection::vec(op(), 1..200)) {
+            let mut arena = VirtualArena::new(FIXED).unwrap();
+            run(&mut arena, ops, &|| 1, true)?;
         }
     }
 
@@ -586,4 +636,28 @@ mod rewind_model {
         }
         Ok(())
     }
+}
+
+#[test]
+fn chain_rewind_to_a_stale_deeper_checkpoint_never_frees_blocks_from_before_it() {
+    let backing = Counting::default();
+    let mut arena = ChainAllocator::new_in(1024, &backing).unwrap();
+    let kept = arena.try_alloc([0xA5u8; 500]).unwrap() as *mut [u8; 500];
+    let early = arena.checkpoint();
+    while backing.live_blocks.get() < 4 {
+        arena.try_alloc([0u8; 300]).unwrap();
+    }
+    // Taken in the fourth chunk, with fewer bytes used there than `kept` takes in the first.
+    let late = arena.checkpoint();
+    arena.rewind(early);
+    assert_eq!(backing.live_blocks.get(), 1);
+    let used = arena.used_bytes();
+    // `late` names a chunk that no longer exists: the arena stays where it is.
+    arena.rewind(late);
+    assert_eq!(arena.used_bytes(), used);
+    let fresh = arena.try_alloc([0x5Au8; 100]).unwrap();
+    let fresh_addr = addr(fresh);
+    assert!(fresh_addr >= kept as usize + 500, "`kept` handed out again");
+    // SAFETY: `kept` was allocated before both checkpoints and never freed since.
+    assert_eq!(unsafe { *kept }, [0xA5; 500]);
 }

@@ -5,23 +5,23 @@ use super::cursor::AtomicCursor;
 use crate::bump::{chunk_layout, dangling};
 use crate::chain::DEFAULT_MAX_CHUNK_SIZE;
 use crate::resize::LastBlock;
-use crate::{AllocError, Allocator};
+use crate::{AllocError, Allocator, Checkpoint, Rewind};
 use core::alloc::Layout;
 use core::mem::size_of;
 use core::ptr::NonNull;
 
 /// The bookkeeping at the start of every chunk. Only `cursor` changes once the chunk is
-/// published; `prev` and `align` are written before publication and then never again (until
-/// `reset`/drop, which hold `&mut`), so a thread that loaded an old `top` reads a consistent
-/// header. Aligned to 16 so that the first block of a chunk usually needs no padding.
+/// published; `prev` and `shape` are written before publication and then never again (until
+/// `reset`/`rewind`/drop, which hold `&mut`), so a thread that loaded an old `top` reads a
+/// consistent header. Aligned to 16 so that the first block of a chunk usually needs no padding.
 #[repr(C, align(16))]
 struct SyncChunk {
     /// Free range of this chunk; its limit is the end of the chunk.
     cursor: AtomicCursor,
     /// The chunk that was the newest when this one was published.
     prev: *mut SyncChunk,
-    /// The alignment the chunk was allocated with; its size is `cursor.limit() - address`.
-    align: usize,
+    /// Depth in the chain and allocation alignment; the size is `cursor.limit() - address`.
+    shape: ChunkShape,
 }
 
 impl SyncChunk {
@@ -29,7 +29,37 @@ impl SyncChunk {
     fn layout(&self) -> Layout {
         let size = self.cursor.limit() - (self as *const Self).addr();
         // SAFETY: size and alignment are those of a block the backing allocator returned.
-        unsafe { Layout::from_size_align_unchecked(size, self.align) }
+        unsafe { Layout::from_size_align_unchecked(size, self.shape.align()) }
+    }
+}
+
+/// A chunk's depth in the chain (1 for the oldest, `prev`'s + 1 for the others: a checkpoint
+/// names its chunk by depth) and the log2 of the alignment it was allocated with, packed in one
+/// word so that the header stays as small as `ChainAllocator`'s. An alignment's log2 is below
+/// 64, so 6 bits hold it; the depth gets the rest (58 bits on 64-bit targets; 26 bits on 32-bit
+/// ones, 2^26 chunks of at least 64 bytes being the whole address space).
+#[derive(Clone, Copy)]
+struct ChunkShape(usize);
+
+impl ChunkShape {
+    const ALIGN_BITS: u32 = 6;
+    const ALIGN_MASK: usize = (1 << Self::ALIGN_BITS) - 1;
+    const MAX_DEPTH: usize = usize::MAX >> Self::ALIGN_BITS;
+
+    /// `None` if `depth` does not fit (the arena then refuses to grow: `Err`, never a wrap).
+    fn new(depth: usize, align: usize) -> Option<Self> {
+        debug_assert!(align.is_power_of_two());
+        (depth <= Self::MAX_DEPTH)
+            .then(|| Self((depth << Self::ALIGN_BITS) | align.trailing_zeros() as usize))
+    }
+
+    fn depth(self) -> usize {
+        self.0 >> Self::ALIGN_BITS
+    }
+
+    fn align(self) -> usize {
+        // The log2 of a real alignment, so below `usize::BITS`: the shift never wraps.
+        1usize.wrapping_shl((self.0 & Self::ALIGN_MASK) as u32)
     }
 }
 
@@ -49,7 +79,8 @@ impl SyncChunk {
 /// above the winner's and tries again. So nothing leaks and nothing is handed out twice.
 ///
 /// There is no ABA hazard on `top`: it only ever moves to a chunk that has never been published,
-/// and published chunks are freed only by [`reset`](Self::reset) and drop, which take `&mut self`.
+/// and published chunks are freed only by [`reset`](Self::reset), `rewind` and drop, which take
+/// `&mut self`.
 /// For the same reason a thread that loaded `top` just before another thread replaced it still
 /// bumps a live chunk: the old chunk's cursor stays valid, and blocks carved from it after the
 /// swap are as disjoint as any others.
@@ -64,7 +95,9 @@ impl SyncChunk {
 /// back (or grown, or shrunk) in place by one compare-exchange that fails, leaving the block as
 /// it is, if another block followed it. Otherwise growing copies. Unlike `ChainAllocator`, a
 /// chunk is never resized by `A` (another thread may be reading it). [`reset`](Self::reset)
-/// keeps the largest chunk; drop returns every chunk to `A`.
+/// keeps the largest chunk; [`Rewind`](crate::Rewind) rolls back to a
+/// [`Checkpoint`](crate::Checkpoint) (or around a [`scope`](crate::Rewind::scope)), returning
+/// the chunks published since; drop returns every chunk to `A`.
 ///
 /// # Statistics
 /// O(1) atomic counters. While other threads allocate they are approximate: `reserved_bytes` is
@@ -227,7 +260,7 @@ impl<A: Allocator> SyncChainAllocator<A> {
     #[inline(always)]
     fn top_chunk(&self) -> Option<&SyncChunk> {
         let top = self.top.load(Ordering::Acquire);
-        // SAFETY: a published chunk stays allocated until `reset` or drop, which take
+        // SAFETY: a published chunk stays allocated until `reset`, `rewind` or drop, which take
         // `&mut self` and so cannot overlap this borrow of `self`; its header was fully written
         // before the release exchange that published it, which the acquire load synchronises
         // with.
@@ -348,6 +381,10 @@ impl<A: Allocator> SyncChainAllocator<A> {
                 // SAFETY: the kept chunk is live and ours alone (`&mut self`).
                 let kept = unsafe { header.as_mut() };
                 kept.prev = core::ptr::null_mut();
+                // Depth 1 always fits.
+                if let Some(shape) = ChunkShape::new(1, kept.shape.align()) {
+                    kept.shape = shape;
+                }
                 kept.cursor.rewind(Self::data_start(header));
                 self.reserved.store(kept.layout().size(), Ordering::Relaxed);
                 self.top.store(header.as_ptr(), Ordering::Relaxed);
@@ -362,6 +399,15 @@ impl<A: Allocator> SyncChainAllocator<A> {
     /// The backing allocator.
     pub fn allocator(&self) -> &A {
         &self.allocator
+    }
+
+    /// The shape of a chunk of alignment `align` to be published above `below` (null: none):
+    /// one deeper. `None` if the depth does not fit.
+    fn shape_above(below: *mut SyncChunk, align: usize) -> Option<ChunkShape> {
+        // SAFETY: `below` is null or a published chunk, which lives until `&mut self` (see
+        // `top_chunk`); its shape was written before it was published.
+        let depth = unsafe { below.as_ref() }.map_or(0, |chunk| chunk.shape.depth());
+        ChunkShape::new(depth.checked_add(1)?, align)
     }
 
     /// The first byte after the header of the chunk `header`.
@@ -406,6 +452,7 @@ impl<A: Allocator> SyncChainAllocator<A> {
         let regular = self.next_chunk_size.load(Ordering::Relaxed);
         let chunk_layout =
             chunk_layout(Layout::new::<SyncChunk>(), regular, layout).ok_or(AllocError)?;
+        let shape = Self::shape_above(seen, chunk_layout.align()).ok_or(AllocError)?;
         let memory = self.allocator.allocate(chunk_layout)?;
         let header = memory.cast::<SyncChunk>();
         let data = Self::data_start(header);
@@ -415,7 +462,7 @@ impl<A: Allocator> SyncChainAllocator<A> {
             header.as_ptr().write(SyncChunk {
                 cursor: AtomicCursor::new(data, memory.len() - Self::CHAIN_NODE_OVERHEAD),
                 prev: seen,
-                align: chunk_layout.align(),
+                shape,
             })
         };
         // SAFETY: the header was just written, and stays ours until published.
@@ -457,12 +504,79 @@ impl<A: Allocator> SyncChainAllocator<A> {
                         unsafe { self.free_chunk(header) };
                         return Ok(theirs);
                     }
-                    // The winner's chunk is full too: stack ours above it.
+                    // The winner's chunk is full too: stack ours above it, one deeper.
                     seen = winner;
+                    let Some(shape) = Self::shape_above(seen, chunk_layout.align()) else {
+                        // SAFETY: our chunk was never published; nothing refers to its block.
+                        unsafe { self.free_chunk(header) };
+                        return Err(AllocError);
+                    };
                     // SAFETY: the chunk is still unpublished, so still ours alone.
-                    unsafe { (*header.as_ptr()).prev = seen };
+                    unsafe {
+                        (*header.as_ptr()).prev = seen;
+                        (*header.as_ptr()).shape = shape;
+                    }
                 }
             }
+        }
+    }
+}
+
+/// Rolling back frees the chunks published since the checkpoint (one backing deallocation each;
+/// they are not kept for reuse) and moves the cursor back in the chunk that was the newest, so
+/// `used_bytes` and `reserved_bytes` are again what they were at the checkpoint. The growth of
+/// the next chunk's size is not undone. `rewind` takes `&mut self`, so no other thread or
+/// signal handler can be using the arena meanwhile. A checkpoint taken while other threads
+/// allocate is a position in the order of their operations: rewinding to it frees what they
+/// allocated after it too.
+///
+/// ```
+/// use libdd_alloc::{Arena, Rewind, SyncChainAllocator, System};
+///
+/// let mut arena = SyncChainAllocator::new_in(4096, System)?;
+/// let (used, reserved) = (arena.used_bytes(), arena.reserved_bytes());
+/// let checkpoint = arena.checkpoint();
+/// arena.try_alloc_slice_fill_with(10_000, |i| i as u8)?; // needs a second chunk
+/// assert!(arena.reserved_bytes() > reserved);
+/// arena.rewind(checkpoint);
+/// assert_eq!((arena.used_bytes(), arena.reserved_bytes()), (used, reserved));
+/// # Ok::<(), libdd_alloc::AllocError>(())
+/// ```
+impl<A: Allocator> Rewind for SyncChainAllocator<A> {
+    #[inline]
+    fn checkpoint(&self) -> Checkpoint {
+        match NonNull::new(self.top.load(Ordering::Acquire)) {
+            Some(header) => {
+                // SAFETY: a published chunk lives until `&mut self` (see `top_chunk`).
+                let chunk = unsafe { header.as_ref() };
+                Checkpoint {
+                    chunks: chunk.shape.depth(),
+                    used: chunk.cursor.used_since(Self::data_start(header)),
+                }
+            }
+            None => Checkpoint { chunks: 0, used: 0 },
+        }
+    }
+
+    fn rewind(&mut self, checkpoint: Checkpoint) {
+        // `&mut self`: no other thread or handler can see the arena, so plain (relaxed) loads
+        // and stores will do.
+        while let Some(mut header) = NonNull::new(self.top.load(Ordering::Relaxed)) {
+            // SAFETY: a linked header is a live chunk owned by this arena, ours alone.
+            let chunk = unsafe { header.as_mut() };
+            let depth = chunk.shape.depth();
+            if depth <= checkpoint.chunks {
+                if let Some(used) = checkpoint.used_in_chunk(depth) {
+                    chunk.cursor.set_used(Self::data_start(header), used);
+                }
+                return;
+            }
+            let (prev, size) = (chunk.prev, chunk.layout().size());
+            self.top.store(prev, Ordering::Relaxed);
+            let reserved = self.reserved.load(Ordering::Relaxed);
+            self.reserved.store(reserved - size, Ordering::Relaxed);
+            // SAFETY: nothing borrows the chunk (`&mut self`), and it is unlinked above.
+            unsafe { self.free_chunk(header) };
         }
     }
 }
@@ -599,6 +713,32 @@ mod tests {
             OVERHEAD,
             crate::ChainAllocator::<System>::CHAIN_NODE_OVERHEAD
         );
+    }
+
+    #[test]
+    fn chunk_shape_packs_depth_and_alignment_and_refuses_a_depth_too_deep() {
+        for align_log2 in [4, 12, 21, usize::BITS - 2] {
+            let align = 1usize << align_log2;
+            for depth in [1, 2, 1000, ChunkShape::MAX_DEPTH] {
+                let shape = ChunkShape::new(depth, align).unwrap();
+                assert_eq!((shape.depth(), shape.align()), (depth, align));
+            }
+            assert!(ChunkShape::new(ChunkShape::MAX_DEPTH + 1, align).is_none());
+        }
+    }
+
+    #[test]
+    fn chunk_depths_count_up_from_one_and_restart_after_reset() {
+        let mut arena = Arena::new_in(256, System).unwrap().with_max_chunk_size(256);
+        let depth = |arena: &Arena| arena.top_chunk().unwrap().shape.depth();
+        // One 200-byte block per chunk.
+        for expected in 1..6 {
+            arena.allocate(Layout::new::<[u8; 200]>()).unwrap();
+            assert_eq!(depth(&arena), expected);
+        }
+        arena.reset();
+        assert_eq!(depth(&arena), 1);
+        assert_eq!(arena.top_chunk().unwrap().shape.align(), 16);
     }
 
     #[test]

@@ -42,7 +42,25 @@ impl AtomicCursor {
     /// `&mut self`: nothing else can be using the cursor.
     #[inline]
     pub(crate) fn rewind(&mut self, start: NonNull<u8>) {
-        self.cur.store(start.as_ptr(), Ordering::Relaxed);
+        self.set_used(start, 0);
+    }
+
+    /// Points the cursor `used` bytes past `start`, the beginning of the range given to
+    /// [`new`](Self::new), clamped to the end of the range: how a checkpoint is restored.
+    /// `&mut self`: nothing else can be using the cursor, so a plain store will do.
+    #[inline]
+    pub(crate) fn set_used(&mut self, start: NonNull<u8>, used: usize) {
+        let len = self.limit - start.as_ptr().addr();
+        // `wrapping_add` keeps `start`'s provenance; `used <= len` keeps it inside the range.
+        let cur = start.as_ptr().wrapping_add(used.min(len));
+        self.cur.store(cur, Ordering::Relaxed);
+    }
+
+    /// Bytes handed out since `start`, the beginning of the range given to [`new`](Self::new)
+    /// (a snapshot while other threads allocate).
+    #[inline]
+    pub(crate) fn used_since(&self, start: NonNull<u8>) -> usize {
+        self.cur_addr() - start.as_ptr().addr()
     }
 
     /// Address of the first free byte (a snapshot while other threads allocate).

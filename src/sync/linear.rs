@@ -3,7 +3,7 @@
 use super::cursor::AtomicCursor;
 use crate::bump::dangling;
 use crate::resize::LastBlock;
-use crate::{AllocError, Allocator};
+use crate::{AllocError, Allocator, Checkpoint, Rewind};
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -14,7 +14,9 @@ use core::ptr::NonNull;
 /// packing. When the buffer is full, allocation fails with `Err`. Deallocation is a no-op except
 /// for the most recent block, which is given back, grown or shrunk in place by one
 /// compare-exchange (if another block was allocated after it in the meantime, the exchange fails
-/// and the bytes simply stay allocated). [`reset`](Self::reset) frees everything at once.
+/// and the bytes simply stay allocated). [`reset`](Self::reset) frees everything at once;
+/// [`Rewind`](crate::Rewind) rolls back to a [`Checkpoint`](crate::Checkpoint) (or around a
+/// [`scope`](crate::Rewind::scope)) in O(1).
 ///
 /// `Send` when `A: Send`, `Sync` when `A: Sync`: share it between threads by reference.
 ///
@@ -170,6 +172,40 @@ impl<A: Allocator> SyncLinearAllocator<A> {
     /// The backing allocator.
     pub fn allocator(&self) -> &A {
         &self.allocator
+    }
+}
+
+/// Rolling back moves the cursor back: O(1), and `used_bytes` is again what it was at the
+/// checkpoint. `rewind` takes `&mut self`, so no other thread or signal handler can be using
+/// the arena meanwhile. A checkpoint taken while other threads allocate is a position in the
+/// order of their compare-exchanges: rewinding to it frees what they allocated after it too.
+///
+/// ```
+/// use libdd_alloc::{Arena, Layout, Rewind, SyncLinearAllocator, System};
+///
+/// let mut arena = SyncLinearAllocator::new_in(Layout::array::<u8>(64)?, System)?;
+/// arena.try_alloc_str("kept")?;
+/// let checkpoint = arena.checkpoint();
+/// arena.try_alloc_str("scratch")?;
+/// arena.rewind(checkpoint);
+/// assert_eq!(arena.used_bytes(), 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<A: Allocator> Rewind for SyncLinearAllocator<A> {
+    #[inline]
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            chunks: 1,
+            used: self.used_bytes(),
+        }
+    }
+
+    #[inline]
+    fn rewind(&mut self, checkpoint: Checkpoint) {
+        // One buffer, at depth 1.
+        if let Some(used) = checkpoint.used_in_chunk(1) {
+            self.cursor.set_used(self.buffer.cast(), used);
+        }
     }
 }
 

@@ -2,7 +2,10 @@
 //! patterns that prove blocks do not overlap.
 #![allow(dead_code)] // each test file uses a different subset
 
-use libdd_alloc::{AllocError, Allocator, Layout};
+use libdd_alloc::{
+    AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, SyncChainAllocator,
+    SyncLinearAllocator, VirtualArena,
+};
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 
@@ -181,3 +184,29 @@ pub fn addr(block: NonNull<[u8]>) -> usize {
 pub fn under_valgrind() -> bool {
     std::env::var("LD_PRELOAD").is_ok_and(|p| p.contains("vgpreload"))
 }
+
+/// The statistics every arena has, for tests generic over arenas.
+pub trait Stats {
+    fn used(&self) -> usize;
+    fn reserved(&self) -> usize;
+}
+
+macro_rules! stats {
+    ($([$($generics:tt)*] $ty:ty),* $(,)?) => {$(
+        impl<$($generics)*> Stats for $ty {
+            fn used(&self) -> usize {
+                self.used_bytes()
+            }
+            fn reserved(&self) -> usize {
+                self.reserved_bytes()
+            }
+        }
+    )*};
+}
+stats!(
+    [A: Allocator] LinearAllocator<A>,
+    [A: Allocator] ChainAllocator<A>,
+    [] VirtualArena,
+    [A: Allocator] SyncLinearAllocator<A>,
+    [A: Allocator] SyncChainAllocator<A>,
+);
