@@ -5,7 +5,7 @@
 
 mod backing;
 
-use backing::{fill, holds, in_forked_child, Counting};
+use backing::{fill, holds, in_forked_child, mapped_pages, Counting};
 use libdd_alloc::{
     AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, System, VirtualAllocator,
 };
@@ -324,30 +324,6 @@ fn chain_grow_that_fails_keeps_the_old_block_and_the_arena_usable() {
     assert_eq!(next.as_ptr().addr(), ptr.as_ptr().addr() + 1000);
     drop(arena);
     assert_eq!(backing.live_blocks(), 0);
-}
-
-/// Pages of address space the process has mapped, read from `/proc/self/statm` with raw calls
-/// (no allocation: this runs in a forked child).
-fn mapped_pages() -> Option<usize> {
-    let mut buf = [0u8; 64];
-    // SAFETY: a NUL-terminated path; `buf` is a valid buffer of its length.
-    let n = unsafe {
-        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY);
-        if fd < 0 {
-            return None;
-        }
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        n
-    };
-    let text = buf.get(..usize::try_from(n).ok()?)?;
-    let mut pages = 0usize;
-    for &byte in text.iter().take_while(|b| b.is_ascii_digit()) {
-        pages = pages
-            .checked_mul(10)?
-            .checked_add(usize::from(byte - b'0'))?;
-    }
-    Some(pages)
 }
 
 const HEADROOM: usize = 64 << 20;

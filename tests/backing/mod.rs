@@ -242,3 +242,27 @@ pub fn in_forked_child(body: fn() -> i32) -> i32 {
         128 + libc::WTERMSIG(status)
     }
 }
+
+/// Pages of address space the process has mapped, read from `/proc/self/statm` with raw calls
+/// (no allocation: this runs in a forked child).
+pub fn mapped_pages() -> Option<usize> {
+    let mut buf = [0u8; 64];
+    // SAFETY: a NUL-terminated path; `buf` is a valid buffer of its length.
+    let n = unsafe {
+        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY);
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let text = buf.get(..usize::try_from(n).ok()?)?;
+    let mut pages = 0usize;
+    for &byte in text.iter().take_while(|b| b.is_ascii_digit()) {
+        pages = pages
+            .checked_mul(10)?
+            .checked_add(usize::from(byte - b'0'))?;
+    }
+    Some(pages)
+}
