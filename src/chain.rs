@@ -369,10 +369,18 @@ impl<A: Allocator> ChainAllocator<A> {
         }
         // SAFETY: the header of the newest chunk is live.
         let chunk_layout = unsafe { (*header.as_ptr()).layout };
-        if new.align() > chunk_layout.align() {
+        // The block stays at `CHAIN_NODE_OVERHEAD` from the start of the (possibly moved) chunk,
+        // so it keeps its bytes only if that offset suits `new`: the chunk's alignment and the
+        // offset must both be multiples of `new.align()`. Otherwise the caller moves the block.
+        if new.align() > chunk_layout.align() || Self::CHAIN_NODE_OVERHEAD % new.align() != 0 {
             return None;
         }
         let size = Self::CHAIN_NODE_OVERHEAD.checked_add(new.size())?;
+        // Only a real grow: when the block failed to grow in place for want of alignment rather
+        // than room, `size` can be smaller than the chunk, which `Allocator::grow` forbids.
+        if size <= chunk_layout.size() {
+            return None;
+        }
         let new_layout = Layout::from_size_align(size, chunk_layout.align()).ok()?;
         // SAFETY: the chunk came from `self.allocator` with `chunk_layout`; `size` is larger. The
         // only block in it is the caller's, which the `grow` contract lets us move.
@@ -387,12 +395,10 @@ impl<A: Allocator> ChainAllocator<A> {
         self.reserved
             .set(self.reserved.get() - chunk_layout.size() + grown.len());
         self.point_cursor_at(header, grown.len());
-        let block = self.cursor.bump(new)?;
-        debug_assert_eq!(
-            block.cast::<u8>().as_ptr().addr(),
-            grown.cast::<u8>().as_ptr().addr() + Self::CHAIN_NODE_OVERHEAD
-        );
-        Some(block)
+        // Cannot miss: the cursor is at chunk + CHAIN_NODE_OVERHEAD, aligned for `new` (checked
+        // above), with `grown.len() - CHAIN_NODE_OVERHEAD >= new.size()` bytes after it. So the
+        // block lands exactly where its bytes moved to.
+        self.cursor.bump(new)
     }
 }
 
