@@ -565,7 +565,16 @@ pub fn run<T: FuzzArena>(
         cursor: None,
     };
     model.check_stats();
+    let trace = std::env::var_os("LIBDD_ALLOC_FUZZ_TRACE").is_some();
     for op in input.ops {
+        if trace {
+            eprintln!(
+                "{:?} backing: {} blocks, {} bytes\n  {op:?}",
+                model.stats(),
+                backing.live_blocks(),
+                backing.live_bytes()
+            );
+        }
         model.step(op);
         model.check_stats();
         if model.live_bytes <= 1 << 16 {
