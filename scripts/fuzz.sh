@@ -25,16 +25,26 @@ fi
 
 cd fuzz
 cargo +nightly fuzz build -O
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
 for target in "${targets[@]}"; do
     echo "== fuzz target ${target}: ${seconds} s"
+    # Inputs that once crashed (fuzz/regressions/<target>/) seed every run.
+    seeds=("corpus/${target}")
+    if [ -d "regressions/${target}" ]; then
+        seeds+=("regressions/${target}")
+    fi
+    mkdir -p "corpus/${target}"
     # -rss_limit_mb: the model caps live blocks at 32 MiB and the backing allocator at 64 MiB;
     # ASan's quarantine and libFuzzer's corpus take the rest.
-    cargo +nightly fuzz run -O "${target}" -- \
-        -max_total_time="${seconds}" -rss_limit_mb=4096 -print_final_stats=1 2>&1 |
-        grep -E '^(#[0-9]+[[:space:]]+DONE|Done|stat::|==[0-9]+==|thread .* panicked|SUMMARY|Test unit written)' || true
-    # `fuzz run` exits non-zero on a crash; grep above swallowed its status: check for artifacts.
-    if compgen -G "artifacts/${target}/*" >/dev/null; then
-        echo "FAILED: fuzz target ${target} found a crash: $(ls "artifacts/${target}")"
+    status=0
+    cargo +nightly fuzz run -O "${target}" "${seeds[@]}" -- \
+        -max_total_time="${seconds}" -rss_limit_mb=4096 -print_final_stats=1 >"$log" 2>&1 ||
+        status=$?
+    grep -E '^(#[0-9]+[[:space:]]+DONE|Done|stat::|==[0-9]+==|thread .* panicked|SUMMARY|Test unit written)' "$log" || true
+    if [ "$status" -ne 0 ]; then
+        grep -A20 'panicked' "$log" | head -40 || true
+        echo "FAILED: fuzz target ${target} (exit ${status}); crash input in fuzz/artifacts/${target}/"
         exit 1
     fi
 done

@@ -9,6 +9,7 @@
 //! never overflow, never panic and are `#[inline(always)]`: with a constant [`Layout`] a fit
 //! check compiles to a few instructions and one branch.
 
+use crate::asan;
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -81,7 +82,17 @@ pub(crate) fn dangling(layout: Layout) -> NonNull<[u8]> {
     NonNull::slice_from_raw_parts(ptr, 0)
 }
 
+/// Lifts the ASan poisoning a [`Cursor`] put on the free bytes of a chunk. Call it before the
+/// chunk goes back to its backing allocator or is moved by it. Free without `asan-poison`.
+#[inline(always)]
+pub(crate) fn unpoison_chunk(start: NonNull<u8>, len: usize) {
+    asan::unpoison(start, len);
+}
+
 /// A bump cursor over one chunk, for the single-threaded (`Cell`) arenas.
+///
+/// With the `asan-poison` feature the bytes in `[cur, limit)` are poisoned for AddressSanitizer
+/// (see `asan.rs`): every method here keeps that true as the cursor moves.
 ///
 /// Invariant: `cur` carries the provenance of the chunk `[cur - used, limit)`, and
 /// `cur.addr() <= limit`. An empty cursor (no chunk yet) has `cur.addr() == limit`, so nothing of
@@ -108,6 +119,15 @@ impl Cursor {
     pub(crate) fn set(&self, start: NonNull<u8>, len: usize) {
         self.cur.set(start.as_ptr());
         self.limit.set(start.as_ptr().addr() + len);
+        asan::poison(start, len);
+    }
+
+    /// Poisons the free bytes again, after [`unpoison_chunk`] was called for a chunk that is
+    /// kept after all (a backing `grow` that failed).
+    pub(crate) fn poison_free(&self) {
+        if let Some(cur) = NonNull::new(self.cur.get()) {
+            asan::poison(cur, self.remaining());
+        }
     }
 
     /// Address of the first free byte.
@@ -143,6 +163,7 @@ impl Cursor {
         // SAFETY: `fit.start` lies in `[cur, limit)` of a live chunk (fit guarantees it), so
         // it is not null; `with_addr` keeps the chunk's provenance.
         let start = unsafe { NonNull::new_unchecked(cur.with_addr(fit.start)) };
+        asan::unpoison(start, layout.size());
         Some(NonNull::slice_from_raw_parts(start, layout.size()))
     }
 
@@ -154,6 +175,7 @@ impl Cursor {
         if ptr.as_ptr().addr().wrapping_add(size) == cur.addr() {
             // `ptr` came from this chunk, so `cur.with_addr(ptr)` stays inside it.
             self.cur.set(cur.with_addr(ptr.as_ptr().addr()));
+            asan::poison(ptr, size);
         }
     }
 
@@ -173,6 +195,18 @@ impl Cursor {
         let cur = self.cur.get();
         let new_cur = resize_last(cur.addr(), self.limit(), block, old_size, new.size())?;
         self.cur.set(cur.with_addr(new_cur));
+        // The bytes between the old and the new end change hands.
+        let (from, to) = (
+            block + old_size.min(new.size()),
+            block + old_size.max(new.size()),
+        );
+        if let Some(start) = NonNull::new(cur.with_addr(from)) {
+            if new.size() > old_size {
+                asan::unpoison(start, to - from);
+            } else {
+                asan::poison(start, to - from);
+            }
+        }
         Some(NonNull::slice_from_raw_parts(ptr, new.size()))
     }
 }

@@ -304,6 +304,7 @@ impl<A: Allocator> ChainAllocator<A> {
     unsafe fn free_chunk(&self, header: NonNull<ChunkHeader>) {
         // SAFETY: the header is live until the deallocation below.
         let layout = unsafe { (*header.as_ptr()).layout };
+        crate::bump::unpoison_chunk(header.cast(), layout.size());
         // SAFETY: the chunk came from `self.allocator` with `layout` (with the length it
         // returned, which the contract accepts).
         unsafe { self.allocator.deallocate(header.cast(), layout) };
@@ -382,9 +383,13 @@ impl<A: Allocator> ChainAllocator<A> {
             return None;
         }
         let new_layout = Layout::from_size_align(size, chunk_layout.align()).ok()?;
+        crate::bump::unpoison_chunk(chunk, chunk_layout.size());
         // SAFETY: the chunk came from `self.allocator` with `chunk_layout`; `size` is larger. The
         // only block in it is the caller's, which the `grow` contract lets us move.
-        let grown = unsafe { self.allocator.grow(chunk, chunk_layout, new_layout) }.ok()?;
+        let Ok(grown) = (unsafe { self.allocator.grow(chunk, chunk_layout, new_layout) }) else {
+            self.cursor.poison_free();
+            return None;
+        };
         let header = grown.cast::<ChunkHeader>();
         // SAFETY: the header moved with the chunk and is live; we own it.
         unsafe {

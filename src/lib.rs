@@ -36,6 +36,9 @@
 //! # Features
 //! - `std` (default): [`AllocError`] implements `std::error::Error`, and [`System`] is available
 //!   as a backing allocator. Without it the crate uses neither `std` nor `alloc`.
+//! - `asan-poison`: under AddressSanitizer, the bytes an arena has not handed out are poisoned,
+//!   so an overrun from a block into the rest of its chunk is reported. Only for builds with
+//!   `-Zsanitizer=address` (nightly): without the ASan runtime the crate does not link.
 #![no_std]
 #![cfg_attr(not(test), deny(clippy::panic))]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -48,6 +51,7 @@
 #[cfg(test)]
 extern crate std;
 
+mod asan;
 mod bump;
 mod chain;
 mod linear;
