@@ -266,3 +266,9 @@ pub fn mapped_pages() -> Option<usize> {
     }
     Some(pages)
 }
+
+/// Whether the test runs under valgrind, whose own mappings (shadow memory, its address-space
+/// manager) show in `/proc/self/statm`, so page-exact address-space checks cannot hold there.
+pub fn under_valgrind() -> bool {
+    std::env::var("LD_PRELOAD").is_ok_and(|preload| preload.contains("vgpreload"))
+}
