@@ -197,21 +197,20 @@ impl<T: Arena> Workload<'_, T> {
     }
 }
 
-/// Runs the workload on a chain over `backing` and checks nothing leaked. Returns the number of
-/// failures the workload saw.
-fn chain_workload<A: Allocator>(backing: &Counting<A>, lazy: bool, retry: bool) -> usize {
-    let arena = if lazy {
-        ChainAllocator::new_lazy_in(1024, backing)
-    } else {
-        match ChainAllocator::new_in(1024, backing) {
-            Ok(arena) => arena,
-            Err(AllocError) => {
-                assert_eq!(backing.live_blocks(), 0, "failed constructor leaked");
-                return 1;
-            }
+/// Runs the workload on the arena `make` built over `backing` (if it could) and checks nothing
+/// leaked once the arena is dropped. Returns the number of failures the workload saw.
+fn workload<A: Allocator, T: Arena>(
+    backing: &Counting<A>,
+    arena: Result<T, AllocError>,
+    retry: bool,
+) -> usize {
+    let mut arena = match arena {
+        Ok(arena) => arena,
+        Err(AllocError) => {
+            assert_eq!(backing.live_blocks(), 0, "failed constructor leaked");
+            return 1;
         }
     };
-    let mut arena = arena.with_max_chunk_size(16 << 10);
     let mut workload = Workload {
         arena: &mut arena,
         live: Vec::new(),
@@ -227,11 +226,12 @@ fn chain_workload<A: Allocator>(backing: &Counting<A>, lazy: bool, retry: bool) 
     failures
 }
 
-/// Every N from 0 to past the last call of a clean run, in both fault modes, for one backing
-/// allocator. Returns how many calls the clean run made.
-fn every_fault<A: Allocator + Copy>(inner: A, lazy: bool) -> u64 {
+/// Every N from 0 to past the last call of a clean run, in both fault modes: `run` builds an
+/// arena over the backing allocator it is given and passes it to [`workload`]. To cover another
+/// arena, call this with a closure that builds it. Returns how many calls the clean run made.
+fn every_fault<A: Allocator + Copy>(inner: A, run: impl Fn(&Counting<A>, bool) -> usize) -> u64 {
     let clean = Counting::new(inner);
-    assert_eq!(chain_workload(&clean, lazy, true), 0);
+    assert_eq!(run(&clean, true), 0);
     let calls = clean.calls();
     assert!(
         calls >= 5,
@@ -244,7 +244,7 @@ fn every_fault<A: Allocator + Copy>(inner: A, lazy: bool) -> u64 {
     );
     for n in 0..=calls {
         let one_shot = Counting::fail_on(inner, n);
-        chain_workload(&one_shot, lazy, true);
+        run(&one_shot, true);
         assert_eq!(
             one_shot.failures(),
             u64::from(n < calls),
@@ -252,21 +252,37 @@ fn every_fault<A: Allocator + Copy>(inner: A, lazy: bool) -> u64 {
         );
 
         let exhausted = Counting::fail_from(inner, n);
-        chain_workload(&exhausted, lazy, false);
+        run(&exhausted, false);
         assert!(exhausted.failures() > 0 || n == calls);
     }
     calls
 }
 
+/// A chain with small chunks (1 KiB, doubling to 16 KiB), so the workload takes several.
+fn small_chain<A: Allocator>(backing: A, lazy: bool) -> Result<ChainAllocator<A>, AllocError> {
+    let arena = if lazy {
+        ChainAllocator::new_lazy_in(1024, backing)
+    } else {
+        ChainAllocator::new_in(1024, backing)?
+    };
+    Ok(arena.with_max_chunk_size(16 << 10))
+}
+
 #[test]
 fn chain_over_malloc_survives_a_failure_at_every_backing_call() {
-    every_fault(System, false);
-    every_fault(System, true);
+    every_fault(System, |backing, retry| {
+        workload(backing, small_chain(backing, false), retry)
+    });
+    every_fault(System, |backing, retry| {
+        workload(backing, small_chain(backing, true), retry)
+    });
 }
 
 #[test]
 fn chain_over_mmap_survives_a_failure_at_every_backing_call() {
-    every_fault(VirtualAllocator {}, false);
+    every_fault(VirtualAllocator {}, |backing, retry| {
+        workload(backing, small_chain(backing, false), retry)
+    });
 }
 
 #[test]

@@ -87,14 +87,30 @@ pub trait FuzzArena: Allocator {
 /// inherent methods (`used_bytes`, `reserved_bytes`, `remaining_capacity`, `has_capacity_for`,
 /// `reset(&mut self)`).
 ///
+/// `exact_bump` (default `true`) says whether the arena follows [`FuzzArena::EXACT_BUMP`].
+///
 /// ```ignore
 /// libdd_alloc_fuzz::bump_arena!(SyncLinearAllocator, fixed_capacity = true, used_after_reset = |_| 0);
+/// libdd_alloc_fuzz::bump_arena!(
+///     SyncChainAllocator,
+///     fixed_capacity = false,
+///     used_after_reset = |arena| arena.used_bytes(), // no promise: accept what it says
+///     exact_bump = false
+/// );
 /// ```
 #[macro_export]
 macro_rules! bump_arena {
     ($arena:ident, fixed_capacity = $fixed:expr, used_after_reset = $used:expr) => {
+        $crate::bump_arena!(
+            $arena,
+            fixed_capacity = $fixed,
+            used_after_reset = $used,
+            exact_bump = true
+        );
+    };
+    ($arena:ident, fixed_capacity = $fixed:expr, used_after_reset = $used:expr, exact_bump = $exact:expr) => {
         impl<B: $crate::libdd_alloc::Allocator> $crate::FuzzArena for $arena<B> {
-            const EXACT_BUMP: bool = true;
+            const EXACT_BUMP: bool = $exact;
             const FIXED_CAPACITY: bool = $fixed;
             const RESERVED_FROM_BACKING: bool = true;
 
