@@ -69,6 +69,9 @@ pub trait FuzzArena: Allocator {
     /// `reserved_bytes` is the sum of the blocks live in the backing allocator, and `reset`
     /// keeps only the largest of them.
     const RESERVED_FROM_BACKING: bool;
+    /// Dropping the allocator frees every block it handed out (an arena). When `false` (as for
+    /// `VirtualAllocator`) the model deallocates the blocks still live at the end of a run.
+    const OWNS_BLOCKS: bool;
 
     /// The arena's statistics, or `None` for an allocator without any.
     fn fuzz_stats(&self) -> Option<Stats>;
@@ -113,6 +116,7 @@ macro_rules! bump_arena {
             const EXACT_BUMP: bool = $exact;
             const FIXED_CAPACITY: bool = $fixed;
             const RESERVED_FROM_BACKING: bool = true;
+            const OWNS_BLOCKS: bool = true;
 
             fn fuzz_stats(&self) -> Option<$crate::Stats> {
                 Some($crate::Stats {
@@ -160,6 +164,7 @@ impl FuzzArena for VirtualAllocator {
     const EXACT_BUMP: bool = false;
     const FIXED_CAPACITY: bool = false;
     const RESERVED_FROM_BACKING: bool = false;
+    const OWNS_BLOCKS: bool = false;
 
     fn fuzz_stats(&self) -> Option<Stats> {
         None
@@ -598,6 +603,11 @@ pub fn run<T: FuzzArena>(
         }
     }
     model.verify_all("at the end");
+    if !T::OWNS_BLOCKS {
+        while !model.blocks.is_empty() {
+            model.deallocate(model.blocks.len() - 1, false);
+        }
+    }
     drop(model);
     assert_eq!(backing.live_blocks(), 0, "blocks leaked after drop");
     assert_eq!(backing.live_bytes(), 0, "bytes leaked after drop");
