@@ -46,3 +46,23 @@ pub(crate) fn unpoison(start: NonNull<u8>, len: usize) {
     #[cfg(not(feature = "asan-poison"))]
     let _ = (start, len);
 }
+
+/// A block at `start` went from `old_size` to `new_size` bytes in place: the bytes between the
+/// two ends change hands.
+#[inline(always)]
+pub(crate) fn resized(start: NonNull<u8>, old_size: usize, new_size: usize) {
+    #[cfg(feature = "asan-poison")]
+    {
+        let from = start.as_ptr().wrapping_add(old_size.min(new_size));
+        let len = old_size.abs_diff(new_size);
+        if let Some(from) = NonNull::new(from) {
+            if new_size > old_size {
+                unpoison(from, len);
+            } else {
+                poison(from, len);
+            }
+        }
+    }
+    #[cfg(not(feature = "asan-poison"))]
+    let _ = (start, old_size, new_size);
+}

@@ -195,18 +195,7 @@ impl Cursor {
         let cur = self.cur.get();
         let new_cur = resize_last(cur.addr(), self.limit(), block, old_size, new.size())?;
         self.cur.set(cur.with_addr(new_cur));
-        // The bytes between the old and the new end change hands.
-        let (from, to) = (
-            block + old_size.min(new.size()),
-            block + old_size.max(new.size()),
-        );
-        if let Some(start) = NonNull::new(cur.with_addr(from)) {
-            if new.size() > old_size {
-                asan::unpoison(start, to - from);
-            } else {
-                asan::poison(start, to - from);
-            }
-        }
+        asan::resized(ptr, old_size, new.size());
         Some(NonNull::slice_from_raw_parts(ptr, new.size()))
     }
 }
