@@ -9,6 +9,7 @@
 //! never overflow, never panic and are `#[inline(always)]`: with a constant [`Layout`] a fit
 //! check compiles to a few instructions and one branch.
 
+use crate::asan;
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -97,7 +98,17 @@ pub(crate) fn dangling(layout: Layout) -> NonNull<[u8]> {
     NonNull::slice_from_raw_parts(ptr, 0)
 }
 
+/// Lifts the ASan poisoning a [`Cursor`] put on the free bytes of a chunk. Call it before the
+/// chunk goes back to its backing allocator or is moved by it. Free without `asan-poison`.
+#[inline(always)]
+pub(crate) fn unpoison_chunk(start: NonNull<u8>, len: usize) {
+    asan::unpoison(start, len);
+}
+
 /// A bump cursor over one chunk, for the single-threaded (`Cell`) arenas.
+///
+/// With the `asan-poison` feature the bytes in `[cur, limit)` are poisoned for AddressSanitizer
+/// (see `asan.rs`): every method here keeps that true as the cursor moves.
 ///
 /// Invariant: `cur` carries the provenance of the chunk `[cur - used, limit)`, and
 /// `cur.addr() <= limit`. An empty cursor (no chunk yet) has `cur.addr() == limit`, so nothing of
@@ -134,6 +145,15 @@ impl Cursor {
         // `wrapping_add` keeps `start`'s provenance; `used <= len` keeps it inside the range.
         self.cur.set(start.as_ptr().wrapping_add(used.min(len)));
         self.limit.set(start.as_ptr().addr() + len);
+        asan::poison(start, len);
+    }
+
+    /// Poisons the free bytes again, after [`unpoison_chunk`] was called for a chunk that is
+    /// kept after all (a backing `grow` that failed).
+    pub(crate) fn poison_free(&self) {
+        if let Some(cur) = NonNull::new(self.cur.get()) {
+            asan::poison(cur, self.remaining());
+        }
     }
 
     /// Bytes handed out from the chunk that starts at `start` (the one the cursor points into).
@@ -175,6 +195,7 @@ impl Cursor {
         // SAFETY: `fit.start` lies in `[cur, limit)` of a live chunk (fit guarantees it), so
         // it is not null; `with_addr` keeps the chunk's provenance.
         let start = unsafe { NonNull::new_unchecked(cur.with_addr(fit.start)) };
+        asan::unpoison(start, layout.size());
         Some(NonNull::slice_from_raw_parts(start, layout.size()))
     }
 
@@ -186,6 +207,7 @@ impl Cursor {
         if ptr.as_ptr().addr().wrapping_add(size) == cur.addr() {
             // `ptr` came from this chunk, so `cur.with_addr(ptr)` stays inside it.
             self.cur.set(cur.with_addr(ptr.as_ptr().addr()));
+            asan::poison(ptr, size);
         }
     }
 
@@ -205,6 +227,7 @@ impl Cursor {
         let cur = self.cur.get();
         let new_cur = resize_last(cur.addr(), self.limit(), block, old_size, new.size())?;
         self.cur.set(cur.with_addr(new_cur));
+        asan::resized(ptr, old_size, new.size());
         Some(NonNull::slice_from_raw_parts(ptr, new.size()))
     }
 }

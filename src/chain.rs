@@ -367,6 +367,7 @@ impl<A: Allocator> ChainAllocator<A> {
     unsafe fn free_chunk(&self, header: NonNull<ChunkHeader>) {
         // SAFETY: the header is live until the deallocation below.
         let layout = unsafe { (*header.as_ptr()).layout };
+        crate::bump::unpoison_chunk(header.cast(), layout.size());
         // SAFETY: the chunk came from `self.allocator` with `layout` (with the length it
         // returned, which the contract accepts).
         unsafe { self.allocator.deallocate(header.cast(), layout) };
@@ -431,22 +432,26 @@ impl<A: Allocator> ChainAllocator<A> {
         }
         // SAFETY: the header of the newest chunk is live.
         let chunk_layout = unsafe { (*header.as_ptr()).layout };
-        // The block must already suit the new alignment where it is (a chunk aligned to 64 or
-        // more, kept by `reset`, has its first block at offset 32), and keep it when the chunk
-        // moves (the chunk is only aligned to `chunk_layout.align()`).
-        if block & (new.align() - 1) != 0 || new.align() > chunk_layout.align() {
+        // The block stays at `CHAIN_NODE_OVERHEAD` from the start of the (possibly moved) chunk,
+        // so it keeps its bytes only if that offset suits `new`: the chunk's alignment and the
+        // offset must both be multiples of `new.align()`. Otherwise the caller moves the block.
+        if new.align() > chunk_layout.align() || Self::CHAIN_NODE_OVERHEAD % new.align() != 0 {
             return None;
         }
         let size = Self::CHAIN_NODE_OVERHEAD.checked_add(new.size())?;
-        // The backing allocator's `grow` must never be asked to shrink.
+        // Only a real grow: when the block failed to grow in place for want of alignment rather
+        // than room, `size` can be smaller than the chunk, which `Allocator::grow` forbids.
         if size <= chunk_layout.size() {
             return None;
         }
         let new_layout = Layout::from_size_align(size, chunk_layout.align()).ok()?;
-        // SAFETY: the chunk came from `self.allocator` with `chunk_layout`; `size` is larger
-        // (checked above). The only block in it is the caller's, which the `grow` contract lets
-        // us move.
-        let grown = unsafe { self.allocator.grow(chunk, chunk_layout, new_layout) }.ok()?;
+        crate::bump::unpoison_chunk(chunk, chunk_layout.size());
+        // SAFETY: the chunk came from `self.allocator` with `chunk_layout`; `size` is larger. The
+        // only block in it is the caller's, which the `grow` contract lets us move.
+        let Ok(grown) = (unsafe { self.allocator.grow(chunk, chunk_layout, new_layout) }) else {
+            self.cursor.poison_free();
+            return None;
+        };
         let header = grown.cast::<ChunkHeader>();
         // SAFETY: the header moved with the chunk and is live; we own it.
         unsafe {
@@ -457,15 +462,10 @@ impl<A: Allocator> ChainAllocator<A> {
         self.reserved
             .set(self.reserved.get() - chunk_layout.size() + grown.len());
         self.point_cursor_at(header, grown.len());
-        // Cannot miss (the old chunk is gone, so a miss would lose the caller's block): the
-        // offset of the first block is a multiple of `new.align()` (checked above) and so is the
-        // grown chunk's address, and `grown.len() >= size` leaves room for `new.size()`.
-        let block = self.cursor.bump(new)?;
-        debug_assert_eq!(
-            block.cast::<u8>().as_ptr().addr(),
-            grown.cast::<u8>().as_ptr().addr() + Self::CHAIN_NODE_OVERHEAD
-        );
-        Some(block)
+        // Cannot miss: the cursor is at chunk + CHAIN_NODE_OVERHEAD, aligned for `new` (checked
+        // above), with `grown.len() - CHAIN_NODE_OVERHEAD >= new.size()` bytes after it. So the
+        // block lands exactly where its bytes moved to.
+        self.cursor.bump(new)
     }
 }
 

@@ -73,6 +73,9 @@
 //!   allocator-api2's own `nightly` feature, which makes its 0.2 trait *be* core's.
 //!
 //! All of these forward to the one allocator-api2 0.2 implementation of each type.
+//! - `asan-poison`: under AddressSanitizer, the bytes an arena has not handed out are poisoned,
+//!   so an overrun from a block into the rest of its chunk is reported. Only for builds with
+//!   `-Zsanitizer=address` (nightly): without the ASan runtime the crate does not link.
 #![no_std]
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![cfg_attr(not(test), deny(clippy::panic))]
@@ -86,6 +89,7 @@
 #[cfg(test)]
 extern crate std;
 
+mod asan;
 mod bump;
 mod chain;
 #[cfg(any(

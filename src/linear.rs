@@ -221,6 +221,7 @@ impl<A: Allocator> Rewind for LinearAllocator<A> {
 
 impl<A: Allocator> Drop for LinearAllocator<A> {
     fn drop(&mut self) {
+        crate::bump::unpoison_chunk(self.buffer.cast(), self.buffer.len());
         // SAFETY: the buffer came from `self.allocator` with `buffer_layout` (its length is one
         // the allocator returned, which the `Allocator` contract accepts back).
         unsafe {

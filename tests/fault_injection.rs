@@ -1,0 +1,445 @@
+//! Fault injection: the backing allocator fails on the N-th call, for every N a workload reaches,
+//! and the address space is capped with `RLIMIT_AS` in a child process. Every failure must come
+//! back as `Err` (never a panic or an abort), leave the arena's statistics and live blocks as they
+//! were, leave the arena usable, and leak nothing.
+
+mod backing;
+
+use backing::{fill, holds, in_forked_child, mapped_pages, under_valgrind, Counting};
+use libdd_alloc::{
+    AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, System, VirtualAllocator,
+};
+use std::ptr::NonNull;
+
+/// The statistics every arena has, so one workload drives them all.
+trait Arena: Allocator {
+    fn stats(&self) -> (usize, usize, usize);
+    fn reset_all(&mut self);
+}
+
+impl<A: Allocator> Arena for ChainAllocator<A> {
+    fn stats(&self) -> (usize, usize, usize) {
+        (
+            self.used_bytes(),
+            self.reserved_bytes(),
+            self.remaining_capacity(),
+        )
+    }
+    fn reset_all(&mut self) {
+        self.reset();
+    }
+}
+
+impl<A: Allocator> Arena for LinearAllocator<A> {
+    fn stats(&self) -> (usize, usize, usize) {
+        (
+            self.used_bytes(),
+            self.reserved_bytes(),
+            self.remaining_capacity(),
+        )
+    }
+    fn reset_all(&mut self) {
+        self.reset();
+    }
+}
+
+/// A block the workload owns, filled with the pattern of `seed`.
+struct Live {
+    ptr: NonNull<u8>,
+    layout: Layout,
+    seed: u8,
+}
+
+/// Drives an arena through allocations that take several chunks, grows (in place, of a chunk's
+/// only block, and by moving), grow_zeroed, shrinks, deallocations and a reset, checking after
+/// every failed step that nothing changed. With `retry_must_succeed` (a one-shot fault), the step
+/// is retried and must then succeed: the arena is still usable after a failure.
+struct Workload<'a, T: Arena> {
+    arena: &'a mut T,
+    live: Vec<Live>,
+    next_seed: u8,
+    retry_must_succeed: bool,
+    failures: usize,
+}
+
+impl<T: Arena> Workload<'_, T> {
+    fn verify_all(&self) {
+        for block in &self.live {
+            // SAFETY: every `Live` is a block of the arena that the workload owns.
+            assert!(unsafe { holds(block.ptr, block.layout.size(), block.seed) });
+        }
+    }
+
+    /// Checks a failure changed nothing and counts it.
+    fn failed(&mut self, before: (usize, usize, usize)) {
+        assert_eq!(
+            self.arena.stats(),
+            before,
+            "a failed call changed the statistics"
+        );
+        self.verify_all();
+        self.failures += 1;
+    }
+
+    fn allocate(&mut self, size: usize, align: usize) {
+        let layout = Layout::from_size_align(size, align).unwrap();
+        let before = self.arena.stats();
+        let block = match self.arena.allocate(layout) {
+            Ok(block) => block,
+            Err(AllocError) => {
+                self.failed(before);
+                if !self.retry_must_succeed {
+                    return;
+                }
+                self.arena
+                    .allocate(layout)
+                    .expect("allocation after a failure")
+            }
+        };
+        let ptr = block.cast::<u8>();
+        assert_eq!(ptr.as_ptr().addr() % align, 0);
+        let seed = self.next_seed;
+        self.next_seed = self.next_seed.wrapping_add(1);
+        // SAFETY: the block is fresh and `size` bytes long.
+        unsafe { fill(ptr, size, seed) };
+        self.live.push(Live { ptr, layout, seed });
+    }
+
+    /// Grows (or, if `new_size` is smaller, shrinks) live block `index`.
+    fn resize(&mut self, index: usize, new_size: usize, align: usize, zeroed: bool) {
+        let Some(block) = self.live.get(index) else {
+            return;
+        };
+        let (ptr, old, seed) = (block.ptr, block.layout, block.seed);
+        let new = Layout::from_size_align(new_size, align).unwrap();
+        let call = |arena: &T| {
+            // SAFETY: the block is live, from `arena`, with layout `old`.
+            unsafe {
+                if new.size() < old.size() {
+                    arena.shrink(ptr, old, new)
+                } else if zeroed {
+                    arena.grow_zeroed(ptr, old, new)
+                } else {
+                    arena.grow(ptr, old, new)
+                }
+            }
+        };
+        let before = self.arena.stats();
+        let block = match call(self.arena) {
+            Ok(block) => block,
+            Err(AllocError) => {
+                // The old block is still the caller's, contents intact (checked by `failed`).
+                self.failed(before);
+                if !self.retry_must_succeed {
+                    return;
+                }
+                call(self.arena).expect("resize after a failure")
+            }
+        };
+        let ptr = block.cast::<u8>();
+        assert_eq!(ptr.as_ptr().addr() % align, 0);
+        let kept = old.size().min(new.size());
+        // SAFETY: the resized block is ours and at least `new.size()` long.
+        unsafe {
+            assert!(holds(ptr, kept, seed), "contents lost in a resize");
+            if zeroed && new.size() > old.size() {
+                let tail = core::slice::from_raw_parts(ptr.add(kept).as_ptr(), new.size() - kept);
+                assert!(tail.iter().all(|&b| b == 0), "grow_zeroed tail not zero");
+            }
+            fill(ptr, new.size(), seed);
+        }
+        self.live[index] = Live {
+            ptr,
+            layout: new,
+            seed,
+        };
+    }
+
+    fn deallocate(&mut self, index: usize) {
+        if index < self.live.len() {
+            let block = self.live.remove(index);
+            // SAFETY: the block is live, from the arena, with this layout.
+            unsafe { self.arena.deallocate(block.ptr, block.layout) };
+        }
+    }
+
+    fn reset(&mut self) {
+        self.verify_all();
+        self.live.clear();
+        self.arena.reset_all();
+        let (used, reserved, remaining) = self.arena.stats();
+        assert_eq!(used + remaining, reserved);
+    }
+
+    fn run(&mut self) {
+        for i in 0..48 {
+            self.allocate(1 + (i * 37) % 200, 1 << (i % 7));
+        }
+        let last = self.live.len().saturating_sub(1);
+        for size in [512, 2048, 8192, 32 << 10, 100 << 10] {
+            self.resize(last, size, 8, false);
+        }
+        self.resize(3, 3000, 16, false);
+        self.resize(5, 1000, 8, true);
+        self.resize(7, 10, 1, false);
+        self.resize(9, 4, 4096, false);
+        self.deallocate(self.live.len().saturating_sub(1));
+        self.deallocate(0);
+        self.allocate(64 << 10, 64);
+        self.reset();
+        for i in 0..20 {
+            self.allocate(1 + (i * 91) % 3000, 1 << (i % 5));
+        }
+        let last = self.live.len().saturating_sub(1);
+        self.resize(last, 200 << 10, 8, true);
+        self.resize(0, 5000, 8, false);
+        self.verify_all();
+    }
+}
+
+/// Runs the workload on the arena `make` built over `backing` (if it could) and checks nothing
+/// leaked once the arena is dropped. Returns the number of failures the workload saw.
+fn workload<A: Allocator, T: Arena>(
+    backing: &Counting<A>,
+    arena: Result<T, AllocError>,
+    retry: bool,
+) -> usize {
+    let mut arena = match arena {
+        Ok(arena) => arena,
+        Err(AllocError) => {
+            assert_eq!(backing.live_blocks(), 0, "failed constructor leaked");
+            return 1;
+        }
+    };
+    let mut workload = Workload {
+        arena: &mut arena,
+        live: Vec::new(),
+        next_seed: 1,
+        retry_must_succeed: retry,
+        failures: 0,
+    };
+    workload.run();
+    let failures = workload.failures;
+    drop(arena);
+    assert_eq!(backing.live_blocks(), 0, "chunks leaked");
+    assert_eq!(backing.live_bytes(), 0, "bytes leaked");
+    failures
+}
+
+/// Every N from 0 to past the last call of a clean run, in both fault modes: `run` builds an
+/// arena over the backing allocator it is given and passes it to [`workload`]. To cover another
+/// arena, call this with a closure that builds it. Returns how many calls the clean run made.
+fn every_fault<A: Allocator + Copy>(inner: A, run: impl Fn(&Counting<A>, bool) -> usize) -> u64 {
+    let clean = Counting::new(inner);
+    assert_eq!(run(&clean, true), 0);
+    let calls = clean.calls();
+    assert!(
+        calls >= 5,
+        "workload too small to test anything: {calls} calls"
+    );
+    assert!(clean.grows() > 0, "workload never grew a chunk in place");
+    eprintln!(
+        "clean run: {calls} backing calls, {} chunk grows",
+        clean.grows()
+    );
+    for n in 0..=calls {
+        let one_shot = Counting::fail_on(inner, n);
+        run(&one_shot, true);
+        assert_eq!(
+            one_shot.failures(),
+            u64::from(n < calls),
+            "fault {n} not reached"
+        );
+
+        let exhausted = Counting::fail_from(inner, n);
+        run(&exhausted, false);
+        assert!(exhausted.failures() > 0 || n == calls);
+    }
+    calls
+}
+
+/// A chain with small chunks (1 KiB, doubling to 16 KiB), so the workload takes several.
+fn small_chain<A: Allocator>(backing: A, lazy: bool) -> Result<ChainAllocator<A>, AllocError> {
+    let arena = if lazy {
+        ChainAllocator::new_lazy_in(1024, backing)
+    } else {
+        ChainAllocator::new_in(1024, backing)?
+    };
+    Ok(arena.with_max_chunk_size(16 << 10))
+}
+
+#[test]
+fn chain_over_malloc_survives_a_failure_at_every_backing_call() {
+    every_fault(System, |backing, retry| {
+        workload(backing, small_chain(backing, false), retry)
+    });
+    every_fault(System, |backing, retry| {
+        workload(backing, small_chain(backing, true), retry)
+    });
+}
+
+#[test]
+fn chain_over_mmap_survives_a_failure_at_every_backing_call() {
+    every_fault(VirtualAllocator {}, |backing, retry| {
+        workload(backing, small_chain(backing, false), retry)
+    });
+}
+
+#[test]
+fn linear_constructor_failure_is_an_error_and_leaks_nothing() {
+    let backing = Counting::fail_on(System, 0);
+    let result = LinearAllocator::new_in(Layout::from_size_align(4096, 16).unwrap(), &backing);
+    assert!(result.is_err());
+    assert_eq!((backing.calls(), backing.live_blocks()), (1, 0));
+}
+
+#[test]
+fn linear_stays_usable_after_failures_from_running_out_of_room() {
+    let backing = Counting::new(System);
+    let mut arena =
+        LinearAllocator::new_in(Layout::from_size_align(16 << 10, 64).unwrap(), &backing).unwrap();
+    let mut workload = Workload {
+        arena: &mut arena,
+        live: Vec::new(),
+        next_seed: 1,
+        retry_must_succeed: false,
+        failures: 0,
+    };
+    workload.run();
+    // 16 KiB cannot hold the workload: allocations and grows failed, each leaving the arena
+    // unchanged (checked in `failed`), and later steps still succeeded.
+    assert!(workload.failures > 0);
+    assert!(workload.live.len() > 10);
+    drop(arena);
+    assert_eq!((backing.allocations(), backing.deallocations()), (1, 1));
+    assert_eq!(backing.live_bytes(), 0);
+    assert_eq!(
+        backing.calls(),
+        1,
+        "a linear arena calls its backing allocator once"
+    );
+}
+
+#[test]
+fn chain_grow_that_fails_keeps_the_old_block_and_the_arena_usable() {
+    let backing = Counting::fail_from(System, 1);
+    let arena = ChainAllocator::new_in(4096, &backing).unwrap();
+    let old = Layout::from_size_align(1000, 8).unwrap();
+    let ptr = arena.allocate(old).unwrap().cast::<u8>();
+    // SAFETY: fresh block of 1000 bytes.
+    unsafe { fill(ptr, 1000, 42) };
+    let before = (arena.used_bytes(), arena.reserved_bytes());
+    let new = Layout::from_size_align(1 << 20, 8).unwrap();
+    // SAFETY: `ptr` is live with layout `old`.
+    assert!(unsafe { arena.grow(ptr, old, new) }.is_err());
+    assert_eq!((arena.used_bytes(), arena.reserved_bytes()), before);
+    // SAFETY: the failed grow left the block ours.
+    assert!(unsafe { holds(ptr, 1000, 42) });
+    // Room left in the chunk is still handed out, next to the old block.
+    let next = arena.allocate(Layout::new::<u64>()).unwrap().cast::<u8>();
+    assert_eq!(next.as_ptr().addr(), ptr.as_ptr().addr() + 1000);
+    drop(arena);
+    assert_eq!(backing.live_blocks(), 0);
+}
+
+const HEADROOM: usize = 64 << 20;
+
+/// The child of `rlimit_as_makes_virtual_memory_allocators_return_err`: caps its address space
+/// at what it has plus 64 MiB, then checks every allocator on `VirtualAllocator` answers `Err`
+/// past the cap. Exit codes name the failed check.
+fn address_space_capped_child() -> i32 {
+    let Ok(page) = libdd_alloc::os::page_size() else {
+        return 2;
+    };
+    let Some(pages) = mapped_pages() else {
+        return 3;
+    };
+    let limit = (pages * page + HEADROOM) as libc::rlim_t;
+    let cap = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &cap) } != 0 {
+        return 4;
+    }
+    let pages_allocator = VirtualAllocator {};
+    let big = Layout::from_size_align(4 * HEADROOM, 8).unwrap_or(Layout::new::<u8>());
+    if pages_allocator.allocate(big).is_ok() {
+        return 10;
+    }
+    let big_aligned = Layout::from_size_align(HEADROOM, 2 << 20).unwrap_or(Layout::new::<u8>());
+    if pages_allocator.allocate(big_aligned).is_ok() {
+        return 11;
+    }
+    let small = Layout::from_size_align(1 << 20, 8).unwrap_or(Layout::new::<u8>());
+    let Ok(block) = pages_allocator.allocate(small) else {
+        return 12;
+    };
+    let ptr = block.cast::<u8>();
+    // SAFETY: a fresh block of 1 MiB.
+    unsafe { fill(ptr, small.size(), 7) };
+    // SAFETY: `ptr` is live with layout `small`; `big` is larger.
+    if unsafe { pages_allocator.grow(ptr, small, big) }.is_ok() {
+        return 13;
+    }
+    // SAFETY: the failed grow left the block ours.
+    if !unsafe { holds(ptr, small.size(), 7) } {
+        return 14;
+    }
+    // SAFETY: live block with layout `small`.
+    unsafe { pages_allocator.deallocate(ptr, small) };
+
+    if LinearAllocator::new_in(big, pages_allocator).is_ok() {
+        return 15;
+    }
+    let Ok(chain) = ChainAllocator::new_in(1 << 20, pages_allocator) else {
+        return 16;
+    };
+    let piece = Layout::from_size_align(256 << 10, 16).unwrap_or(Layout::new::<u8>());
+    let mut served = 0;
+    let mut refused = false;
+    for _ in 0..10_000 {
+        let before = (chain.used_bytes(), chain.reserved_bytes());
+        if chain.allocate(piece).is_ok() {
+            served += 1;
+            continue;
+        }
+        refused = true;
+        if (chain.used_bytes(), chain.reserved_bytes()) != before {
+            return 17;
+        }
+        break;
+    }
+    if !refused {
+        return 18;
+    }
+    if served < 8 {
+        return 19;
+    }
+    if chain.has_capacity_for(Layout::new::<u64>()) && chain.allocate(Layout::new::<u64>()).is_err()
+    {
+        return 20;
+    }
+    drop(chain);
+    // Dropping the chain gave its pages back: the same headroom is available again.
+    let half = Layout::from_size_align(HEADROOM / 2, 8).unwrap_or(Layout::new::<u8>());
+    let Ok(again) = pages_allocator.allocate(half) else {
+        return 21;
+    };
+    // SAFETY: live block with layout `half`.
+    unsafe { pages_allocator.deallocate(again.cast(), half) };
+    0
+}
+
+#[test]
+fn rlimit_as_makes_virtual_memory_allocators_return_err() {
+    if under_valgrind() {
+        // Valgrind manages the address space itself, and checks a forked child for leaks of the
+        // heap it inherited: the child's result would not be ours. ASan runs it (asan.sh).
+        eprintln!("skipped under valgrind: it owns the address space of the process");
+        return;
+    }
+    let code = in_forked_child(address_space_capped_child);
+    assert_eq!(code, 0, "address-space-capped child failed check {code}");
+}
