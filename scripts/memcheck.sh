@@ -16,6 +16,8 @@ if ! command -v valgrind >/dev/null 2>&1; then
     fi
 fi
 
+# Valgrind runs code ~20x slower: fewer property-test cases than the default 256.
+export PROPTEST_CASES="${PROPTEST_CASES:-64}"
 start=$(date +%s)
 mapfile -t binaries < <(
     cargo test --lib --tests --no-run --message-format=json 2>/dev/null |
