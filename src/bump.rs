@@ -143,9 +143,13 @@ impl Cursor {
     #[inline]
     pub(crate) fn set_used(&self, start: NonNull<u8>, len: usize, used: usize) {
         // `wrapping_add` keeps `start`'s provenance; `used <= len` keeps it inside the range.
-        self.cur.set(start.as_ptr().wrapping_add(used.min(len)));
+        let used = used.min(len);
+        self.cur.set(start.as_ptr().wrapping_add(used));
         self.limit.set(start.as_ptr().addr() + len);
-        asan::poison(start, len);
+        // Only the free part: the first `used` bytes may hold live blocks.
+        if let Some(cur) = NonNull::new(self.cur.get()) {
+            asan::poison(cur, len - used);
+        }
     }
 
     /// Poisons the free bytes again, after [`unpoison_chunk`] was called for a chunk that is

@@ -24,6 +24,7 @@ fn touch(arena: &VirtualArena, bytes: usize) {
 }
 
 #[test]
+#[cfg_attr(asan, ignore = "ASan's shadow memory inflates the resident set")]
 fn reservation_of_64_gib_costs_address_space_not_memory() {
     let _guard = exclusive();
     let size_before = vm_size_bytes();
@@ -197,6 +198,10 @@ fn commit_steps_double_from_64_kib_to_the_maximum_step() {
 }
 
 #[test]
+#[cfg_attr(
+    asan,
+    ignore = "asan-poison reports the deliberate touch of bytes not handed out"
+)]
 fn touching_reserved_but_uncommitted_memory_faults() {
     let _guard = exclusive();
     let arena = VirtualArena::new(GIB).unwrap();
