@@ -556,7 +556,7 @@ impl Config {
             5 | 6 => HugePages::Transparent,
             _ => HugePages::Explicit,
         };
-        let (before, after) = if huge_pages == HugePages::Explicit && bits % 16 != 0 {
+        let (before, after) = if huge_pages == HugePages::Explicit && !bits.is_multiple_of(16) {
             (0, 0)
         } else {
             ((bits / 16) % 3, (bits / 48) % 3)
