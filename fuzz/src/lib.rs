@@ -21,7 +21,13 @@
 //! - a failed operation (out of room, or a fault injected into the backing allocator by
 //!   [`Config::faults`]) changes no statistic and leaves the old block intact;
 //! - the allocator gives the backing allocator back exactly the blocks it took, each with a layout
-//!   that fits it, and after `reset` keeps only the largest; after drop nothing is live.
+//!   that fits it, and after `reset` keeps only the largest; after drop nothing is live;
+//! - for the virtual arenas, `used + remaining == reservation_bytes`, and `committed_bytes` is
+//!   whole pages between `used` and the reservation and never shrinks; every other reset is a
+//!   `reset_and_release` (after which `allocate_zeroed` must still give zeroes);
+//! - an allocator that maps its own memory ([`FuzzArena::UNMAPS_BLOCKS`]) has unmapped a block's
+//!   pages once it is deallocated (`PageAllocator`, `VirtualAllocator`) or the arena is dropped
+//!   (`VirtualArena`, `SyncVirtualArena`), checked with `mincore`.
 //!
 //! # Adding a target for a new allocator
 //! Implement [`FuzzArena`] for it (for an arena with the usual inherent `used_bytes`,
