@@ -2,9 +2,10 @@
 # Shows that no panic is reachable from libdd-alloc's allocation entry points in a release build.
 #
 # checks/no-panic is a no_std cdylib that exports every entry point (allocate, allocate_zeroed,
-# deallocate, grow, grow_zeroed, shrink for VirtualAllocator, LinearAllocator and
-# ChainAllocator on VirtualAllocator; their constructors, reset, statistics and drop; and
-# os::page_size). Its panic handler calls `libdd_alloc_panic_is_reachable`, which is defined
+# deallocate, grow, grow_zeroed, shrink for VirtualAllocator, PageAllocator, VirtualArena,
+# SyncVirtualArena, and LinearAllocator, ChainAllocator, SyncLinearAllocator and
+# SyncChainAllocator on VirtualAllocator; their constructors and builders, reset,
+# reset_and_release, checkpoint/rewind, statistics and drop; and os::page_size). Its panic handler calls `libdd_alloc_panic_is_reachable`, which is defined
 # nowhere. It is built with panic = "abort", fat LTO and one codegen unit, so code that no
 # export can reach is dropped: the symbol is left undefined in the library exactly when some
 # export can reach a panic. The script fails if it is, and checks that the method works by

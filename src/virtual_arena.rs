@@ -467,9 +467,10 @@ impl Rewind for VirtualArena {
 
 impl Drop for VirtualArena {
     fn drop(&mut self) {
-        // Only the committed prefix was ever poisoned (the cursor's limit never passes it); a
-        // later mapping at these addresses must not inherit the poison.
-        crate::bump::unpoison_chunk(self.base, self.committed.get());
+        // The cursor poisoned the free part of the committed pages (feature `asan-poison`);
+        // ASan does not see the raw munmap, so the next mapping at these addresses would
+        // inherit the poison.
+        bump::unpoison_chunk(self.base, self.committed.get());
         // SAFETY: the reservation is ours, made by `os::reserve`, and the arena is going away,
         // so no block is borrowed.
         unsafe { os::unmap(self.base, self.reservation) };

@@ -6,7 +6,7 @@
 //! Run by `scripts/asan.sh`; needs `RUSTFLAGS=-Zsanitizer=address` on nightly.
 #![cfg(feature = "asan-poison")]
 
-use libdd_alloc::{Allocator, ChainAllocator, Layout, LinearAllocator, System};
+use libdd_alloc::{Allocator, ChainAllocator, Layout, LinearAllocator, System, VirtualArena};
 use std::process::{Command, Output};
 use std::ptr::NonNull;
 
@@ -34,6 +34,36 @@ fn run_case(case: &str) {
             // SAFETY: live block of 16 bytes; 64 is larger.
             let grown = unsafe { linear.grow(block.cast(), bytes(16), bytes(64)) }.unwrap();
             poke(grown, 63);
+        }
+        "virtual-arena-dropped" => {
+            // The arena poisons the free part of what it committed. Once it is dropped, the
+            // next mapping at those addresses (made with a raw syscall, as the library's own
+            // are, so ASan does not see it) must not inherit that poison.
+            let arena = VirtualArena::new(1 << 20).unwrap();
+            let first = arena.allocate(bytes(16)).unwrap().cast::<u8>();
+            drop(arena);
+            let length = 64 << 10;
+            // SAFETY: maps fresh anonymous memory at an address nothing is mapped at (the arena
+            // unmapped it; MAP_FIXED_NOREPLACE fails rather than replace anything).
+            let again = unsafe {
+                libc::syscall(
+                    libc::SYS_mmap,
+                    first.as_ptr(),
+                    length,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            assert_eq!(
+                again as usize,
+                first.as_ptr() as usize,
+                "mmap at the old address"
+            );
+            let block = NonNull::slice_from_raw_parts(first, length);
+            poke(block, 1000);
+            poke(block, length - 1);
         }
         "linear-overrun" => poke(linear.allocate(bytes(16)).unwrap(), 16),
         "chain-overrun" => poke(chain.allocate(bytes(40)).unwrap(), 48),
@@ -82,6 +112,16 @@ fn child_entry_point() {
 #[test]
 fn accesses_inside_blocks_are_allowed() {
     let output = run_child("linear-in-bounds");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_dropped_virtual_arena_leaves_no_poison_on_its_addresses() {
+    let output = run_child("virtual-arena-dropped");
     assert!(
         output.status.success(),
         "{}",

@@ -7,7 +7,9 @@ mod backing;
 
 use backing::{fill, holds, in_forked_child, mapped_pages, under_valgrind, Counting};
 use libdd_alloc::{
-    AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, System, VirtualAllocator,
+    AllocError, Allocator, ChainAllocator, HugePages, Layout, LinearAllocator, PageAllocator,
+    PageOptions, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, System,
+    VirtualAllocator, VirtualArena,
 };
 use std::ptr::NonNull;
 
@@ -31,6 +33,32 @@ impl<A: Allocator> Arena for ChainAllocator<A> {
 }
 
 impl<A: Allocator> Arena for LinearAllocator<A> {
+    fn stats(&self) -> (usize, usize, usize) {
+        (
+            self.used_bytes(),
+            self.reserved_bytes(),
+            self.remaining_capacity(),
+        )
+    }
+    fn reset_all(&mut self) {
+        self.reset();
+    }
+}
+
+impl<A: Allocator> Arena for SyncChainAllocator<A> {
+    fn stats(&self) -> (usize, usize, usize) {
+        (
+            self.used_bytes(),
+            self.reserved_bytes(),
+            self.remaining_capacity(),
+        )
+    }
+    fn reset_all(&mut self) {
+        self.reset();
+    }
+}
+
+impl<A: Allocator> Arena for SyncLinearAllocator<A> {
     fn stats(&self) -> (usize, usize, usize) {
         (
             self.used_bytes(),
@@ -230,6 +258,25 @@ fn workload<A: Allocator, T: Arena>(
 /// arena over the backing allocator it is given and passes it to [`workload`]. To cover another
 /// arena, call this with a closure that builds it. Returns how many calls the clean run made.
 fn every_fault<A: Allocator + Copy>(inner: A, run: impl Fn(&Counting<A>, bool) -> usize) -> u64 {
+    every_fault_of(inner, Growth::InPlaceToo, run)
+}
+
+/// How an arena's chunks grow, which a clean run of the workload must show.
+#[derive(PartialEq)]
+enum Growth {
+    /// New chunks, and a chunk's only block grown by growing the chunk (`ChainAllocator`).
+    InPlaceToo,
+    /// New chunks only: the backing allocator is never asked to grow (`SyncChainAllocator`,
+    /// whose chunks another thread may be reading).
+    NewChunksOnly,
+}
+
+/// [`every_fault`], for an arena whose chunks grow as `growth` says.
+fn every_fault_of<A: Allocator + Copy>(
+    inner: A,
+    growth: Growth,
+    run: impl Fn(&Counting<A>, bool) -> usize,
+) -> u64 {
     let clean = Counting::new(inner);
     assert_eq!(run(&clean, true), 0);
     let calls = clean.calls();
@@ -237,7 +284,21 @@ fn every_fault<A: Allocator + Copy>(inner: A, run: impl Fn(&Counting<A>, bool) -
         calls >= 5,
         "workload too small to test anything: {calls} calls"
     );
-    assert!(clean.grows() > 0, "workload never grew a chunk in place");
+    match growth {
+        Growth::InPlaceToo => assert!(clean.grows() > 0, "workload never grew a chunk in place"),
+        Growth::NewChunksOnly => {
+            assert_eq!(
+                clean.grows(),
+                0,
+                "a chunk was grown by the backing allocator"
+            );
+            assert_eq!(
+                calls,
+                clean.allocations(),
+                "only allocations were asked for"
+            );
+        }
+    }
     eprintln!(
         "clean run: {calls} backing calls, {} chunk grows",
         clean.grows()
@@ -283,6 +344,103 @@ fn chain_over_mmap_survives_a_failure_at_every_backing_call() {
     every_fault(VirtualAllocator {}, |backing, retry| {
         workload(backing, small_chain(backing, false), retry)
     });
+}
+
+/// A lock-free chain with small chunks (1 KiB, doubling to 16 KiB), so the workload takes
+/// several.
+fn small_sync_chain<A: Allocator>(
+    backing: A,
+    lazy: bool,
+) -> Result<SyncChainAllocator<A>, AllocError> {
+    let arena = if lazy {
+        SyncChainAllocator::new_lazy_in(1024, backing)
+    } else {
+        SyncChainAllocator::new_in(1024, backing)?
+    };
+    Ok(arena.with_max_chunk_size(16 << 10))
+}
+
+#[test]
+fn sync_chain_over_malloc_survives_a_failure_at_every_backing_call() {
+    let calls = every_fault_of(System, Growth::NewChunksOnly, |backing, retry| {
+        workload(backing, small_sync_chain(backing, false), retry)
+    });
+    // The first chunk, the doubling ones, and those for the blocks too big for them.
+    assert!(calls >= 8, "only {calls} chunks");
+    every_fault_of(System, Growth::NewChunksOnly, |backing, retry| {
+        workload(backing, small_sync_chain(backing, true), retry)
+    });
+}
+
+#[test]
+fn sync_chain_over_mmap_survives_a_failure_at_every_backing_call() {
+    every_fault_of(
+        VirtualAllocator {},
+        Growth::NewChunksOnly,
+        |backing, retry| workload(backing, small_sync_chain(backing, false), retry),
+    );
+}
+
+#[test]
+fn sync_chain_grow_that_fails_keeps_the_old_block_and_the_arena_usable() {
+    let backing = Counting::fail_from(System, 1);
+    let arena = SyncChainAllocator::new_in(4096, &backing).unwrap();
+    let old = Layout::from_size_align(1000, 8).unwrap();
+    let ptr = arena.allocate(old).unwrap().cast::<u8>();
+    // SAFETY: fresh block of 1000 bytes.
+    unsafe { fill(ptr, 1000, 42) };
+    let before = arena.stats();
+    let new = Layout::from_size_align(1 << 20, 8).unwrap();
+    // SAFETY: `ptr` is live with layout `old`.
+    assert!(unsafe { arena.grow(ptr, old, new) }.is_err());
+    assert_eq!(arena.stats(), before);
+    // SAFETY: the failed grow left the block ours.
+    assert!(unsafe { holds(ptr, 1000, 42) });
+    // The failed grow left the block the most recent one: it still grows in place.
+    let bigger = Layout::from_size_align(2000, 8).unwrap();
+    // SAFETY: `ptr` is live with layout `old`.
+    let grown = unsafe { arena.grow(ptr, old, bigger) }.unwrap();
+    assert_eq!(grown.cast::<u8>(), ptr);
+    assert_eq!(arena.used_bytes(), before.0 + 1000);
+    drop(arena);
+    assert_eq!(backing.live_blocks(), 0);
+}
+
+#[test]
+fn sync_linear_constructor_failure_is_an_error_and_leaks_nothing() {
+    let backing = Counting::fail_on(System, 0);
+    let result = SyncLinearAllocator::new_in(Layout::from_size_align(4096, 16).unwrap(), &backing);
+    assert!(result.is_err());
+    assert_eq!((backing.calls(), backing.live_blocks()), (1, 0));
+    // The next call is not failed: the same backing allocator then serves the buffer.
+    let arena =
+        SyncLinearAllocator::new_in(Layout::from_size_align(4096, 16).unwrap(), &backing).unwrap();
+    assert_eq!((backing.live_blocks(), backing.live_bytes()), (1, 4096));
+    drop(arena);
+    assert_eq!((backing.live_blocks(), backing.live_bytes()), (0, 0));
+}
+
+#[test]
+fn sync_linear_stays_usable_after_failures_from_running_out_of_room() {
+    let backing = Counting::new(System);
+    let mut arena =
+        SyncLinearAllocator::new_in(Layout::from_size_align(16 << 10, 64).unwrap(), &backing)
+            .unwrap();
+    let mut workload = Workload {
+        arena: &mut arena,
+        live: Vec::new(),
+        next_seed: 1,
+        retry_must_succeed: false,
+        failures: 0,
+    };
+    workload.run();
+    // 16 KiB cannot hold the workload: allocations and grows failed, each leaving the arena
+    // unchanged (checked in `failed`), and later steps still succeeded.
+    assert!(workload.failures > 0);
+    assert!(workload.live.len() > 10);
+    drop(arena);
+    assert_eq!((backing.allocations(), backing.deallocations()), (1, 1));
+    assert_eq!((backing.calls(), backing.live_bytes()), (1, 0));
 }
 
 #[test]
@@ -345,8 +503,9 @@ fn chain_grow_that_fails_keeps_the_old_block_and_the_arena_usable() {
 const HEADROOM: usize = 64 << 20;
 
 /// The child of `rlimit_as_makes_virtual_memory_allocators_return_err`: caps its address space
-/// at what it has plus 64 MiB, then checks every allocator on `VirtualAllocator` answers `Err`
-/// past the cap. Exit codes name the failed check.
+/// at what it has plus 64 MiB, then checks that every allocator that maps memory answers `Err`
+/// past the cap (`VirtualAllocator` and the arenas on it, `VirtualArena`, `SyncVirtualArena`,
+/// `PageAllocator`). Exit codes name the failed check.
 fn address_space_capped_child() -> i32 {
     let Ok(page) = libdd_alloc::os::page_size() else {
         return 2;
@@ -392,6 +551,64 @@ fn address_space_capped_child() -> i32 {
 
     if LinearAllocator::new_in(big, pages_allocator).is_ok() {
         return 15;
+    }
+    if SyncLinearAllocator::new_in(big, pages_allocator).is_ok() {
+        return 40;
+    }
+
+    // Reserve-then-commit arenas: a reservation past the cap is refused at construction; one
+    // within it works, and gives its address space back on drop.
+    if VirtualArena::new(4 * HEADROOM).is_ok() || SyncVirtualArena::new(4 * HEADROOM).is_ok() {
+        return 41;
+    }
+    for sync in [false, true] {
+        let piece = Layout::from_size_align(HEADROOM / 2, 4096).unwrap_or(Layout::new::<u8>());
+        let (block, used) = if sync {
+            let Ok(arena) = SyncVirtualArena::new(HEADROOM / 2 + (1 << 20)) else {
+                return 42;
+            };
+            (arena.allocate(piece).map(|_| ()), arena.used_bytes())
+        } else {
+            let Ok(arena) = VirtualArena::new(HEADROOM / 2 + (1 << 20)) else {
+                return 43;
+            };
+            (arena.allocate(piece).map(|_| ()), arena.used_bytes())
+        };
+        if block.is_err() || used != piece.size() {
+            return 44;
+        }
+    }
+
+    // PageAllocator, with guard pages and prefault, and with transparent huge pages: past the
+    // cap `Err`, and a failed grow keeps the block.
+    let guarded = PageOptions::new()
+        .guard_pages_before(1)
+        .guard_pages_after(2)
+        .prefault(true);
+    let huge = PageOptions::new().huge_pages(HugePages::Transparent);
+    for options in [guarded, huge] {
+        let Ok(pages) = PageAllocator::new(options) else {
+            return 45;
+        };
+        if pages.allocate(big).is_ok() {
+            return 46;
+        }
+        let Ok(block) = pages.allocate(small) else {
+            return 47;
+        };
+        let ptr = block.cast::<u8>();
+        // SAFETY: a fresh block of 1 MiB.
+        unsafe { fill(ptr, small.size(), 9) };
+        // SAFETY: `ptr` is live with layout `small`; `big` is larger.
+        if unsafe { pages.grow(ptr, small, big) }.is_ok() {
+            return 48;
+        }
+        // SAFETY: the failed grow left the block ours.
+        if !unsafe { holds(ptr, small.size(), 9) } {
+            return 49;
+        }
+        // SAFETY: live block with layout `small`.
+        unsafe { pages.deallocate(ptr, small) };
     }
     let Ok(chain) = ChainAllocator::new_in(1 << 20, pages_allocator) else {
         return 16;

@@ -21,7 +21,13 @@
 //! - a failed operation (out of room, or a fault injected into the backing allocator by
 //!   [`Config::faults`]) changes no statistic and leaves the old block intact;
 //! - the allocator gives the backing allocator back exactly the blocks it took, each with a layout
-//!   that fits it, and after `reset` keeps only the largest; after drop nothing is live.
+//!   that fits it, and after `reset` keeps only the largest; after drop nothing is live;
+//! - for the virtual arenas, `used + remaining == reservation_bytes`, and `committed_bytes` is
+//!   whole pages between `used` and the reservation and never shrinks; every other reset is a
+//!   `reset_and_release` (after which `allocate_zeroed` must still give zeroes);
+//! - an allocator that maps its own memory ([`FuzzArena::UNMAPS_BLOCKS`]) has unmapped a block's
+//!   pages once it is deallocated (`PageAllocator`, `VirtualAllocator`) or the arena is dropped
+//!   (`VirtualArena`, `SyncVirtualArena`), checked with `mincore`.
 //!
 //! # Adding a target for a new allocator
 //! Implement [`FuzzArena`] for it (for an arena with the usual inherent `used_bytes`,
@@ -31,7 +37,9 @@
 
 use arbitrary::Arbitrary;
 use libdd_alloc::{
-    AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, System, VirtualAllocator,
+    AllocError, Allocator, ChainAllocator, HugePages, Layout, LinearAllocator, PageAllocator,
+    PageOptions, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, System,
+    VirtualAllocator, VirtualArena,
 };
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
@@ -54,8 +62,13 @@ pub const MODEL_BUDGET: usize = 32 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stats {
     pub used: usize,
+    /// For an arena with a backing allocator, the bytes it holds from it; for a virtual arena,
+    /// its reservation (`reservation_bytes`), the bound `used + remaining` adds up to.
     pub reserved: usize,
     pub remaining: usize,
+    /// For a virtual arena, `committed_bytes`: whole pages, between `used` and the reservation,
+    /// never shrinking (not even on `reset_and_release`, which keeps the commit on Linux).
+    pub committed: Option<usize>,
 }
 
 /// What the model needs to know about an allocator beyond the [`Allocator`] trait.
@@ -72,14 +85,19 @@ pub trait FuzzArena: Allocator {
     /// Dropping the allocator frees every block it handed out (an arena). When `false` (as for
     /// `VirtualAllocator`) the model deallocates the blocks still live at the end of a run.
     const OWNS_BLOCKS: bool;
+    /// The allocator maps its blocks itself and unmaps them when they are freed: on
+    /// `deallocate` when it does not own its blocks, on drop when it does. The model then checks
+    /// that the pages are gone (a leaked mapping would grow the fuzzer's memory without bound).
+    const UNMAPS_BLOCKS: bool = false;
 
     /// The arena's statistics, or `None` for an allocator without any.
     fn fuzz_stats(&self) -> Option<Stats>;
     /// `has_capacity_for(layout)`, or `None` for an allocator without it.
     fn fuzz_has_capacity_for(&self, layout: Layout) -> Option<bool>;
-    /// Frees everything. Returns `false` (having done nothing) if the allocator has no reset;
-    /// the model then deallocates every block instead.
-    fn fuzz_reset(&mut self) -> bool;
+    /// Frees everything; with `release`, also gives the memory back to the OS where the arena
+    /// can (`reset_and_release`). Returns `false` (having done nothing) if the allocator has no
+    /// reset; the model then deallocates every block instead.
+    fn fuzz_reset(&mut self, release: bool) -> bool;
     /// `used_bytes` right after a reset, if the arena promises a value.
     fn used_after_reset(&self) -> Option<usize>;
     /// The length of the block the allocator returns for `layout`, if it promises one.
@@ -123,12 +141,13 @@ macro_rules! bump_arena {
                     used: <$arena<B>>::used_bytes(self),
                     reserved: <$arena<B>>::reserved_bytes(self),
                     remaining: <$arena<B>>::remaining_capacity(self),
+                    committed: None,
                 })
             }
             fn fuzz_has_capacity_for(&self, layout: $crate::libdd_alloc::Layout) -> Option<bool> {
                 Some(<$arena<B>>::has_capacity_for(self, layout))
             }
-            fn fuzz_reset(&mut self) -> bool {
+            fn fuzz_reset(&mut self, _release: bool) -> bool {
                 <$arena<B>>::reset(self);
                 true
             }
@@ -160,11 +179,81 @@ bump_arena!(
     }
 );
 
-impl FuzzArena for VirtualAllocator {
+// The lock-free twins, driven from one thread: the same model, the same statistics.
+bump_arena!(
+    SyncLinearAllocator,
+    fixed_capacity = true,
+    used_after_reset = |_| 0
+);
+// Unlike `ChainAllocator`, a sole block never grows its chunk through the backing allocator
+// (another thread may be reading the chunk): it moves to a new chunk. The exact bump model holds
+// either way, since it only expects in-place growth when the chunk has room.
+bump_arena!(
+    SyncChainAllocator,
+    fixed_capacity = false,
+    used_after_reset = |arena| {
+        if arena.reserved_bytes() == 0 {
+            0
+        } else {
+            SyncChainAllocator::<System>::CHAIN_NODE_OVERHEAD
+        }
+    }
+);
+
+/// Implements [`FuzzArena`] for a reserve-then-commit arena (`VirtualArena`,
+/// `SyncVirtualArena`): no backing allocator, one reservation that bounds it exactly
+/// (`used + remaining == reservation_bytes`, so allocation fails exactly when
+/// `has_capacity_for` says no, the OS never refusing a commit of a few MiB here), committed
+/// pages reported separately, and the reservation unmapped on drop.
+macro_rules! virtual_arena {
+    ($arena:ident) => {
+        impl FuzzArena for $arena {
+            const EXACT_BUMP: bool = true;
+            const FIXED_CAPACITY: bool = true;
+            const RESERVED_FROM_BACKING: bool = false;
+            const OWNS_BLOCKS: bool = true;
+            const UNMAPS_BLOCKS: bool = true;
+
+            fn fuzz_stats(&self) -> Option<Stats> {
+                Some(Stats {
+                    used: self.used_bytes(),
+                    reserved: self.reservation_bytes(),
+                    remaining: self.remaining_capacity(),
+                    committed: Some(self.committed_bytes()),
+                })
+            }
+            fn fuzz_has_capacity_for(&self, layout: Layout) -> Option<bool> {
+                Some(self.has_capacity_for(layout))
+            }
+            fn fuzz_reset(&mut self, release: bool) -> bool {
+                if release {
+                    self.reset_and_release();
+                } else {
+                    self.reset();
+                }
+                true
+            }
+            fn used_after_reset(&self) -> Option<usize> {
+                Some(0)
+            }
+            fn expected_len(&self, layout: Layout) -> Option<usize> {
+                Some(layout.size())
+            }
+        }
+    };
+}
+
+virtual_arena!(VirtualArena);
+virtual_arena!(SyncVirtualArena);
+
+/// Whole pages (whole huge pages with explicit huge pages, fallback included), each block its
+/// own mapping, unmapped on `deallocate`.
+impl FuzzArena for PageAllocator {
     const EXACT_BUMP: bool = false;
     const FIXED_CAPACITY: bool = false;
     const RESERVED_FROM_BACKING: bool = false;
     const OWNS_BLOCKS: bool = false;
+    const UNMAPS_BLOCKS: bool = true;
 
     fn fuzz_stats(&self) -> Option<Stats> {
         None
@@ -172,7 +261,38 @@ impl FuzzArena for VirtualAllocator {
     fn fuzz_has_capacity_for(&self, _: Layout) -> Option<bool> {
         None
     }
-    fn fuzz_reset(&mut self) -> bool {
+    fn fuzz_reset(&mut self, _release: bool) -> bool {
+        false
+    }
+    fn used_after_reset(&self) -> Option<usize> {
+        None
+    }
+    fn expected_len(&self, layout: Layout) -> Option<usize> {
+        let page = libdd_alloc::os::page_size().ok()?;
+        let options = self.options();
+        // `PageOptions` has no getters; it is `Eq`, so ask whether setting the choice changes it.
+        let explicit = options == options.huge_pages(HugePages::Explicit)
+            || options == options.huge_pages(HugePages::ExplicitOnly);
+        // A huge page on Linux: what one page-table page maps (eight-byte entries).
+        let granule = if explicit { page / 8 * page } else { page };
+        Some(layout.size().div_ceil(granule) * granule)
+    }
+}
+
+impl FuzzArena for VirtualAllocator {
+    const EXACT_BUMP: bool = false;
+    const FIXED_CAPACITY: bool = false;
+    const RESERVED_FROM_BACKING: bool = false;
+    const OWNS_BLOCKS: bool = false;
+    const UNMAPS_BLOCKS: bool = true;
+
+    fn fuzz_stats(&self) -> Option<Stats> {
+        None
+    }
+    fn fuzz_has_capacity_for(&self, _: Layout) -> Option<bool> {
+        None
+    }
+    fn fuzz_reset(&mut self, _release: bool) -> bool {
         false
     }
     fn used_after_reset(&self) -> Option<usize> {
@@ -417,6 +537,55 @@ impl Config {
     pub fn max_chunk_size(&self) -> Option<usize> {
         self.max_chunk_size.map(|max| max as usize % (16 << 20))
     }
+
+    /// A virtual arena's reservation: below 64 MiB, scaled down by up to 2^15 so that small
+    /// reservations (down to the one-page minimum), which run out, are common too. Bounded so
+    /// that the fuzzer's resident memory stays bounded however the arena behaves.
+    pub fn reservation_bytes(&self) -> usize {
+        (self.capacity as usize % (64 << 20)) >> (self.align_log2 % 16)
+    }
+
+    /// A virtual arena's bound on the commit step.
+    pub fn max_commit_step(&self) -> Option<usize> {
+        self.max_chunk_size()
+    }
+
+    /// A page allocator's options: 0-2 guard pages before and after, prefault, and normal,
+    /// transparent or explicit huge pages (explicit with its fallback to normal pages, since
+    /// the pool is usually empty). Never `lock`: `RLIMIT_MEMLOCK` would refuse most blocks.
+    /// Explicit huge pages with guard pages are asked for now and then: `PageAllocator::new`
+    /// must refuse them.
+    pub fn page_options(&self) -> PageOptions {
+        let bits = self.capacity as usize;
+        let huge_pages = match self.align_log2 % 8 {
+            0..=4 => HugePages::Normal,
+            5 | 6 => HugePages::Transparent,
+            _ => HugePages::Explicit,
+        };
+        let (before, after) = if huge_pages == HugePages::Explicit && !bits.is_multiple_of(16) {
+            (0, 0)
+        } else {
+            ((bits / 16) % 3, (bits / 48) % 3)
+        };
+        PageOptions::new()
+            .guard_pages_before(before)
+            .guard_pages_after(after)
+            .prefault(self.lazy)
+            .huge_pages(huge_pages)
+    }
+}
+
+/// Whether the page holding `addr` is unmapped (`mincore` fails with `ENOMEM` on pages that
+/// are not mapped). Allocates nothing, so nothing can be mapped between a free and the check.
+pub fn page_is_unmapped(addr: usize) -> bool {
+    let Ok(page) = libdd_alloc::os::page_size() else {
+        return false;
+    };
+    let start = addr - addr % page;
+    let mut resident = [0u8; 1];
+    // SAFETY: `mincore` only reads the page tables; `resident` holds one byte for one page.
+    let status = unsafe { libc::mincore(start as *mut libc::c_void, page, resident.as_mut_ptr()) };
+    status != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOMEM)
 }
 
 /// A size, weighted towards small ones.
@@ -559,6 +728,13 @@ struct Model<T: FuzzArena> {
     next_id: u64,
     /// Where the arena's cursor is, when the model knows it (EXACT_BUMP arenas only).
     cursor: Option<usize>,
+    /// Resets so far: every other one releases memory (`reset_and_release`).
+    resets: usize,
+    /// The largest `committed_bytes` seen: the commit never shrinks.
+    committed: usize,
+    /// An address inside the first non-empty block handed out: for an [`FuzzArena::OWNS_BLOCKS`]
+    /// arena that maps its own memory, it must be unmapped once the arena is dropped.
+    probe: Option<usize>,
 }
 
 /// Plays `input` against the allocator that `make` builds from the config and a [`Backing`]
@@ -584,6 +760,9 @@ pub fn run<T: FuzzArena>(
         live_bytes: 0,
         next_id: 1,
         cursor: None,
+        resets: 0,
+        committed: 0,
+        probe: None,
     };
     model.check_stats();
     let trace = std::env::var_os("LIBDD_ALLOC_FUZZ_TRACE").is_some();
@@ -608,7 +787,21 @@ pub fn run<T: FuzzArena>(
             model.deallocate(model.blocks.len() - 1, false);
         }
     }
+    let probe = model.probe;
+    if let (true, true, Some(probe)) = (T::OWNS_BLOCKS, T::UNMAPS_BLOCKS, probe) {
+        // So that the check after drop means something.
+        assert!(
+            !page_is_unmapped(probe),
+            "a live arena's page reads as unmapped"
+        );
+    }
     drop(model);
+    if let (true, true, Some(probe)) = (T::OWNS_BLOCKS, T::UNMAPS_BLOCKS, probe) {
+        assert!(
+            page_is_unmapped(probe),
+            "the arena's pages stayed mapped after drop"
+        );
+    }
     assert_eq!(backing.live_blocks(), 0, "blocks leaked after drop");
     assert_eq!(backing.live_bytes(), 0, "bytes leaked after drop");
 }
@@ -618,10 +811,25 @@ impl<T: FuzzArena> Model<T> {
         self.arena.fuzz_stats()
     }
 
-    fn check_stats(&self) {
+    fn check_stats(&mut self) {
         let Some(stats) = self.stats() else { return };
         assert!(stats.used <= stats.reserved, "{stats:?}");
         assert_eq!(stats.used + stats.remaining, stats.reserved, "{stats:?}");
+        if let Some(committed) = stats.committed {
+            let page = libdd_alloc::os::page_size().unwrap_or(1);
+            assert_eq!(
+                committed % page,
+                0,
+                "committed_bytes is not whole pages: {stats:?}"
+            );
+            assert!(stats.used <= committed, "used past the commit: {stats:?}");
+            assert!(
+                committed <= stats.reserved,
+                "committed past the reservation: {stats:?}"
+            );
+            assert!(committed >= self.committed, "the commit shrank: {stats:?}");
+            self.committed = committed;
+        }
         if T::RESERVED_FROM_BACKING {
             assert_eq!(
                 stats.reserved,
@@ -887,6 +1095,9 @@ impl<T: FuzzArena> Model<T> {
                 "allocate_zeroed is not zero"
             );
         }
+        if block.len != 0 && self.probe.is_none() {
+            self.probe = Some(block.start());
+        }
         self.insert_interval(block.start(), block.len);
         block.fill(0);
         self.blocks.push(block);
@@ -897,9 +1108,22 @@ impl<T: FuzzArena> Model<T> {
         block.verify(block.len, "before deallocate");
         self.remove_interval(block.start(), block.len);
         let layout = block.fitting(report_len);
+        let unmapped = T::UNMAPS_BLOCKS && !T::OWNS_BLOCKS && block.len != 0;
+        if unmapped {
+            assert!(
+                !page_is_unmapped(block.start()),
+                "a live block reads as unmapped"
+            );
+        }
         let before = self.stats();
         // SAFETY: the block is live, from this allocator, and `layout` fits it.
         unsafe { self.arena.deallocate(block.ptr, layout) };
+        if unmapped {
+            assert!(
+                page_is_unmapped(block.start()),
+                "a deallocated block stayed mapped"
+            );
+        }
         self.shrunk_in_place(before, block.start(), layout.size(), 0);
     }
 
@@ -1022,7 +1246,9 @@ impl<T: FuzzArena> Model<T> {
         self.verify_all("before reset");
         let before = self.stats();
         let largest = self.backing.largest_block();
-        if self.arena.fuzz_reset() {
+        let release = self.resets % 2 == 1;
+        self.resets += 1;
+        if self.arena.fuzz_reset(release) {
             self.blocks.clear();
             self.intervals.clear();
             self.live_bytes = 0;

@@ -13,10 +13,16 @@
 
 use core::mem::MaybeUninit;
 use core::ptr::{null_mut, NonNull};
-use libdd_alloc::{Allocator, ChainAllocator, Layout, LinearAllocator, VirtualAllocator};
+use libdd_alloc::{
+    Allocator, ChainAllocator, HugePages, Layout, LinearAllocator, PageAllocator, PageOptions,
+    Rewind, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, VirtualAllocator,
+    VirtualArena,
+};
 
 type Linear = LinearAllocator<VirtualAllocator>;
 type Chain = ChainAllocator<VirtualAllocator>;
+type SyncLinear = SyncLinearAllocator<VirtualAllocator>;
+type SyncChain = SyncChainAllocator<VirtualAllocator>;
 
 #[panic_handler]
 fn on_panic(_: &core::panic::PanicInfo<'_>) -> ! {
@@ -119,6 +125,32 @@ exports!(
 exports!(Linear, linear_allocate, linear_deallocate, linear_resize);
 exports!(Chain, chain_allocate, chain_deallocate, chain_resize);
 
+exports!(
+    SyncLinear,
+    sync_linear_allocate,
+    sync_linear_deallocate,
+    sync_linear_resize
+);
+exports!(
+    SyncChain,
+    sync_chain_allocate,
+    sync_chain_deallocate,
+    sync_chain_resize
+);
+exports!(
+    VirtualArena,
+    virtual_arena_allocate,
+    virtual_arena_deallocate,
+    virtual_arena_resize
+);
+exports!(
+    SyncVirtualArena,
+    sync_virtual_arena_allocate,
+    sync_virtual_arena_deallocate,
+    sync_virtual_arena_resize
+);
+exports!(PageAllocator, page_allocate, page_deallocate, page_resize);
+
 #[no_mangle]
 pub extern "C" fn page_size() -> usize {
     libdd_alloc::os::page_size().unwrap_or(0)
@@ -200,6 +232,211 @@ pub extern "C" fn chain_reset(a: &mut Chain) {
 pub unsafe extern "C" fn chain_drop(a: *mut Chain) {
     // SAFETY: the caller's contract (never called).
     unsafe { a.drop_in_place() }
+}
+
+#[no_mangle]
+pub extern "C" fn sync_linear_new(
+    size: usize,
+    align: usize,
+    out: &mut MaybeUninit<SyncLinear>,
+) -> bool {
+    let Some(layout) = layout(size, align) else {
+        return false;
+    };
+    match SyncLinearAllocator::new_in(layout, VirtualAllocator {}) {
+        Ok(arena) => {
+            out.write(arena);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn sync_linear_stats(
+    a: &SyncLinear,
+    out: &mut [usize; 4],
+    size: usize,
+    align: usize,
+) {
+    let fits = layout(size, align).is_some_and(|layout| a.has_capacity_for(layout));
+    *out = [
+        a.used_bytes(),
+        a.reserved_bytes(),
+        a.remaining_capacity(),
+        usize::from(fits),
+    ];
+}
+
+/// `how`: 0 reset, other checkpoint and rewind.
+#[no_mangle]
+pub extern "C" fn sync_linear_reset(a: &mut SyncLinear, how: u8, scratch: &mut usize) {
+    if how == 0 {
+        a.reset();
+    } else {
+        let checkpoint = a.checkpoint();
+        *scratch = a.used_bytes();
+        a.rewind(checkpoint);
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sync_linear_drop(a: *mut SyncLinear) {
+    // SAFETY: the caller's contract (never called).
+    unsafe { a.drop_in_place() }
+}
+
+#[no_mangle]
+pub extern "C" fn sync_chain_new(
+    hint: usize,
+    max: usize,
+    lazy: bool,
+    out: &mut MaybeUninit<SyncChain>,
+) -> bool {
+    let arena = if lazy {
+        SyncChainAllocator::new_lazy_in(hint, VirtualAllocator {})
+    } else {
+        match SyncChainAllocator::new_in(hint, VirtualAllocator {}) {
+            Ok(arena) => arena,
+            Err(_) => return false,
+        }
+    };
+    out.write(arena.with_max_chunk_size(max));
+    true
+}
+
+#[no_mangle]
+pub extern "C" fn sync_chain_stats(a: &SyncChain, out: &mut [usize; 5], size: usize, align: usize) {
+    let fits = layout(size, align).is_some_and(|layout| a.has_capacity_for(layout));
+    *out = [
+        a.used_bytes(),
+        a.reserved_bytes(),
+        a.remaining_capacity(),
+        a.chunk_size_hint(),
+        usize::from(fits),
+    ];
+}
+
+/// `how`: 0 reset, other checkpoint and rewind.
+#[no_mangle]
+pub extern "C" fn sync_chain_reset(a: &mut SyncChain, how: u8, scratch: &mut usize) {
+    if how == 0 {
+        a.reset();
+    } else {
+        let checkpoint = a.checkpoint();
+        *scratch = a.used_bytes();
+        a.rewind(checkpoint);
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sync_chain_drop(a: *mut SyncChain) {
+    // SAFETY: the caller's contract (never called).
+    unsafe { a.drop_in_place() }
+}
+
+/// The constructors, statistics, resets and rewinds of the two virtual arenas, which share
+/// their API.
+macro_rules! virtual_arena_exports {
+    ($ty:ident, $new:ident, $stats:ident, $reset:ident, $drop:ident) => {
+        #[no_mangle]
+        pub extern "C" fn $new(
+            reservation: usize,
+            step: usize,
+            out: &mut MaybeUninit<$ty>,
+        ) -> bool {
+            match $ty::new(reservation) {
+                Ok(arena) => {
+                    out.write(arena.with_max_commit_step(step));
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+
+        #[no_mangle]
+        pub extern "C" fn $stats(a: &$ty, out: &mut [usize; 6], size: usize, align: usize) {
+            let fits = layout(size, align).is_some_and(|layout| a.has_capacity_for(layout));
+            *out = [
+                a.used_bytes(),
+                a.committed_bytes(),
+                a.reservation_bytes(),
+                a.reserved_bytes(),
+                a.remaining_capacity(),
+                usize::from(fits),
+            ];
+        }
+
+        /// `release`: `reset_and_release` instead of `reset`.
+        #[no_mangle]
+        pub extern "C" fn $reset(a: &mut $ty, release: bool) {
+            if release {
+                a.reset_and_release();
+            } else {
+                a.reset();
+            }
+        }
+
+        #[no_mangle]
+        pub unsafe extern "C" fn $drop(a: *mut $ty) {
+            // SAFETY: the caller's contract (never called).
+            unsafe { a.drop_in_place() }
+        }
+    };
+}
+
+virtual_arena_exports!(
+    VirtualArena,
+    virtual_arena_new,
+    virtual_arena_stats,
+    virtual_arena_reset,
+    virtual_arena_drop
+);
+virtual_arena_exports!(
+    SyncVirtualArena,
+    sync_virtual_arena_new,
+    sync_virtual_arena_stats,
+    sync_virtual_arena_reset,
+    sync_virtual_arena_drop
+);
+
+#[no_mangle]
+pub extern "C" fn virtual_arena_rewind(a: &mut VirtualArena, scratch: &mut usize) {
+    let checkpoint = a.checkpoint();
+    *scratch = a.used_bytes();
+    a.rewind(checkpoint);
+}
+
+/// Builds a `PageAllocator` from options given as plain values (`huge`: 0 normal, 1
+/// transparent, 2 explicit, other explicit only).
+#[no_mangle]
+pub extern "C" fn page_new(
+    guard_before: usize,
+    guard_after: usize,
+    flags: u8,
+    huge: u8,
+    out: &mut MaybeUninit<PageAllocator>,
+) -> bool {
+    let huge_pages = match huge {
+        0 => HugePages::Normal,
+        1 => HugePages::Transparent,
+        2 => HugePages::Explicit,
+        _ => HugePages::ExplicitOnly,
+    };
+    let options = PageOptions::new()
+        .guard_pages_before(guard_before)
+        .guard_pages_after(guard_after)
+        .prefault(flags & 1 != 0)
+        .lock(flags & 2 != 0)
+        .no_reserve(flags & 4 != 0)
+        .huge_pages(huge_pages);
+    match PageAllocator::new(options) {
+        Ok(pages) => {
+            out.write(pages);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// A panic path on purpose: the script builds with this once to show the check sees it.
