@@ -1,5 +1,5 @@
 //! Checkpoints and scopes (`Rewind`) on the arenas that joined the five: `VirtualArena`,
-//! `SyncLinearAllocator` and `SyncChainAllocator`. (`LinearAllocator` and `ChainAllocator` are
+//! `SyncVirtualArena`, `SyncLinearAllocator` and `SyncChainAllocator`. (`LinearAllocator` and `ChainAllocator` are
 //! covered in `typed.rs`, whose property test runs over all five.)
 
 mod common;
@@ -7,7 +7,7 @@ mod common;
 use common::{addr, check, fill, layout, Counting, Counts, Stats};
 use libdd_alloc::{
     Allocator, Arena, ChainAllocator, Layout, Rewind, SyncChainAllocator, SyncLinearAllocator,
-    System, VirtualArena,
+    SyncVirtualArena, System, VirtualArena,
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
@@ -18,6 +18,27 @@ fn sync_linear(size: usize) -> SyncLinearAllocator<System> {
 
 fn virtual_arena() -> VirtualArena {
     VirtualArena::new(1 << 30).unwrap()
+}
+
+fn sync_virtual_arena() -> SyncVirtualArena {
+    SyncVirtualArena::new(1 << 30).unwrap()
+}
+
+/// The two virtual arenas, which keep their commit on rewind.
+trait Committed: Rewind + Stats {
+    fn committed(&self) -> usize;
+}
+
+impl Committed for VirtualArena {
+    fn committed(&self) -> usize {
+        self.committed_bytes()
+    }
+}
+
+impl Committed for SyncVirtualArena {
+    fn committed(&self) -> usize {
+        self.committed_bytes()
+    }
 }
 
 /// A block allocated and filled with block `id`'s pattern.
@@ -89,6 +110,11 @@ fn virtual_arena_rewind_restores_used_bytes_exactly_and_reuses_the_same_address(
     rewind_restores_used_bytes_and_reuses_the_address(&mut virtual_arena());
 }
 
+#[test]
+fn sync_virtual_arena_rewind_restores_used_bytes_exactly_and_reuses_the_same_address() {
+    rewind_restores_used_bytes_and_reuses_the_address(&mut sync_virtual_arena());
+}
+
 /// A scope frees what it allocated when it returns, and when its closure panics.
 fn scope_rolls_back_on_exit_and_on_panic<A: Rewind + Stats>(arena: &mut A) {
     let kept = alloc_filled(&*arena, 40, 7);
@@ -137,6 +163,11 @@ fn sync_chain_scope_rolls_back_on_exit_and_on_panic() {
 #[test]
 fn virtual_arena_scope_rolls_back_on_exit_and_on_panic() {
     scope_rolls_back_on_exit_and_on_panic(&mut virtual_arena());
+}
+
+#[test]
+fn sync_virtual_arena_scope_rolls_back_on_exit_and_on_panic() {
+    scope_rolls_back_on_exit_and_on_panic(&mut sync_virtual_arena());
 }
 
 #[test]
@@ -256,20 +287,19 @@ fn sync_chain_foreign_checkpoint_is_clamped_and_never_reuses_live_blocks() {
     assert_intact(&[live, vec![next]].concat());
 }
 
-#[test]
-fn virtual_arena_foreign_checkpoint_is_clamped_and_never_reuses_live_blocks() {
-    let mut arena = virtual_arena();
-    foreign_checkpoint_never_hands_out_live_blocks_again(&mut arena);
-    // A one-chunk checkpoint past the committed part is clamped to it.
+/// As above, and a one-chunk checkpoint past the committed part is clamped to it: the next
+/// block starts the uncommitted part.
+fn virtual_foreign_checkpoint_is_clamped_to_the_commit<A: Committed>(arena: &mut A) {
+    foreign_checkpoint_never_hands_out_live_blocks_again(arena);
     let big = sync_linear(1 << 22);
     big.allocate(layout(1 << 21, 1)).unwrap();
-    let offset = arena.used_bytes();
-    let live = vec![alloc_filled(&arena, 10, 100)];
-    let committed = arena.committed_bytes();
+    let offset = arena.used();
+    let live = vec![alloc_filled(&*arena, 10, 100)];
+    let committed = arena.committed();
     arena.rewind(big.checkpoint());
-    assert_eq!(arena.used_bytes(), committed);
-    assert_eq!(arena.committed_bytes(), committed);
-    let next = alloc_filled(&arena, 10, 101);
+    assert_eq!(arena.used(), committed);
+    assert_eq!(arena.committed(), committed);
+    let next = alloc_filled(&*arena, 10, 101);
     let base = addr_of(&live[0]) - offset.next_multiple_of(8);
     assert_eq!(
         addr_of(&next),
@@ -277,6 +307,16 @@ fn virtual_arena_foreign_checkpoint_is_clamped_and_never_reuses_live_blocks() {
         "the next block starts the uncommitted part"
     );
     assert_intact(&[live, vec![next]].concat());
+}
+
+#[test]
+fn virtual_arena_foreign_checkpoint_is_clamped_and_never_reuses_live_blocks() {
+    virtual_foreign_checkpoint_is_clamped_to_the_commit(&mut virtual_arena());
+}
+
+#[test]
+fn sync_virtual_arena_foreign_checkpoint_is_clamped_and_never_reuses_live_blocks() {
+    virtual_foreign_checkpoint_is_clamped_to_the_commit(&mut sync_virtual_arena());
 }
 
 /// A checkpoint of this arena that a rewind to an earlier one has passed (stale) never frees a
@@ -323,8 +363,13 @@ fn virtual_arena_stale_checkpoint_never_reuses_live_blocks() {
 }
 
 #[test]
-fn virtual_arena_allocate_zeroed_after_rewind_returns_zeros() {
-    let mut arena = virtual_arena();
+fn sync_virtual_arena_stale_checkpoint_never_reuses_live_blocks() {
+    stale_checkpoint_never_hands_out_live_blocks_again(&mut sync_virtual_arena());
+}
+
+/// Bytes written after a checkpoint and given back by a rewind read as zero when
+/// `allocate_zeroed` (or a typed zeroed allocation) hands them out again.
+fn allocate_zeroed_after_rewind_returns_zeros<A: Rewind>(arena: &mut A) {
     arena.allocate(layout(24, 8)).unwrap();
     let checkpoint = arena.checkpoint();
     // Dirty 200 KB (past the first commit step) after the checkpoint.
@@ -353,17 +398,58 @@ fn virtual_arena_allocate_zeroed_after_rewind_returns_zeros() {
 }
 
 #[test]
-fn virtual_arena_rewind_keeps_the_pages_committed() {
-    let mut arena = virtual_arena();
+fn virtual_arena_allocate_zeroed_after_rewind_returns_zeros() {
+    allocate_zeroed_after_rewind_returns_zeros(&mut virtual_arena());
+}
+
+#[test]
+fn sync_virtual_arena_allocate_zeroed_after_rewind_returns_zeros() {
+    allocate_zeroed_after_rewind_returns_zeros(&mut sync_virtual_arena());
+}
+
+/// A rewind keeps every page committed, and refilling up to the commit commits nothing more.
+fn rewind_keeps_the_pages_committed<A: Committed>(arena: &mut A) {
     let checkpoint = arena.checkpoint();
     arena.allocate(layout(1 << 20, 8)).unwrap();
-    let committed = arena.committed_bytes();
+    let committed = arena.committed();
     assert!(committed >= 1 << 20);
     arena.rewind(checkpoint);
-    assert_eq!(arena.used_bytes(), 0);
-    assert_eq!(arena.committed_bytes(), committed);
-    assert_eq!(arena.reserved_bytes(), committed);
+    assert_eq!(arena.used(), 0);
+    assert_eq!(arena.committed(), committed);
+    assert_eq!(arena.reserved(), committed);
     // Refilling up to the commit asks nothing of the OS: the commit stays put.
     arena.allocate(layout(committed, 8)).unwrap();
-    assert_eq!(arena.committed_bytes(), committed);
+    assert_eq!(arena.committed(), committed);
+}
+
+#[test]
+fn virtual_arena_rewind_keeps_the_pages_committed() {
+    rewind_keeps_the_pages_committed(&mut virtual_arena());
+}
+
+#[test]
+fn sync_virtual_arena_rewind_keeps_the_pages_committed() {
+    rewind_keeps_the_pages_committed(&mut sync_virtual_arena());
+}
+
+/// `reset_and_release` clears the high-water mark; a rewind after it must raise it again, or
+/// `allocate_zeroed` would skip zeroing bytes written since the release.
+#[test]
+fn sync_virtual_arena_allocate_zeroed_after_release_then_rewind_returns_zeros() {
+    let mut arena = sync_virtual_arena();
+    arena.allocate(layout(5000, 8)).unwrap();
+    arena.reset_and_release();
+    let checkpoint = arena.checkpoint();
+    let scratch = arena.allocate(layout(3000, 8)).unwrap().cast::<u8>();
+    // SAFETY: the block is ours.
+    unsafe { scratch.write_bytes(0xAB, 3000) };
+    arena.rewind(checkpoint);
+    let zeroed = arena.allocate_zeroed(layout(3000, 8)).unwrap().cast::<u8>();
+    assert_eq!(zeroed, scratch);
+    // SAFETY: 3000 zeroed bytes of ours.
+    let bytes = unsafe { std::slice::from_raw_parts(zeroed.as_ptr(), 3000) };
+    assert!(
+        bytes.iter().all(|&b| b == 0),
+        "stale bytes after the rewind"
+    );
 }

@@ -514,7 +514,7 @@ fn collections_can_live_in_a_scope() {
 mod rewind_model {
     use super::*;
     use common::Stats;
-    use libdd_alloc::{SyncChainAllocator, SyncLinearAllocator, VirtualArena};
+    use libdd_alloc::{SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, VirtualArena};
     use proptest::prelude::*;
 
     #[derive(Clone, Debug)]
@@ -624,6 +624,12 @@ mod rewind_model {
         #[test]
         fn virtual_arena_rewind_restores_stats_and_never_disturbs_older_blocks(ops in proptest::collection::vec(op(), 1..200)) {
             let mut arena = VirtualArena::new(FIXED).unwrap();
+            run(&mut arena, ops, &|| 1, true)?;
+        }
+
+        #[test]
+        fn sync_virtual_arena_rewind_restores_stats_and_never_disturbs_older_blocks(ops in proptest::collection::vec(op(), 1..200)) {
+            let mut arena = SyncVirtualArena::new(FIXED).unwrap();
             run(&mut arena, ops, &|| 1, true)?;
         }
     }

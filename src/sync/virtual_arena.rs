@@ -5,7 +5,7 @@ use super::cursor::AtomicCursor;
 use crate::bump::{self, dangling};
 use crate::resize::LastBlock;
 use crate::virtual_arena::{commit_target, max_commit_step, DEFAULT_MAX_COMMIT_STEP};
-use crate::{os, AllocError, Allocator};
+use crate::{os, AllocError, Allocator, Checkpoint, Rewind};
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -70,7 +70,9 @@ use core::ptr::NonNull;
 /// # Giving memory back
 /// [`reset`](Self::reset) and [`reset_and_release`](Self::reset_and_release) as on
 /// `VirtualArena` (both take `&mut self`): the second returns the touched pages to the OS with
-/// `MADV_DONTNEED`, keeping the reservation and the commit.
+/// `MADV_DONTNEED`, keeping the reservation and the commit. [`Rewind`](crate::Rewind) rolls
+/// back to a [`Checkpoint`](crate::Checkpoint) (or around a [`scope`](crate::Rewind::scope)) in
+/// O(1), keeping the pages committed like `reset`.
 ///
 /// # Errors
 /// Allocation fails with `Err(AllocError)` when the reservation is exhausted or the OS refuses a
@@ -450,6 +452,51 @@ impl SyncVirtualArena {
             if let Some(block) = self.cursor.bump_below(layout, self.committed_end()) {
                 return Ok(block);
             }
+        }
+    }
+}
+
+/// Rolling back moves the cursor back: O(1), and `used_bytes` is again what it was at the
+/// checkpoint. The committed pages stay committed and resident (`committed_bytes` does not drop),
+/// ready for reuse, as after [`reset`](SyncVirtualArena::reset); the bytes given back keep their
+/// contents, and [`allocate_zeroed`](Allocator::allocate_zeroed) still zeroes them when it hands
+/// them out again. `rewind` takes `&mut self`, so no other thread or signal handler can be using
+/// the arena meanwhile. A checkpoint taken while other threads allocate is a position in the
+/// order of their compare-exchanges: rewinding to it frees what they allocated after it too.
+///
+/// ```
+/// use libdd_alloc::{Arena, Rewind, SyncVirtualArena};
+///
+/// let mut arena = SyncVirtualArena::new(1 << 30)?;
+/// arena.try_alloc_str("kept")?;
+/// let checkpoint = arena.checkpoint();
+/// arena.try_alloc_slice_fill_with(1 << 20, |i| i as u8)?; // commits more
+/// let committed = arena.committed_bytes();
+/// arena.rewind(checkpoint);
+/// assert_eq!(arena.used_bytes(), 4);
+/// assert_eq!(arena.committed_bytes(), committed);
+/// # Ok::<(), libdd_alloc::AllocError>(())
+/// ```
+impl Rewind for SyncVirtualArena {
+    #[inline]
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            chunks: 1,
+            used: self.used_bytes(),
+        }
+    }
+
+    #[inline]
+    fn rewind(&mut self, checkpoint: Checkpoint) {
+        // One range, at depth 1.
+        if let Some(used) = checkpoint.used_in_chunk(1) {
+            // The bytes between the checkpoint and the cursor may be written: record them
+            // before the cursor moves back, so that `allocate_zeroed` zeroes them.
+            self.note_dirty(self.used_bytes());
+            // Clamped to the committed part (the cursor's own limit is the end of the
+            // reservation): invariant 2, the cursor never passes `base + committed`.
+            let committed = self.committed.load(Ordering::Relaxed);
+            self.cursor.set_used(self.base, used.min(committed));
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use libdd_alloc::{
     AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, SyncChainAllocator,
-    SyncLinearAllocator, VirtualArena,
+    SyncLinearAllocator, SyncVirtualArena, VirtualArena,
 };
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
@@ -209,4 +209,5 @@ stats!(
     [] VirtualArena,
     [A: Allocator] SyncLinearAllocator<A>,
     [A: Allocator] SyncChainAllocator<A>,
+    [] SyncVirtualArena,
 );
