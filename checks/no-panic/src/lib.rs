@@ -407,6 +407,13 @@ pub extern "C" fn virtual_arena_rewind(a: &mut VirtualArena, scratch: &mut usize
     a.rewind(checkpoint);
 }
 
+#[no_mangle]
+pub extern "C" fn sync_virtual_arena_rewind(a: &mut SyncVirtualArena, scratch: &mut usize) {
+    let checkpoint = a.checkpoint();
+    *scratch = a.used_bytes();
+    a.rewind(checkpoint);
+}
+
 /// Builds a `PageAllocator` from options given as plain values (`huge`: 0 normal, 1
 /// transparent, 2 explicit, other explicit only).
 #[no_mangle]
