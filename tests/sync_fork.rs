@@ -3,10 +3,11 @@
 //! The child uses only the arena and raw syscalls: after `fork` in a threaded process, `malloc`
 //! may be locked forever by a thread that does not exist in the child.
 
-mod support;
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
 
+use common::blocks::{fill, intact, mixed_layout, tag, verify, Block};
 use libdd_alloc::{Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, VirtualAllocator};
-use support::{fill, intact, mixed_layout, tag, verify, Block};
 
 const PARENT_BLOCKS: usize = 10_000;
 const CHILD_BLOCKS: usize = 10_000;

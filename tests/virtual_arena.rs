@@ -4,11 +4,12 @@
 //! process's resident set.
 #![cfg(target_os = "linux")]
 
-#[path = "common/vm.rs"]
-mod vm;
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
 
+use common::process::{in_child, rss_bytes, set_limit, statm, vm_size_bytes, Ended};
+use common::vm::{exclusive, page};
 use libdd_alloc::{Allocator, Layout, VirtualArena};
-use vm::{exclusive, in_child, page, rss_bytes, set_limit, statm, vm_size_bytes, Ended};
 
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
