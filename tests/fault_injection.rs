@@ -8,7 +8,7 @@ mod common;
 
 use common::counting::SyncCounting;
 use common::fill::{fill, holds};
-use common::process::{in_child, mapped_pages, under_valgrind, Ended};
+use common::process::{in_child, mapped_pages, set_limit, under_valgrind, Ended};
 use libdd_alloc::{
     AllocError, Allocator, ChainAllocator, HugePages, Layout, LinearAllocator, PageAllocator,
     PageOptions, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, System,
@@ -522,13 +522,7 @@ fn address_space_capped_child() -> i32 {
     let Some(pages) = mapped_pages() else {
         return 3;
     };
-    let limit = (pages * page + HEADROOM) as libc::rlim_t;
-    let cap = libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: limit,
-    };
-    // SAFETY: a valid rlimit struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &cap) } != 0 {
+    if !set_limit(libc::RLIMIT_AS, (pages * page + HEADROOM) as u64) {
         return 4;
     }
     let pages_allocator = VirtualAllocator {};

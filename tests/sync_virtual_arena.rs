@@ -12,8 +12,8 @@ mod common;
 use common::addr;
 use common::blocks::{fill, intact, mixed_layout, tag, verify, Block};
 use common::counting::{global_calls_during, CountingGlobal};
-use common::process::{in_child, rss_bytes, statm, vm_size_bytes, Ended};
-use common::vm::{exclusive, page};
+use common::process::{in_child, rss_bytes, set_soft_limit, statm, vm_size_bytes, Ended};
+use common::vm::{exclusive, page, touch};
 use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
 
 const KIB: usize = 1 << 10;
@@ -165,16 +165,6 @@ fn the_last_block_grows_in_place_across_commit_steps_while_it_stays_last() {
 
 // ---- The kernel: reservation, commit refusal, release ----
 
-/// Allocates `bytes` in 1 MiB blocks and writes every page of them.
-fn touch(arena: &SyncVirtualArena, bytes: usize) {
-    let layout = Layout::from_size_align(MIB, 8).unwrap();
-    for _ in 0..bytes / MIB {
-        let block = arena.allocate(layout).unwrap();
-        // SAFETY: the block is ours and 1 MiB long.
-        unsafe { block.cast::<u8>().write_bytes(0xC3, MIB) };
-    }
-}
-
 #[test]
 fn reservation_of_64_gib_costs_address_space_not_memory() {
     let _guard = exclusive();
@@ -241,22 +231,6 @@ fn allocate_zeroed_zeroes_bytes_given_back_by_another_thread() {
     assert_eq!(addr(block), given_back);
     // SAFETY: ours.
     assert!(unsafe { block.as_ref() }.iter().all(|&b| b == 0));
-}
-
-/// Sets only the soft limit of `resource`, so that it can be raised again. Allocation-free.
-fn set_soft_limit(resource: libc::__rlimit_resource_t, bytes: u64) -> bool {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls with valid structs.
-    unsafe {
-        if libc::getrlimit(resource, &mut limit) != 0 {
-            return false;
-        }
-        limit.rlim_cur = bytes.min(limit.rlim_max);
-        libc::setrlimit(resource, &limit) == 0
-    }
 }
 
 #[test]

@@ -126,15 +126,40 @@ pub fn vm_size_bytes() -> usize {
 }
 
 #[cfg(target_os = "linux")]
+/// The type of `setrlimit`'s resource argument, which differs between C libraries.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub type Resource = libc::__rlimit_resource_t;
+#[cfg(all(unix, not(all(target_os = "linux", target_env = "gnu"))))]
+pub type Resource = libc::c_int;
+
 /// Sets both the soft and hard limit of `resource` (lowering is allowed unprivileged).
 /// Allocation-free, for use in a child.
-pub fn set_limit(resource: libc::__rlimit_resource_t, bytes: u64) -> bool {
+#[cfg(unix)]
+pub fn set_limit(resource: Resource, bytes: u64) -> bool {
     let limit = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: bytes,
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
     };
     // SAFETY: a plain syscall with a valid struct.
     unsafe { libc::setrlimit(resource, &limit) == 0 }
+}
+
+/// Sets only the soft limit of `resource` (capped at the hard limit), so that it can be raised
+/// again. Allocation-free.
+#[cfg(unix)]
+pub fn set_soft_limit(resource: Resource, bytes: u64) -> bool {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls with valid structs.
+    unsafe {
+        if libc::getrlimit(resource, &mut limit) != 0 {
+            return false;
+        }
+        limit.rlim_cur = (bytes as libc::rlim_t).min(limit.rlim_max);
+        libc::setrlimit(resource, &limit) == 0
+    }
 }
 
 /// Exit code of a child that could not give up root (see [`drop_root`]).

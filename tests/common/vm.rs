@@ -1,6 +1,9 @@
 //! Pages, residency and unmapped ranges, for the virtual memory tests.
 
+use libdd_alloc::{Allocator, Layout};
 use std::sync::{Mutex, MutexGuard};
+
+const MIB: usize = 1 << 20;
 
 /// Serialises the tests of one binary that measure the process (RSS, address space) or check
 /// that freed addresses are unmapped, so a neighbouring test's mappings cannot interfere.
@@ -32,4 +35,14 @@ pub fn all_unmapped(addr: *const u8, len: usize) -> bool {
         let rc = unsafe { libc::mincore(addr.wrapping_add(i * page) as *mut _, page, &mut vec) };
         rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOMEM)
     })
+}
+
+/// Allocates `bytes` from `arena` in 1 MiB blocks and writes every page of them.
+pub fn touch(arena: &impl Allocator, bytes: usize) {
+    let layout = Layout::from_size_align(MIB, 8).unwrap();
+    for _ in 0..bytes / MIB {
+        let block = arena.allocate(layout).unwrap();
+        // SAFETY: the block is ours and 1 MiB long.
+        unsafe { block.cast::<u8>().write_bytes(0xC3, MIB) };
+    }
 }
