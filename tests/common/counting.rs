@@ -236,9 +236,17 @@ impl<A: Allocator> SyncCounting<A> {
         Ok(())
     }
 
-    fn took(&self, block: NonNull<[u8]>) {
+    fn took(&self, block: NonNull<[u8]>) -> NonNull<[u8]> {
         self.live_blocks.fetch_add(1, Relaxed);
         self.live_bytes.fetch_add(block.len(), Relaxed);
+        block
+    }
+
+    /// Counts a successful resize in `counter`: the block of `old` became `block`.
+    fn resized(&self, counter: &AtomicU64, old: Layout, block: NonNull<[u8]>) -> NonNull<[u8]> {
+        counter.fetch_add(1, Relaxed);
+        self.gave_back(old.size());
+        self.took(block)
     }
 
     /// Forgets a block of `len` bytes; a double free or a wrong length shows as an underflow.
@@ -256,16 +264,14 @@ unsafe impl<A: Allocator> Allocator for SyncCounting<A> {
         self.admit()?;
         let block = self.inner.allocate(layout)?;
         self.allocations.fetch_add(1, Relaxed);
-        self.took(block);
-        Ok(block)
+        Ok(self.took(block))
     }
 
     fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         self.admit()?;
         let block = self.inner.allocate_zeroed(layout)?;
         self.allocations.fetch_add(1, Relaxed);
-        self.took(block);
-        Ok(block)
+        Ok(self.took(block))
     }
 
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
@@ -285,10 +291,7 @@ unsafe impl<A: Allocator> Allocator for SyncCounting<A> {
         self.admit()?;
         // SAFETY: forwarded caller contract.
         let block = unsafe { self.inner.grow(ptr, old, new) }?;
-        self.grows.fetch_add(1, Relaxed);
-        self.gave_back(old.size());
-        self.took(block);
-        Ok(block)
+        Ok(self.resized(&self.grows, old, block))
     }
 
     unsafe fn grow_zeroed(
@@ -300,10 +303,7 @@ unsafe impl<A: Allocator> Allocator for SyncCounting<A> {
         self.admit()?;
         // SAFETY: forwarded caller contract.
         let block = unsafe { self.inner.grow_zeroed(ptr, old, new) }?;
-        self.grows.fetch_add(1, Relaxed);
-        self.gave_back(old.size());
-        self.took(block);
-        Ok(block)
+        Ok(self.resized(&self.grows, old, block))
     }
 
     unsafe fn shrink(
@@ -315,10 +315,7 @@ unsafe impl<A: Allocator> Allocator for SyncCounting<A> {
         self.admit()?;
         // SAFETY: forwarded caller contract.
         let block = unsafe { self.inner.shrink(ptr, old, new) }?;
-        self.shrinks.fetch_add(1, Relaxed);
-        self.gave_back(old.size());
-        self.took(block);
-        Ok(block)
+        Ok(self.resized(&self.shrinks, old, block))
     }
 }
 
