@@ -1,6 +1,7 @@
 //! `&arena` as the allocator of `allocator_api2::vec::Vec`, `allocator_api2::boxed::Box` and
 //! `hashbrown::HashMap`, with 100,000 elements each, for every arena and backing allocator.
 
+#[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
 use allocator_api2::boxed::Box;

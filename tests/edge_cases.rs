@@ -1,8 +1,12 @@
 //! Edge cases: extreme layouts, failing backing allocators, exhaustion, page allocator corner
 //! cases, the chunk policy of the chain, exact statistics, and the `Send`/`Sync` bounds.
 
+#[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
+use common::counting::{Counting, Counts};
+use common::fill::{check, fill};
+use common::process::under_valgrind;
 use common::*;
 use libdd_alloc::{
     os, AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, SyncVirtualArena, System,

@@ -3,9 +3,12 @@
 //! back as `Err` (never a panic or an abort), leave the arena's statistics and live blocks as they
 //! were, leave the arena usable, and leak nothing.
 
-mod backing;
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
 
-use backing::{fill, holds, in_forked_child, mapped_pages, under_valgrind, Counting};
+use common::counting::SyncCounting;
+use common::fill::{fill, holds};
+use common::process::{in_child, mapped_pages, set_limit, under_valgrind, Ended};
 use libdd_alloc::{
     AllocError, Allocator, ChainAllocator, HugePages, Layout, LinearAllocator, PageAllocator,
     PageOptions, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, System,
@@ -94,7 +97,7 @@ impl<T: Arena> Workload<'_, T> {
     fn verify_all(&self) {
         for block in &self.live {
             // SAFETY: every `Live` is a block of the arena that the workload owns.
-            assert!(unsafe { holds(block.ptr, block.layout.size(), block.seed) });
+            assert!(unsafe { holds(block.ptr, block.layout.size(), usize::from(block.seed)) });
         }
     }
 
@@ -129,7 +132,7 @@ impl<T: Arena> Workload<'_, T> {
         let seed = self.next_seed;
         self.next_seed = self.next_seed.wrapping_add(1);
         // SAFETY: the block is fresh and `size` bytes long.
-        unsafe { fill(ptr, size, seed) };
+        unsafe { fill(ptr, size, usize::from(seed)) };
         self.live.push(Live { ptr, layout, seed });
     }
 
@@ -169,12 +172,15 @@ impl<T: Arena> Workload<'_, T> {
         let kept = old.size().min(new.size());
         // SAFETY: the resized block is ours and at least `new.size()` long.
         unsafe {
-            assert!(holds(ptr, kept, seed), "contents lost in a resize");
+            assert!(
+                holds(ptr, kept, usize::from(seed)),
+                "contents lost in a resize"
+            );
             if zeroed && new.size() > old.size() {
                 let tail = core::slice::from_raw_parts(ptr.add(kept).as_ptr(), new.size() - kept);
                 assert!(tail.iter().all(|&b| b == 0), "grow_zeroed tail not zero");
             }
-            fill(ptr, new.size(), seed);
+            fill(ptr, new.size(), usize::from(seed));
         }
         self.live[index] = Live {
             ptr,
@@ -228,7 +234,7 @@ impl<T: Arena> Workload<'_, T> {
 /// Runs the workload on the arena `make` built over `backing` (if it could) and checks nothing
 /// leaked once the arena is dropped. Returns the number of failures the workload saw.
 fn workload<A: Allocator, T: Arena>(
-    backing: &Counting<A>,
+    backing: &SyncCounting<A>,
     arena: Result<T, AllocError>,
     retry: bool,
 ) -> usize {
@@ -257,7 +263,10 @@ fn workload<A: Allocator, T: Arena>(
 /// Every N from 0 to past the last call of a clean run, in both fault modes: `run` builds an
 /// arena over the backing allocator it is given and passes it to [`workload`]. To cover another
 /// arena, call this with a closure that builds it. Returns how many calls the clean run made.
-fn every_fault<A: Allocator + Copy>(inner: A, run: impl Fn(&Counting<A>, bool) -> usize) -> u64 {
+fn every_fault<A: Allocator + Copy>(
+    inner: A,
+    run: impl Fn(&SyncCounting<A>, bool) -> usize,
+) -> u64 {
     every_fault_of(inner, Growth::InPlaceToo, run)
 }
 
@@ -275,9 +284,9 @@ enum Growth {
 fn every_fault_of<A: Allocator + Copy>(
     inner: A,
     growth: Growth,
-    run: impl Fn(&Counting<A>, bool) -> usize,
+    run: impl Fn(&SyncCounting<A>, bool) -> usize,
 ) -> u64 {
-    let clean = Counting::new(inner);
+    let clean = SyncCounting::new(inner);
     assert_eq!(run(&clean, true), 0);
     let calls = clean.calls();
     assert!(
@@ -304,7 +313,7 @@ fn every_fault_of<A: Allocator + Copy>(
         clean.grows()
     );
     for n in 0..=calls {
-        let one_shot = Counting::fail_on(inner, n);
+        let one_shot = SyncCounting::fail_on(inner, n);
         run(&one_shot, true);
         assert_eq!(
             one_shot.failures(),
@@ -312,7 +321,7 @@ fn every_fault_of<A: Allocator + Copy>(
             "fault {n} not reached"
         );
 
-        let exhausted = Counting::fail_from(inner, n);
+        let exhausted = SyncCounting::fail_from(inner, n);
         run(&exhausted, false);
         assert!(exhausted.failures() > 0 || n == calls);
     }
@@ -383,7 +392,7 @@ fn sync_chain_over_mmap_survives_a_failure_at_every_backing_call() {
 
 #[test]
 fn sync_chain_grow_that_fails_keeps_the_old_block_and_the_arena_usable() {
-    let backing = Counting::fail_from(System, 1);
+    let backing = SyncCounting::fail_from(System, 1);
     let arena = SyncChainAllocator::new_in(4096, &backing).unwrap();
     let old = Layout::from_size_align(1000, 8).unwrap();
     let ptr = arena.allocate(old).unwrap().cast::<u8>();
@@ -408,7 +417,7 @@ fn sync_chain_grow_that_fails_keeps_the_old_block_and_the_arena_usable() {
 
 #[test]
 fn sync_linear_constructor_failure_is_an_error_and_leaks_nothing() {
-    let backing = Counting::fail_on(System, 0);
+    let backing = SyncCounting::fail_on(System, 0);
     let result = SyncLinearAllocator::new_in(Layout::from_size_align(4096, 16).unwrap(), &backing);
     assert!(result.is_err());
     assert_eq!((backing.calls(), backing.live_blocks()), (1, 0));
@@ -422,7 +431,7 @@ fn sync_linear_constructor_failure_is_an_error_and_leaks_nothing() {
 
 #[test]
 fn sync_linear_stays_usable_after_failures_from_running_out_of_room() {
-    let backing = Counting::new(System);
+    let backing = SyncCounting::new(System);
     let mut arena =
         SyncLinearAllocator::new_in(Layout::from_size_align(16 << 10, 64).unwrap(), &backing)
             .unwrap();
@@ -445,7 +454,7 @@ fn sync_linear_stays_usable_after_failures_from_running_out_of_room() {
 
 #[test]
 fn linear_constructor_failure_is_an_error_and_leaks_nothing() {
-    let backing = Counting::fail_on(System, 0);
+    let backing = SyncCounting::fail_on(System, 0);
     let result = LinearAllocator::new_in(Layout::from_size_align(4096, 16).unwrap(), &backing);
     assert!(result.is_err());
     assert_eq!((backing.calls(), backing.live_blocks()), (1, 0));
@@ -453,7 +462,7 @@ fn linear_constructor_failure_is_an_error_and_leaks_nothing() {
 
 #[test]
 fn linear_stays_usable_after_failures_from_running_out_of_room() {
-    let backing = Counting::new(System);
+    let backing = SyncCounting::new(System);
     let mut arena =
         LinearAllocator::new_in(Layout::from_size_align(16 << 10, 64).unwrap(), &backing).unwrap();
     let mut workload = Workload {
@@ -480,7 +489,7 @@ fn linear_stays_usable_after_failures_from_running_out_of_room() {
 
 #[test]
 fn chain_grow_that_fails_keeps_the_old_block_and_the_arena_usable() {
-    let backing = Counting::fail_from(System, 1);
+    let backing = SyncCounting::fail_from(System, 1);
     let arena = ChainAllocator::new_in(4096, &backing).unwrap();
     let old = Layout::from_size_align(1000, 8).unwrap();
     let ptr = arena.allocate(old).unwrap().cast::<u8>();
@@ -513,13 +522,7 @@ fn address_space_capped_child() -> i32 {
     let Some(pages) = mapped_pages() else {
         return 3;
     };
-    let limit = (pages * page + HEADROOM) as libc::rlim_t;
-    let cap = libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: limit,
-    };
-    // SAFETY: a valid rlimit struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &cap) } != 0 {
+    if !set_limit(libc::RLIMIT_AS, (pages * page + HEADROOM) as u64) {
         return 4;
     }
     let pages_allocator = VirtualAllocator {};
@@ -657,6 +660,10 @@ fn rlimit_as_makes_virtual_memory_allocators_return_err() {
         eprintln!("skipped under valgrind: it owns the address space of the process");
         return;
     }
-    let code = in_forked_child(address_space_capped_child);
-    assert_eq!(code, 0, "address-space-capped child failed check {code}");
+    let ended = in_child(address_space_capped_child);
+    assert_eq!(
+        ended,
+        Ended::Exited(0),
+        "address-space-capped child failed check {ended:?}"
+    );
 }

@@ -4,9 +4,11 @@
 //! it, `VirtualArena`, `SyncVirtualArena`, `PageAllocator`), the process's mapped address space
 //! returns to the page.
 
-mod backing;
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
 
-use backing::{in_forked_child, mapped_pages, under_valgrind, Counting};
+use common::counting::SyncCounting;
+use common::process::{in_child, mapped_pages, under_valgrind, Ended};
 use libdd_alloc::{
     Allocator, ChainAllocator, Layout, LinearAllocator, PageAllocator, PageOptions, Rewind,
     SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, System, VirtualAllocator,
@@ -22,7 +24,7 @@ fn bytes(size: usize) -> Layout {
 
 #[test]
 fn linear_returns_its_buffer_on_drop_and_keeps_it_on_reset() {
-    let backing = Counting::new(System);
+    let backing = SyncCounting::new(System);
     let mut arena = LinearAllocator::new_in(bytes(1000), &backing).unwrap();
     assert_eq!((backing.allocations(), backing.live_bytes()), (1, 1000));
     for _ in 0..10 {
@@ -40,7 +42,7 @@ fn linear_returns_its_buffer_on_drop_and_keeps_it_on_reset() {
 
 #[test]
 fn chain_with_fixed_chunks_takes_one_chunk_per_fill_and_returns_all_on_drop() {
-    let backing = Counting::new(System);
+    let backing = SyncCounting::new(System);
     let arena = ChainAllocator::new_in(4096, &backing)
         .unwrap()
         .with_max_chunk_size(4096);
@@ -58,7 +60,7 @@ fn chain_with_fixed_chunks_takes_one_chunk_per_fill_and_returns_all_on_drop() {
 
 #[test]
 fn chain_reset_returns_every_chunk_but_the_largest() {
-    let backing = Counting::new(System);
+    let backing = SyncCounting::new(System);
     let mut arena = ChainAllocator::new_in(1024, &backing).unwrap();
     // Chunks double and start with a 32-byte header: 1024 B holds 1 block of 960, 2048 holds
     // 2, 4096 holds 4, 8192 holds 8.
@@ -93,7 +95,7 @@ fn chain_reset_returns_every_chunk_but_the_largest() {
 
 #[test]
 fn chain_oversized_allocation_gets_a_chunk_sized_exactly_for_it() {
-    let backing = Counting::new(System);
+    let backing = SyncCounting::new(System);
     let arena = ChainAllocator::new_in(4096, &backing).unwrap();
     arena.allocate(bytes(100_000)).unwrap();
     assert_eq!(backing.allocations(), 2);
@@ -105,7 +107,7 @@ fn chain_oversized_allocation_gets_a_chunk_sized_exactly_for_it() {
 
 #[test]
 fn lazy_chain_that_never_allocates_never_calls_its_backing_allocator() {
-    let backing = Counting::new(System);
+    let backing = SyncCounting::new(System);
     let mut arena = ChainAllocator::new_lazy_in(4096, &backing);
     arena.allocate(Layout::new::<()>()).unwrap();
     arena.reset();
@@ -116,7 +118,7 @@ fn lazy_chain_that_never_allocates_never_calls_its_backing_allocator() {
 
 #[test]
 fn chain_grows_a_chunks_only_block_by_growing_the_chunk() {
-    let backing = Counting::new(System);
+    let backing = SyncCounting::new(System);
     let arena = ChainAllocator::new_in(4096, &backing).unwrap();
     let old = bytes(4000);
     let block = arena.allocate(old).unwrap();
@@ -134,7 +136,7 @@ fn chain_grows_a_chunks_only_block_by_growing_the_chunk() {
 
 #[test]
 fn sync_linear_returns_its_buffer_on_drop_and_keeps_it_on_reset() {
-    let backing = Counting::new(System);
+    let backing = SyncCounting::new(System);
     let mut arena = SyncLinearAllocator::new_in(bytes(1000), &backing).unwrap();
     assert_eq!((backing.allocations(), backing.live_bytes()), (1, 1000));
     for _ in 0..10 {
@@ -152,7 +154,7 @@ fn sync_linear_returns_its_buffer_on_drop_and_keeps_it_on_reset() {
 
 #[test]
 fn sync_chain_reset_returns_every_chunk_but_the_largest() {
-    let backing = Counting::new(System);
+    let backing = SyncCounting::new(System);
     let mut arena = SyncChainAllocator::new_in(1024, &backing).unwrap();
     // As for ChainAllocator: chunks double and start with a 32-byte header, so 1024 B hold 1
     // block of 960, 2048 hold 2, 4096 hold 4, 8192 hold 8.
@@ -188,7 +190,7 @@ fn sync_chain_reset_returns_every_chunk_but_the_largest() {
 
 #[test]
 fn sync_chain_rewind_returns_the_chunks_published_since_the_checkpoint() {
-    let backing = Counting::new(System);
+    let backing = SyncCounting::new(System);
     let mut arena = SyncChainAllocator::new_in(4096, &backing)
         .unwrap()
         .with_max_chunk_size(4096);
@@ -210,7 +212,7 @@ fn sync_chain_rewind_returns_the_chunks_published_since_the_checkpoint() {
 
 #[test]
 fn sync_chain_moves_a_chunks_only_block_to_a_new_chunk_and_returns_both_on_drop() {
-    let backing = Counting::new(System);
+    let backing = SyncCounting::new(System);
     let arena = SyncChainAllocator::new_in(4096, &backing).unwrap();
     let old = bytes(4000);
     let block = arena.allocate(old).unwrap();
@@ -229,7 +231,7 @@ fn sync_chain_moves_a_chunks_only_block_to_a_new_chunk_and_returns_both_on_drop(
 
 #[test]
 fn lazy_sync_chain_that_never_allocates_never_calls_its_backing_allocator() {
-    let backing = Counting::new(System);
+    let backing = SyncCounting::new(System);
     let mut arena = SyncChainAllocator::new_lazy_in(4096, &backing);
     arena.allocate(Layout::new::<()>()).unwrap();
     arena.reset();
@@ -426,6 +428,10 @@ fn virtual_memory_allocators_give_back_every_page() {
         eprintln!("skipped under valgrind: its own mappings change /proc/self/statm");
         return;
     }
-    let code = in_forked_child(address_space_balance_child);
-    assert_eq!(code, 0, "address-space child failed check {code}");
+    let ended = in_child(address_space_balance_child);
+    assert_eq!(
+        ended,
+        Ended::Exited(0),
+        "address-space child failed check {ended:?}"
+    );
 }

@@ -4,17 +4,18 @@
 //! mapping pages at the same moment could make look false.
 #![cfg(target_os = "linux")]
 
-#[path = "common/vm.rs"]
-mod vm;
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
 
+use common::process::{
+    drop_root, in_child, read_proc_number, set_limit, statm, Ended, CANNOT_DROP_ROOT,
+};
+use common::vm::{all_unmapped, exclusive, page, resident_pages};
 use libdd_alloc::{
     Allocator, ChainAllocator, HugePages, Layout, LinearAllocator, PageAllocator, PageOptions,
     VirtualAllocator,
 };
 use std::ptr::NonNull;
-use vm::{
-    all_unmapped, drop_root, exclusive, in_child, page, resident_pages, set_limit, statm, Ended,
-};
 
 /// Options the sweep covers, with the guard pages before and after each block.
 fn options_under_test() -> [(PageOptions, usize, usize); 4] {
@@ -175,7 +176,7 @@ fn mlock_past_rlimit_memlock_is_an_error_and_leaks_no_mapping() {
     let large = Layout::from_size_align(1 << 20, 8).unwrap();
     let ended = in_child(|| {
         if !drop_root() {
-            return vm::CANNOT_DROP_ROOT;
+            return CANNOT_DROP_ROOT;
         }
         if !set_limit(libc::RLIMIT_MEMLOCK, 64 << 10) {
             return 10;
@@ -194,7 +195,7 @@ fn mlock_past_rlimit_memlock_is_an_error_and_leaks_no_mapping() {
         }
         0
     });
-    if ended == Ended::Exited(vm::CANNOT_DROP_ROOT) {
+    if ended == Ended::Exited(CANNOT_DROP_ROOT) {
         eprintln!("skipped: running as root and cannot drop CAP_IPC_LOCK");
         return;
     }
@@ -202,8 +203,8 @@ fn mlock_past_rlimit_memlock_is_an_error_and_leaks_no_mapping() {
 }
 
 fn explicit_huge_pages_configured() -> bool {
-    let pool = vm::read_proc_number("/proc/sys/vm/nr_hugepages").unwrap_or(0);
-    let overcommit = vm::read_proc_number("/proc/sys/vm/nr_overcommit_hugepages").unwrap_or(0);
+    let pool = read_proc_number("/proc/sys/vm/nr_hugepages").unwrap_or(0);
+    let overcommit = read_proc_number("/proc/sys/vm/nr_overcommit_hugepages").unwrap_or(0);
     pool + overcommit > 0
 }
 

@@ -8,8 +8,11 @@
 //! The generator is seeded (fixed seed below) so CI runs are reproducible; set
 //! `PROPTEST_CASES` to run more cases.
 
+#[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
+use common::counting::{Counting, Counts};
+use common::fill::{check, fill};
 use common::*;
 use libdd_alloc::{
     AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, System, VirtualAllocator,

@@ -2,9 +2,12 @@
 //! `SyncVirtualArena`, `SyncLinearAllocator` and `SyncChainAllocator`. (`LinearAllocator` and `ChainAllocator` are
 //! covered in `typed.rs`, whose property test runs over all five.)
 
+#[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
-use common::{addr, check, fill, layout, Counting, Counts, Stats};
+use common::counting::{Counting, Counts};
+use common::fill::{check, fill};
+use common::{addr, layout, Stats};
 use libdd_alloc::{
     Allocator, Arena, ChainAllocator, Layout, Rewind, SyncChainAllocator, SyncLinearAllocator,
     SyncVirtualArena, System, VirtualArena,

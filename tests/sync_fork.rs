@@ -3,10 +3,12 @@
 //! The child uses only the arena and raw syscalls: after `fork` in a threaded process, `malloc`
 //! may be locked forever by a thread that does not exist in the child.
 
-mod support;
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
 
+use common::blocks::{fill, intact, mixed_layout, tag, verify, Block};
+use common::process::{in_child, Ended};
 use libdd_alloc::{Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, VirtualAllocator};
-use support::{fill, intact, mixed_layout, tag, verify, Block};
 
 const PARENT_BLOCKS: usize = 10_000;
 const CHILD_BLOCKS: usize = 10_000;
@@ -71,19 +73,9 @@ fn parent_and_child_both_allocate(
     let mut parent = Vec::with_capacity(2 * PARENT_BLOCKS);
     assert!(allocate_filled(arena, 1, PARENT_BLOCKS, &mut parent));
     let mut scratch: Vec<Block> = Vec::with_capacity(PARENT_BLOCKS + CHILD_BLOCKS);
-    // SAFETY: the child only runs code that does not take locks, and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let status = child(arena, reserved, grows, &parent, &mut scratch);
-        // SAFETY: leave the child at once, without running the parent's exit handlers.
-        unsafe { libc::_exit(status) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status), "child died: raw status {status}");
-    assert_eq!(libc::WEXITSTATUS(status), CHILD_OK);
+    // The child only runs code that does not take locks or allocate from the heap.
+    let ended = in_child(|| child(arena, reserved, grows, &parent, &mut scratch));
+    assert_eq!(ended, Ended::Exited(CHILD_OK), "child failed: {ended:?}");
     // The parent's arena did not see the child's allocations, and goes on as before.
     assert!(allocate_filled(arena, 3, PARENT_BLOCKS, &mut parent));
     // SAFETY: all of the parent's blocks are live.

@@ -4,14 +4,15 @@
 //! that its own thread holds: the deadlock of hhvm#4533, backward-cpp#97 and g3log#324. The
 //! handler must finish before a watchdog fires.
 
-mod support;
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
 
+use common::blocks::{fill, intact, mixed_layout, tag};
 use libdd_alloc::{Allocator, Layout, SyncChainAllocator, System, VirtualAllocator};
 use std::alloc::GlobalAlloc;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{fill, intact, mixed_layout, tag};
 
 /// `System` behind a spinlock, like a `malloc` with one arena lock. A thread that sets
 /// `PARK_HERE` stops inside, lock held, until `RELEASE`.

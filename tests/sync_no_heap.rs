@@ -3,62 +3,14 @@
 //! chunk), not to resize, reset or drop. Only calls made on a thread while it is "watched" are
 //! counted, so the test harness's own allocations do not interfere.
 
-use libdd_alloc::{
-    Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, System, VirtualAllocator,
-};
-use std::alloc::GlobalAlloc;
-use std::cell::Cell;
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
 
-struct Counting;
-
-thread_local! {
-    // `const` and `Copy`: no lazy initialisation and no destructor, so no allocation of their
-    // own. Per thread, so that tests running in parallel do not count each other's calls.
-    static WATCHED: Cell<bool> = const { Cell::new(false) };
-    static CALLS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note_call() {
-    if WATCHED.with(Cell::get) {
-        CALLS.with(|calls| calls.set(calls.get() + 1));
-    }
-}
-
-// SAFETY: forwards to `System`, only counting.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        note_call();
-        // SAFETY: forwarded caller contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        note_call();
-        // SAFETY: forwarded caller contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        note_call();
-        // SAFETY: forwarded caller contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
-        note_call();
-        // SAFETY: forwarded caller contract.
-        unsafe { System.realloc(ptr, layout, size) }
-    }
-}
+use common::counting::{global_calls_during, CountingGlobal};
+use libdd_alloc::{Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, VirtualAllocator};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Global allocator calls made by this thread while running `f`.
-fn global_calls_during(f: impl FnOnce()) -> usize {
-    let before = CALLS.with(Cell::get);
-    WATCHED.with(|w| w.set(true));
-    f();
-    WATCHED.with(|w| w.set(false));
-    CALLS.with(Cell::get) - before
-}
+static GLOBAL: CountingGlobal = CountingGlobal;
 
 /// A workload that allocates, grows, shrinks and gives back blocks of many layouts, large
 /// enough to make a chain arena take many chunks.

@@ -6,14 +6,15 @@
 //! `harness = false`: the process has one thread, so the process-directed `SIGALRM` always lands
 //! on the thread that is allocating.
 
-mod support;
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
 
+use common::blocks::{fill, intact, mixed_layout, tag, verify, Block};
 use libdd_alloc::{
     Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, VirtualAllocator,
 };
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{fill, intact, mixed_layout, tag, verify, Block};
 
 /// Blocks kept by the main loop before each verify-and-reset round.
 const ROUND: usize = 200_000;

@@ -2,14 +2,15 @@
 //! to its thread and sequence number and verified afterwards, so that a byte handed out twice, or
 //! given back while still in use, shows up as an overlap or as corruption.
 
-mod support;
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
 
+use common::blocks::{fill, intact, mixed_layout, tag, verify, Block};
 use libdd_alloc::{
     AllocError, Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, VirtualAllocator,
 };
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use support::{fill, mixed_layout, tag, verify, Block};
 
 const PER_THREAD: u64 = 200_000;
 
@@ -101,7 +102,7 @@ fn hammer(arena: &impl Allocator, thread: u64) -> Vec<Block> {
                 ..before
             };
             // SAFETY: grow keeps the first `size` bytes.
-            assert!(unsafe { support::intact(&kept) }, "grow lost the contents");
+            assert!(unsafe { intact(&kept) }, "grow lost the contents");
             size = bigger.size();
         }
         if seq % 11 == 0 {

@@ -6,15 +6,15 @@
 //! several measure the whole process's resident set.
 #![cfg(target_os = "linux")]
 
-mod support;
-#[path = "common/vm.rs"]
-mod vm;
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
 
-use libdd_alloc::{Allocator, Layout, SyncVirtualArena, System};
-use std::alloc::GlobalAlloc;
-use std::cell::Cell;
-use support::{fill, intact, mixed_layout, tag, verify, Block};
-use vm::{exclusive, in_child, page, rss_bytes, statm, vm_size_bytes, Ended};
+use common::addr;
+use common::blocks::{fill, intact, mixed_layout, tag, verify, Block};
+use common::counting::{global_calls_during, CountingGlobal};
+use common::process::{in_child, rss_bytes, set_soft_limit, statm, vm_size_bytes, Ended};
+use common::vm::{exclusive, page, touch};
+use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -23,62 +23,8 @@ const PER_THREAD: u64 = 200_000;
 /// The smallest commit step: the threads cross a commit frontier every 64 KiB.
 const STEP: usize = 64 * KIB;
 
-// ---- A counting global allocator (only calls made while a thread is watched count) ----
-
-struct Counting;
-
-thread_local! {
-    // `const` and `Copy`: no lazy initialisation and no destructor, so no allocation of their
-    // own. Per thread, so that tests running in parallel do not count each other's calls.
-    static WATCHED: Cell<bool> = const { Cell::new(false) };
-    static CALLS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note_call() {
-    if WATCHED.with(Cell::get) {
-        CALLS.with(|calls| calls.set(calls.get() + 1));
-    }
-}
-
-// SAFETY: forwards to `System`, only counting.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        note_call();
-        // SAFETY: forwarded caller contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        note_call();
-        // SAFETY: forwarded caller contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        note_call();
-        // SAFETY: forwarded caller contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
-        note_call();
-        // SAFETY: forwarded caller contract.
-        unsafe { System.realloc(ptr, layout, size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Global allocator calls made by this thread while running `f`.
-fn global_calls_during(f: impl FnOnce()) -> usize {
-    let before = CALLS.with(Cell::get);
-    WATCHED.with(|w| w.set(true));
-    f();
-    WATCHED.with(|w| w.set(false));
-    CALLS.with(Cell::get) - before
-}
-
-fn addr(block: std::ptr::NonNull<[u8]>) -> usize {
-    block.cast::<u8>().as_ptr() as usize
-}
+static GLOBAL: CountingGlobal = CountingGlobal;
 
 // ---- Threads racing through the commit frontier ----
 
@@ -219,16 +165,6 @@ fn the_last_block_grows_in_place_across_commit_steps_while_it_stays_last() {
 
 // ---- The kernel: reservation, commit refusal, release ----
 
-/// Allocates `bytes` in 1 MiB blocks and writes every page of them.
-fn touch(arena: &SyncVirtualArena, bytes: usize) {
-    let layout = Layout::from_size_align(MIB, 8).unwrap();
-    for _ in 0..bytes / MIB {
-        let block = arena.allocate(layout).unwrap();
-        // SAFETY: the block is ours and 1 MiB long.
-        unsafe { block.cast::<u8>().write_bytes(0xC3, MIB) };
-    }
-}
-
 #[test]
 fn reservation_of_64_gib_costs_address_space_not_memory() {
     let _guard = exclusive();
@@ -295,22 +231,6 @@ fn allocate_zeroed_zeroes_bytes_given_back_by_another_thread() {
     assert_eq!(addr(block), given_back);
     // SAFETY: ours.
     assert!(unsafe { block.as_ref() }.iter().all(|&b| b == 0));
-}
-
-/// Sets only the soft limit of `resource`, so that it can be raised again. Allocation-free.
-fn set_soft_limit(resource: libc::__rlimit_resource_t, bytes: u64) -> bool {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls with valid structs.
-    unsafe {
-        if libc::getrlimit(resource, &mut limit) != 0 {
-            return false;
-        }
-        limit.rlim_cur = bytes.min(limit.rlim_max);
-        libc::setrlimit(resource, &limit) == 0
-    }
 }
 
 #[test]

@@ -4,6 +4,7 @@ use libdd_alloc::{
     AllocError, Allocator, Arena, ChainAllocator, Layout, LinearAllocator, Rewind, System,
     VirtualAllocator,
 };
+#[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
 use std::cell::Cell;

@@ -2,6 +2,7 @@
 //! dev-dependency), side by side: the names exist and behave alike, and the intended
 //! differences are pinned as assertions.
 
+#[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
 use common::layout;

@@ -4,24 +4,15 @@
 //! process's resident set.
 #![cfg(target_os = "linux")]
 
-#[path = "common/vm.rs"]
-mod vm;
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
 
+use common::process::{in_child, rss_bytes, set_limit, statm, vm_size_bytes, Ended};
+use common::vm::{exclusive, page, touch};
 use libdd_alloc::{Allocator, Layout, VirtualArena};
-use vm::{exclusive, in_child, page, rss_bytes, set_limit, statm, vm_size_bytes, Ended};
 
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
-
-/// Allocates `bytes` in 1 MiB blocks and writes every page of them.
-fn touch(arena: &VirtualArena, bytes: usize) {
-    let layout = Layout::from_size_align(MIB, 8).unwrap();
-    for _ in 0..bytes / MIB {
-        let block = arena.allocate(layout).unwrap();
-        // SAFETY: the block is ours and 1 MiB long.
-        unsafe { block.cast::<u8>().write_bytes(0xC3, MIB) };
-    }
-}
 
 #[test]
 #[cfg_attr(asan, ignore = "ASan's shadow memory inflates the resident set")]

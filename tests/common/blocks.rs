@@ -1,8 +1,7 @@
-//! Helpers shared by the tests of the lock-free arenas: deterministic mixed layouts, and blocks
+//! Tagged blocks for the tests of the lock-free arenas: deterministic mixed layouts, and blocks
 //! filled with a pattern unique to their owner so that overlap or corruption shows up on
 //! verification. Nothing here allocates from the global heap, so it is usable in signal handlers
 //! and forked children.
-#![allow(dead_code)]
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
