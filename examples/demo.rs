@@ -4,7 +4,8 @@
 
 use allocator_api2::vec::Vec;
 use libdd_alloc::{
-    os, Allocator, ChainAllocator, Layout, LinearAllocator, System, VirtualAllocator,
+    os, AllocError, Allocator, Arena, ChainAllocator, Layout, LinearAllocator, SyncChainAllocator,
+    System, VirtualAllocator, VirtualArena,
 };
 use std::error::Error;
 
@@ -54,21 +55,15 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
     drop(samples);
 
-    // 3. ChainAllocator: an arena of unknown final size, for instance a string table.
+    // 3. ChainAllocator: an arena of unknown final size, for instance a string table, through the
+    //    safe typed API (`Arena::try_alloc_str`).
     let mut table = ChainAllocator::new_in(4096, System)?;
     let mut requested = 0usize;
     let mut names: Vec<&str, System> = Vec::new_in(System);
     for i in 0..10_000 {
         let name = format!("profiler::frame::function_{i}");
         requested += name.len();
-        let block = table.allocate(Layout::for_value(name.as_bytes()))?;
-        // SAFETY: the block holds `name.len()` bytes and lives as long as `table`'s borrow.
-        let text = unsafe {
-            let bytes = block.cast::<u8>().as_ptr();
-            bytes.copy_from_nonoverlapping(name.as_ptr(), name.len());
-            std::str::from_utf8_unchecked(std::slice::from_raw_parts(bytes, name.len()))
-        };
-        names.push(text);
+        names.push(table.try_alloc_str(&name)?);
     }
     println!("\nChainAllocator (4 KiB hint, System backing)");
     println!(
@@ -88,6 +83,64 @@ fn main() -> Result<(), Box<dyn Error>> {
         "  after reset: used_bytes = {}, reserved_bytes = {} (largest chunk kept)",
         table.used_bytes(),
         table.reserved_bytes()
+    );
+
+    // 4. SyncChainAllocator: one arena shared by threads without a lock (signal handlers may
+    //    allocate from it too), growing by raw mmap.
+    let shared = SyncChainAllocator::new_in(64 * 1024, VirtualAllocator {})?;
+    let sums: Result<Vec<u64>, AllocError> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let shared = &shared;
+                s.spawn(move || {
+                    let mut sum = 0;
+                    for i in 0..50_000u64 {
+                        sum += *shared.try_alloc(t * 1_000_000 + i)?;
+                    }
+                    Ok(sum)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or(Err(AllocError)))
+            .collect()
+    });
+    println!("\nSyncChainAllocator (64 KiB hint, VirtualAllocator backing), 2 threads");
+    println!(
+        "  100000 u64 allocated concurrently, per-thread sums = {:?}",
+        sums?
+    );
+    println!(
+        "  used_bytes = {}, reserved_bytes = {}",
+        shared.used_bytes(),
+        shared.reserved_bytes()
+    );
+
+    // 5. VirtualArena: 64 GiB of address space reserved, committed only as the cursor gets there.
+    let mut big = VirtualArena::new(64 << 30)?;
+    let mut samples: Vec<u64, _> = Vec::new_in(&big);
+    samples.extend(0..1_000_000u64);
+    let first = samples.as_ptr();
+    samples.extend(1_000_000..4_000_000u64);
+    println!("\nVirtualArena (64 GiB reserved)");
+    println!(
+        "  a Vec of {} u64 grew in place: {}",
+        samples.len(),
+        first == samples.as_ptr()
+    );
+    println!(
+        "  used_bytes = {}, committed_bytes = {}, reservation_bytes = {}",
+        big.used_bytes(),
+        big.committed_bytes(),
+        big.reservation_bytes()
+    );
+    drop(samples);
+    big.reset_and_release();
+    println!(
+        "  after reset_and_release: used_bytes = {}, committed_bytes = {} (pages given back, range kept)",
+        big.used_bytes(),
+        big.committed_bytes()
     );
     Ok(())
 }
