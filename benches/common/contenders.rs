@@ -99,6 +99,25 @@ fn block(result: Result<NonNull<[u8]>, impl Sized>) -> NonNull<u8> {
 
 // ----- ours ---------------------------------------------------------------------------------
 
+/// The `Arena` methods every one of our arenas implements the same way: forward to the arena.
+macro_rules! ours_arena_methods {
+    () => {
+        #[inline(always)]
+        fn alloc(&self, layout: Layout) -> NonNull<u8> {
+            block(self.0.allocate(layout))
+        }
+        fn reset(&mut self) {
+            self.0.reset();
+        }
+        fn reserved_bytes(&self) -> Option<usize> {
+            Some(self.0.reserved_bytes())
+        }
+        fn vec_push(&self, n: usize) -> Option<usize> {
+            Some(vec_push_api2(&self.0, n))
+        }
+    };
+}
+
 /// `LinearAllocator<System>`: one buffer of `capacity.total` bytes.
 pub struct OursLinear(LinearAllocator<System>);
 
@@ -109,19 +128,7 @@ impl Arena for OursLinear {
         let layout = Layout::from_size_align(capacity.total, 16).expect("layout");
         Self(LinearAllocator::new_in(layout, System).expect("buffer"))
     }
-    #[inline(always)]
-    fn alloc(&self, layout: Layout) -> NonNull<u8> {
-        block(self.0.allocate(layout))
-    }
-    fn reset(&mut self) {
-        self.0.reset();
-    }
-    fn reserved_bytes(&self) -> Option<usize> {
-        Some(self.0.reserved_bytes())
-    }
-    fn vec_push(&self, n: usize) -> Option<usize> {
-        Some(vec_push_api2(&self.0, n))
-    }
+    ours_arena_methods!();
 }
 
 /// `ChainAllocator<B>`: a first chunk of `capacity.first_chunk` bytes plus the chunk header.
@@ -136,19 +143,7 @@ impl<B: Allocator + Backing> Arena for OursChain<B> {
         let hint = capacity.first_chunk + ChainAllocator::<B>::CHAIN_NODE_OVERHEAD;
         Self(ChainAllocator::new_in(hint, B::backing()).expect("first chunk"))
     }
-    #[inline(always)]
-    fn alloc(&self, layout: Layout) -> NonNull<u8> {
-        block(self.0.allocate(layout))
-    }
-    fn reset(&mut self) {
-        self.0.reset();
-    }
-    fn reserved_bytes(&self) -> Option<usize> {
-        Some(self.0.reserved_bytes())
-    }
-    fn vec_push(&self, n: usize) -> Option<usize> {
-        Some(vec_push_api2(&self.0, n))
-    }
+    ours_arena_methods!();
 }
 
 /// `SyncLinearAllocator<System>`: one buffer of `capacity.total` bytes, atomic cursor.
@@ -161,19 +156,7 @@ impl Arena for OursSyncLinear {
         let layout = Layout::from_size_align(capacity.total, 16).expect("layout");
         Self(SyncLinearAllocator::new_in(layout, System).expect("buffer"))
     }
-    #[inline(always)]
-    fn alloc(&self, layout: Layout) -> NonNull<u8> {
-        block(self.0.allocate(layout))
-    }
-    fn reset(&mut self) {
-        self.0.reset();
-    }
-    fn reserved_bytes(&self) -> Option<usize> {
-        Some(self.0.reserved_bytes())
-    }
-    fn vec_push(&self, n: usize) -> Option<usize> {
-        Some(vec_push_api2(&self.0, n))
-    }
+    ours_arena_methods!();
 }
 
 /// `SyncChainAllocator<B>`: a first chunk of `capacity.first_chunk` bytes plus the chunk header.
@@ -188,19 +171,7 @@ impl<B: Allocator + Backing> Arena for OursSyncChain<B> {
         let hint = capacity.first_chunk + SyncChainAllocator::<B>::CHAIN_NODE_OVERHEAD;
         Self(SyncChainAllocator::new_in(hint, B::backing()).expect("first chunk"))
     }
-    #[inline(always)]
-    fn alloc(&self, layout: Layout) -> NonNull<u8> {
-        block(self.0.allocate(layout))
-    }
-    fn reset(&mut self) {
-        self.0.reset();
-    }
-    fn reserved_bytes(&self) -> Option<usize> {
-        Some(self.0.reserved_bytes())
-    }
-    fn vec_push(&self, n: usize) -> Option<usize> {
-        Some(vec_push_api2(&self.0, n))
-    }
+    ours_arena_methods!();
 }
 
 /// Address space reserved by every `VirtualArena` of the benchmarks (nothing is committed until
