@@ -11,6 +11,8 @@ mod atomic;
 mod chain;
 mod cursor;
 mod linear;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod virtual_arena;
 
 pub use chain::SyncChainAllocator;

@@ -1,30 +1,33 @@
 //! Model check of the lock-free protocols with [loom](https://docs.rs/loom), which runs each
 //! scenario under every interleaving of its threads' atomic operations (up to a preemption
-//! bound). Run with:
+//! bound). Run with `scripts/loom.sh`, that is:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" cargo test --release --test loom_sync
+//! RUSTFLAGS="--cfg loom" cargo test --release --lib sync::loom_tests
 //! ```
 //!
-//! Under `cfg(loom)` the arenas' atomics come from loom (see `src/sync/atomic.rs`), so this is
-//! the real code, not a copy. Only the atomics are modelled: the tests check the ranges handed
-//! out and the chunk bookkeeping, not the bytes.
+//! Unit tests, not integration tests, so that loom stays a dev-dependency: the library's
+//! atomics come from loom only under `cfg(all(test, loom))` (see `atomic.rs`), so this is the
+//! real code, not a copy. Only the atomics are modelled: the tests check the ranges handed out
+//! and the chunk bookkeeping, not the bytes.
 //!
 //! `SyncVirtualArena` commits with the real `mprotect` (a syscall, invisible to loom, between
 //! the atomic steps loom interleaves): its tests write to both ends of every block, so a block
 //! handed out before its pages were read-write would crash the model run with SIGSEGV, and they
 //! check each block against the published frontier. A commit limit
 //! (`with_commit_limit_for_loom`) models the OS refusing a commit.
-#![cfg(loom)]
 
-use libdd_alloc::{
+use crate::{
     AllocError, Allocator, Layout, Rewind, SyncChainAllocator, SyncLinearAllocator,
     SyncVirtualArena, System,
 };
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::boxed::Box;
+use std::vec;
+use std::vec::Vec;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
@@ -344,7 +347,7 @@ fn rewind_after_racing_growth_returns_exactly_the_chunks_published_since() {
         assert_eq!(counting.live_chunks.load(Ordering::SeqCst), 3);
         // The newest chunk is at depth 3 with one block: what a `ChainAllocator` in the same
         // state reports (its checkpoint names a chunk by depth too).
-        let twin = libdd_alloc::ChainAllocator::new_in(128, System)
+        let twin = crate::ChainAllocator::new_in(128, System)
             .unwrap()
             .with_max_chunk_size(128);
         for _ in 0..3 {
