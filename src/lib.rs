@@ -90,6 +90,7 @@
 extern crate std;
 
 mod asan;
+mod budget;
 mod bump;
 mod chain;
 #[cfg(any(
@@ -102,14 +103,19 @@ mod linear;
 pub mod os;
 mod page_alloc;
 mod resize;
+mod string;
 mod sync;
 mod typed;
 mod virtual_alloc;
 mod virtual_arena;
 
+pub use budget::{Budget, Budgeted};
 pub use chain::ChainAllocator;
 pub use linear::LinearAllocator;
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
+pub use string::ArenaString;
+#[doc(hidden)]
+pub use string::format_capacity_hint as __format_capacity_hint;
 pub use sync::{SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;
