@@ -25,6 +25,13 @@
 //! [`Checkpoint`] in O(1), and [`Rewind::scope`] does it around a closure whose allocations
 //! cannot escape it. Destructors of arena values do not run.
 //!
+//! # Strings, formatting and memory budgets
+//! [`ArenaString`] is a fallible, growable UTF-8 string on any allocator that grows in place on
+//! these arenas and freezes into a `&str` borrowing the arena; [`format_in!`] formats into an
+//! arena with no heap and no panic, for crash reports and signal handlers. A [`Budget`] caps the
+//! bytes that one or several arenas take from their backing allocator: build each arena on a
+//! [`Budgeted`] backing allocator that shares it.
+//!
 //! # Bump allocation, and its trade-offs
 //! An arena hands out memory by moving a cursor forward through a chunk: an allocation is a few
 //! additions, one comparison and one branch, with no per-allocation header. The price is that
