@@ -11,7 +11,9 @@
 //! string arguments: `"pid 4242 tid 17 got SIGPROF (27) at 0x7f3a1c2b4e80 in tokio::runtime::park,
 //! sample 12345 of cpu-time"`, 100 bytes (the tid, address and sample number change per message).
 
-use libdd_alloc::{format_in, ChainAllocator, Layout, SyncLinearAllocator, System, VirtualAllocator};
+use libdd_alloc::{
+    format_in, ChainAllocator, Layout, SyncLinearAllocator, System, VirtualAllocator,
+};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -65,8 +67,18 @@ impl Contender for OursChain {
             let arena = &self.0;
             for i in 0..n {
                 let (pid, tid, sig, signo, addr, func, sample) = args(i);
-                let s = format_in!(arena, "pid {} tid {} got {} ({}) at {:#x} in {}, sample {} of cpu-time", pid, tid, sig, signo, addr, func, sample)
-                    .expect("room");
+                let s = format_in!(
+                    arena,
+                    "pid {} tid {} got {} ({}) at {:#x} in {}, sample {} of cpu-time",
+                    pid,
+                    tid,
+                    sig,
+                    signo,
+                    addr,
+                    func,
+                    sample
+                )
+                .expect("room");
                 total += black_box(s).len();
             }
         }
@@ -89,8 +101,18 @@ impl Contender for OursSyncLinear {
             let arena = &self.0;
             for i in 0..n {
                 let (pid, tid, sig, signo, addr, func, sample) = args(i);
-                let s = format_in!(arena, "pid {} tid {} got {} ({}) at {:#x} in {}, sample {} of cpu-time", pid, tid, sig, signo, addr, func, sample)
-                    .expect("room");
+                let s = format_in!(
+                    arena,
+                    "pid {} tid {} got {} ({}) at {:#x} in {}, sample {} of cpu-time",
+                    pid,
+                    tid,
+                    sig,
+                    signo,
+                    addr,
+                    func,
+                    sample
+                )
+                .expect("room");
                 total += black_box(s).len();
             }
         }
@@ -185,7 +207,8 @@ fn main() {
             return;
         }
         Some("count") => {
-            let (Some(name), Some(Ok(n))) = (args.get(1), args.get(2).map(|n| n.parse::<usize>())) else {
+            let (Some(name), Some(Ok(n))) = (args.get(1), args.get(2).map(|n| n.parse::<usize>()))
+            else {
                 eprintln!("usage: format_compare count <contender> <N>");
                 std::process::exit(2);
             };
@@ -200,7 +223,12 @@ fn main() {
     }
     let expected_len = (entries[0].run)(1);
     for e in entries.iter_mut() {
-        assert_eq!((e.run)(1), expected_len, "{} formats a different message", e.name);
+        assert_eq!(
+            (e.run)(1),
+            expected_len,
+            "{} formats a different message",
+            e.name
+        );
     }
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); entries.len()];
     for round in 0..ROUNDS {

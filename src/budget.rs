@@ -339,7 +339,10 @@ mod tests {
         budget.try_charge(60).unwrap();
         budget.try_charge(40).unwrap();
         assert_eq!(budget.try_charge(1), Err(AllocError));
-        assert_eq!((budget.used(), budget.remaining(), budget.peak()), (100, 0, 100));
+        assert_eq!(
+            (budget.used(), budget.remaining(), budget.peak()),
+            (100, 0, 100)
+        );
         budget.try_charge(0).unwrap();
         assert_eq!(budget.try_charge(usize::MAX), Err(AllocError));
         budget.credit(100);
@@ -408,7 +411,7 @@ mod tests {
         let budget = Budget::new(10_000);
         let arena = ChainAllocator::new_in(4000, Budgeted::new(&budget, System)).unwrap();
         let first = budget.used();
-        assert!(first >= 4000 && first <= 10_000);
+        assert!((4000..=10_000).contains(&first));
         while arena.allocate(layout(500)).is_ok() {}
         assert!(budget.used() <= 10_000);
         assert!(budget.peak() <= 10_000);

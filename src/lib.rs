@@ -120,9 +120,9 @@ pub use budget::{Budget, Budgeted};
 pub use chain::ChainAllocator;
 pub use linear::LinearAllocator;
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
-pub use string::ArenaString;
 #[doc(hidden)]
 pub use string::format_capacity_hint as __format_capacity_hint;
+pub use string::ArenaString;
 pub use sync::{SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;

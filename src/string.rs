@@ -199,7 +199,9 @@ impl<A: Allocator> ArenaString<A> {
     pub fn as_str(&self) -> &str {
         // SAFETY: the first `len` bytes of the block are initialised, valid UTF-8 (type
         // invariant); with `len == 0` the dangling pointer is valid for an empty slice.
-        unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(self.ptr.as_ptr(), self.len)) }
+        unsafe {
+            core::str::from_utf8_unchecked(core::slice::from_raw_parts(self.ptr.as_ptr(), self.len))
+        }
     }
 
     /// The contents as a `&mut str`. O(1).

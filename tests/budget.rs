@@ -110,8 +110,9 @@ fn threads_racing_at_the_limit_never_exceed_it_and_give_everything_back() {
                     let (mut ok, mut refused) = (0, 0);
                     for round in 0..40u64 {
                         // Each thread also owns an arena on the same budget, dropped each round.
-                        let own = ChainAllocator::new_lazy_in(2048, Budgeted::new(&BUDGET, &BACKING))
-                            .with_max_chunk_size(16 << 10);
+                        let own =
+                            ChainAllocator::new_lazy_in(2048, Budgeted::new(&BUDGET, &BACKING))
+                                .with_max_chunk_size(16 << 10);
                         for i in 0..400u64 {
                             let size = 1 + ((t * 7919 + round * 131 + i * 17) % 1500) as usize;
                             let arena: &dyn Allocator = if i % 3 == 0 { &own } else { shared };
@@ -137,11 +138,25 @@ fn threads_racing_at_the_limit_never_exceed_it_and_give_everything_back() {
         STOP.store(true, Relaxed);
         totals
     });
-    println!("{successes} allocations, {refusals} refusals, peak {} of {LIMIT}", BUDGET.peak());
-    assert!(successes > 1000 && refusals > 1000, "did not race at the limit");
+    println!(
+        "{successes} allocations, {refusals} refusals, peak {} of {LIMIT}",
+        BUDGET.peak()
+    );
+    assert!(
+        successes > 1000 && refusals > 1000,
+        "did not race at the limit"
+    );
     assert!(BUDGET.peak() <= LIMIT);
-    assert!(BUDGET.peak() > LIMIT - (16 << 10), "peak {} never neared the limit", BUDGET.peak());
-    assert_eq!(OVER.load(Relaxed), 0, "the backing allocator held more than the limit");
+    assert!(
+        BUDGET.peak() > LIMIT - (16 << 10),
+        "peak {} never neared the limit",
+        BUDGET.peak()
+    );
+    assert_eq!(
+        OVER.load(Relaxed),
+        0,
+        "the backing allocator held more than the limit"
+    );
     assert_eq!(BUDGET.used(), BACKING.live_bytes());
     drop(shared);
     assert_eq!((BUDGET.used(), BACKING.live_bytes()), (0, 0));
@@ -170,7 +185,8 @@ fn a_panicking_backing_allocator_leaves_the_budget_exact() {
     for n in 0..6 {
         let budget = Budget::new(1 << 20);
         let counting = SyncCounting::new(System);
-        let arena = ChainAllocator::new_lazy_in(1024, Budgeted::new(&budget, PanicsOn::new(&counting, n)));
+        let arena =
+            ChainAllocator::new_lazy_in(1024, Budgeted::new(&budget, PanicsOn::new(&counting, n)));
         let mut panics = 0;
         for _ in 0..40 {
             let result = catch_unwind(AssertUnwindSafe(|| {
@@ -181,7 +197,11 @@ fn a_panicking_backing_allocator_leaves_the_budget_exact() {
             if result.is_err() {
                 panics += 1;
             }
-            assert_eq!(budget.used(), counting.live_bytes(), "after backing call {n} panicked");
+            assert_eq!(
+                budget.used(),
+                counting.live_bytes(),
+                "after backing call {n} panicked"
+            );
         }
         assert_eq!(panics, 1);
         drop(arena);

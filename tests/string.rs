@@ -44,12 +44,16 @@ fn grows_in_place_with_exact_accounting<A: Arena + Stats>(arena: &A) {
 
 #[test]
 fn string_grows_in_place_in_every_arena() {
-    grows_in_place_with_exact_accounting(&LinearAllocator::new_in(layout(1 << 16, 8), System).unwrap());
+    grows_in_place_with_exact_accounting(
+        &LinearAllocator::new_in(layout(1 << 16, 8), System).unwrap(),
+    );
     grows_in_place_with_exact_accounting(&ChainAllocator::new_in(1 << 16, System).unwrap());
     grows_in_place_with_exact_accounting(
         &SyncLinearAllocator::new_in(layout(1 << 16, 4096), VirtualAllocator {}).unwrap(),
     );
-    grows_in_place_with_exact_accounting(&SyncChainAllocator::new_in(1 << 16, VirtualAllocator {}).unwrap());
+    grows_in_place_with_exact_accounting(
+        &SyncChainAllocator::new_in(1 << 16, VirtualAllocator {}).unwrap(),
+    );
     grows_in_place_with_exact_accounting(&VirtualArena::new(1 << 20).unwrap());
     grows_in_place_with_exact_accounting(&SyncVirtualArena::new(1 << 20).unwrap());
 }
@@ -66,7 +70,11 @@ fn dropping_the_most_recent_string_gives_its_bytes_back_and_an_older_one_does_no
     let first = ArenaString::try_from_str_in("first", &arena).unwrap();
     let _second = ArenaString::try_from_str_in("second", &arena).unwrap();
     drop(first);
-    assert_eq!(arena.used_bytes(), 11, "an older block cannot be given back to a bump arena");
+    assert_eq!(
+        arena.used_bytes(),
+        11,
+        "an older block cannot be given back to a bump arena"
+    );
 }
 
 #[test]
@@ -76,7 +84,10 @@ fn frozen_strings_live_as_long_as_the_arena_borrow_and_rewind_needs_them_gone() 
     let names: Vec<&str> = (0..100)
         .map(|i| format_in!(&arena, "thread-{i}").unwrap())
         .collect();
-    assert!(names.iter().enumerate().all(|(i, n)| *n == format!("thread-{i}")));
+    assert!(names
+        .iter()
+        .enumerate()
+        .all(|(i, n)| *n == format!("thread-{i}")));
     drop(names); // the borrow checker refuses `rewind` while `names` lives
     arena.rewind(checkpoint);
     assert_eq!(format_in!(&arena, "{}", 1).unwrap(), "1");
@@ -152,7 +163,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn config() -> Config {
     Config {
-        rng_seed: RngSeed::Fixed(0x5791_4e),
+        rng_seed: RngSeed::Fixed(0x0057_914e),
         failure_persistence: None,
         ..Config::default()
     }

@@ -103,7 +103,16 @@ fn format_in_and_arena_string_on_a_budgeted_sync_chain_arena_make_no_global_allo
             .unwrap()
             .with_max_chunk_size(64 << 10);
         for i in 0..5_000u64 {
-            let line = format_in!(&arena, "pid {} tid {} sig {} at {:#x} in {}", 4242, i, 27, i * 4096, "worker").unwrap();
+            let line = format_in!(
+                &arena,
+                "pid {} tid {} sig {} at {:#x} in {}",
+                4242,
+                i,
+                27,
+                i * 4096,
+                "worker"
+            )
+            .unwrap();
             total += line.len();
             let mut s = ArenaString::new_in(&arena);
             for k in 0..(i % 40) {

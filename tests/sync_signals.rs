@@ -315,7 +315,11 @@ fn is_expected(text: &str, owner: u64, seq: u64) -> bool {
 
 /// Builds string `seq` of `owner` in `arena`: with `format_in!` for even `seq`, and for odd
 /// `seq` by pushing onto an `ArenaString` one character at a time (many small grows).
-fn build_string<A: Arena>(arena: &A, owner: u64, seq: u64) -> Result<&str, libdd_alloc::AllocError> {
+fn build_string<A: Arena>(
+    arena: &A,
+    owner: u64,
+    seq: u64,
+) -> Result<&str, libdd_alloc::AllocError> {
     if seq % 2 == 0 {
         return format_in!(arena, "{owner}:{seq}:{:-<w$}|", "", w = width(seq));
     }
@@ -368,9 +372,15 @@ unsafe fn verify_strings(strings: &mut [(Block, u64)]) {
     for (block, owner) in strings.iter() {
         // SAFETY: per the caller; the bytes were written as UTF-8 text.
         let text = unsafe {
-            std::str::from_utf8_unchecked(std::slice::from_raw_parts(block.addr as *const u8, block.len))
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(
+                block.addr as *const u8,
+                block.len,
+            ))
         };
-        assert!(is_expected(text, *owner, block.tag), "string changed: {block:?} {text:?}");
+        assert!(
+            is_expected(text, *owner, block.tag),
+            "string changed: {block:?} {text:?}"
+        );
     }
 }
 
@@ -400,7 +410,10 @@ fn string_storm<A: Arena>(arena: &mut A, reset: fn(&mut A)) -> StormReport {
         let mut main = 0;
         while main < ROUND / 10 && (seq % 256 != 0 || start.elapsed() < left) {
             let text = build_string(shared, STRING_MAIN, seq).expect("main loop string");
-            assert!(is_expected(text, STRING_MAIN, seq), "string changed under the main loop");
+            assert!(
+                is_expected(text, STRING_MAIN, seq),
+                "string changed under the main loop"
+            );
             let block = Block {
                 addr: text.as_ptr() as usize,
                 len: text.len(),
@@ -589,12 +602,22 @@ fn handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it() {
         STORM_BUDGET.peak()
     );
     assert!(runs >= 1000, "the handler ran only {runs} times");
-    assert!(handler_ok > 0 && handler_refused > 0, "the handler never raced at the limit");
+    assert!(
+        handler_ok > 0 && handler_refused > 0,
+        "the handler never raced at the limit"
+    );
     assert_eq!(handler_ok + handler_refused, runs as usize * 3);
     assert!(STORM_BUDGET.peak() <= BUDGET_LIMIT);
-    assert!(STORM_BUDGET.peak() > BUDGET_LIMIT - (8 << 10), "the limit was never neared");
+    assert!(
+        STORM_BUDGET.peak() > BUDGET_LIMIT - (8 << 10),
+        "the limit was never neared"
+    );
     drop(arena);
-    assert_eq!(STORM_BUDGET.used(), 0, "dropping the arena gives the whole budget back");
+    assert_eq!(
+        STORM_BUDGET.used(),
+        0,
+        "dropping the arena gives the whole budget back"
+    );
 }
 
 fn main() {

@@ -397,7 +397,10 @@ impl<A: Allocator> PanicsOn<A> {
 
     fn admit(&self) {
         let call = self.calls.fetch_add(1, Relaxed);
-        assert!(call != self.n, "backing allocator panics on call {call}, as asked");
+        assert!(
+            call != self.n,
+            "backing allocator panics on call {call}, as asked"
+        );
     }
 }
 
