@@ -406,7 +406,7 @@ impl<A: Allocator> ArenaString<A> {
         // The allocator may hand out more than asked; all of it is ours to use and to give back
         // with a layout of that size (the `Allocator` "fits" rule). Capped, to keep the
         // `isize::MAX` invariant whatever the allocator returns.
-        self.capacity = block.len().clamp(capacity, isize::MAX as usize);
+        self.capacity = block.len().max(capacity).min(isize::MAX as usize);
         Ok(())
     }
 
