@@ -40,6 +40,14 @@ pub struct Budget {
 
 impl Budget {
     /// A budget of `limit` bytes, none used. `const`, so it can be a `static`.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::Budget;
+    /// static CRASH_MEMORY: Budget = Budget::new(64 << 10);
+    /// assert_eq!((CRASH_MEMORY.used(), CRASH_MEMORY.limit()), (0, 64 << 10));
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
     #[inline]
     pub const fn new(limit: usize) -> Self {
         Self {
@@ -50,18 +58,45 @@ impl Budget {
     }
 
     /// The bytes charged and not yet credited. O(1).
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::Budget;
+    /// let budget = Budget::new(100);
+    /// budget.try_charge(30)?;
+    /// assert_eq!(budget.used(), 30);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
     #[inline]
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
 
     /// The limit. O(1).
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::Budget;
+    /// assert_eq!(Budget::new(100).limit(), 100);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
     #[inline]
     pub fn limit(&self) -> usize {
         self.limit.load(Ordering::Relaxed)
     }
 
     /// `limit - used`, or 0 when a lowered limit is below what is used. O(1).
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::Budget;
+    /// let budget = Budget::new(100);
+    /// budget.try_charge(30)?;
+    /// assert_eq!(budget.remaining(), 70);
+    /// budget.set_limit(10);
+    /// assert_eq!(budget.remaining(), 0);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
     #[inline]
     pub fn remaining(&self) -> usize {
         self.limit().saturating_sub(self.used())
@@ -69,6 +104,16 @@ impl Budget {
 
     /// The highest `used` has been since the budget was made: the high-water mark, for sizing a
     /// limit from a real run. O(1).
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::Budget;
+    /// let budget = Budget::new(100);
+    /// budget.try_charge(80)?;
+    /// budget.credit(50);
+    /// assert_eq!((budget.used(), budget.peak()), (30, 80));
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
     #[inline]
     pub fn peak(&self) -> usize {
         self.peak.load(Ordering::Relaxed)
@@ -135,6 +180,16 @@ impl Budget {
 
     /// Gives back `bytes` charged earlier. Crediting more than is used is a bug in the caller;
     /// the counter then stops at 0 rather than wrapping.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::Budget;
+    /// let budget = Budget::new(100);
+    /// budget.try_charge(30)?;
+    /// budget.credit(30);
+    /// assert_eq!(budget.used(), 0);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
     #[inline]
     pub fn credit(&self, bytes: usize) {
         if bytes == 0 {
@@ -214,18 +269,40 @@ pub struct Budgeted<'b, A> {
 
 impl<'b, A> Budgeted<'b, A> {
     /// `inner`, charging `budget`. `const`.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{Budget, Budgeted, System};
+    /// static BUDGET: Budget = Budget::new(1 << 20);
+    /// static BACKING: Budgeted<System> = Budgeted::new(&BUDGET, System);
+    /// assert_eq!(BACKING.budget().limit(), 1 << 20);
+    /// ```
     #[inline]
     pub const fn new(budget: &'b Budget, inner: A) -> Self {
         Self { budget, inner }
     }
 
     /// The budget this allocator charges.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{Budget, Budgeted, System};
+    /// let budget = Budget::new(10);
+    /// assert!(core::ptr::eq(Budgeted::new(&budget, System).budget(), &budget));
+    /// ```
     #[inline]
     pub const fn budget(&self) -> &'b Budget {
         self.budget
     }
 
     /// The allocator the bytes come from.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{Budget, Budgeted, System};
+    /// let budget = Budget::new(10);
+    /// let _system: &System = Budgeted::new(&budget, System).inner();
+    /// ```
     #[inline]
     pub const fn inner(&self) -> &A {
         &self.inner

@@ -139,7 +139,8 @@ impl<A: Allocator> ArenaString<A> {
     /// arguments: then it is copied once, exactly); when the output outgrows it the block grows
     /// by doubling, and at the end it shrinks to the output's length, so on an arena the slack
     /// goes back while the string is the most recent block. If the hinted block cannot be had,
-    /// it starts empty and grows to exactly what the output needs.
+    /// it starts empty and grows as usual, falling back to exactly what the output needs when a
+    /// doubled block is refused.
     ///
     /// # Errors
     /// `Err(AllocError)` when the allocator cannot hold the output, or a `Display`/`Debug`
@@ -171,30 +172,76 @@ impl<A: Allocator> ArenaString<A> {
     }
 
     /// The length in bytes.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{ArenaString, ChainAllocator, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?;
+    /// let s = ArenaString::try_from_str_in("é!", &arena)?;
+    /// assert_eq!(s.len(), 3);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
     #[inline]
     pub const fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the string is empty.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{ArenaString, ChainAllocator, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?;
+    /// let s = ArenaString::new_in(&arena);
+    /// assert!(s.is_empty());
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
     #[inline]
     pub const fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The bytes the string can hold without allocating.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{ArenaString, ChainAllocator, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?;
+    /// let mut s = ArenaString::try_with_capacity_in(32, &arena)?;
+    /// s.try_push_str("abc")?;
+    /// assert_eq!((s.len(), s.capacity()), (3, 32));
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
     #[inline]
     pub const fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// The allocator the string's bytes come from.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{ArenaString, ChainAllocator, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?;
+    /// let s = ArenaString::try_from_str_in("x", &arena)?;
+    /// assert!(core::ptr::eq(*s.allocator(), &arena));
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
     #[inline]
     pub const fn allocator(&self) -> &A {
         &self.allocator
     }
 
     /// The contents as a `&str`. O(1).
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{ArenaString, ChainAllocator, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?;
+    /// let s = ArenaString::try_from_str_in("main", &arena)?;
+    /// assert_eq!(s.as_str(), "main");
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
     #[inline]
     pub fn as_str(&self) -> &str {
         // SAFETY: the first `len` bytes of the block are initialised, valid UTF-8 (type
@@ -205,6 +252,16 @@ impl<A: Allocator> ArenaString<A> {
     }
 
     /// The contents as a `&mut str`. O(1).
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{ArenaString, ChainAllocator, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?;
+    /// let mut s = ArenaString::try_from_str_in("main", &arena)?;
+    /// s.as_mut_str().make_ascii_uppercase();
+    /// assert_eq!(s, "MAIN");
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
     #[inline]
     pub fn as_mut_str(&mut self) -> &mut str {
         // SAFETY: as in `as_str`; `&mut self` makes the borrow unique, and `&mut str` can only
@@ -338,6 +395,16 @@ impl<A: Allocator> ArenaString<A> {
     }
 
     /// Empties the string; the capacity is kept.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{ArenaString, ChainAllocator, System};
+    /// let arena = ChainAllocator::new_in(4096, System)?;
+    /// let mut s = ArenaString::try_from_str_in("main", &arena)?;
+    /// s.clear();
+    /// assert_eq!((s.len(), s.capacity()), (0, 4));
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
     #[inline]
     pub fn clear(&mut self) {
         self.len = 0;
