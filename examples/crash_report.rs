@@ -4,8 +4,8 @@
 //! `malloc`. Everything it needs is made ready up front: a `SyncLinearAllocator` backed by
 //! `VirtualAllocator` (pages straight from the kernel), and an alternate signal stack, so that
 //! the handler can run even when the crash is a stack overflow. The handler formats the report
-//! with `core::fmt::Write` into a buffer from the arena, writes it to stderr with `write(2)` and
-//! leaves with `_exit`.
+//! into the arena with `format_in!` (no heap, no panic: a full arena is an `Err`), writes it to
+//! stderr with `write(2)` and leaves with `_exit`.
 //!
 //! ```text
 //! cargo run --example crash_report -- segv       # write to a PROT_NONE page
@@ -13,15 +13,11 @@
 //! ```
 //! Either way the process prints the report on stderr and exits with status 42.
 
-use libdd_alloc::{Allocator, Layout, SyncLinearAllocator, VirtualAllocator};
-use std::fmt::Write as _;
-use std::ptr::NonNull;
+use libdd_alloc::{format_in, Allocator, Layout, SyncLinearAllocator, VirtualAllocator};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// The exit status of a process that reported its crash.
 pub const REPORT_EXIT_STATUS: i32 = 42;
-/// Room for one report.
-const REPORT_CAPACITY: usize = 2048;
 /// The alternate signal stack; the handler's frames and formatting fit easily.
 const ALTERNATE_STACK_SIZE: usize = 64 << 10;
 
@@ -31,32 +27,6 @@ type Arena = SyncLinearAllocator<VirtualAllocator>;
 static ARENA: AtomicPtr<Arena> = AtomicPtr::new(std::ptr::null_mut());
 /// Where the alternate stack lives, to tell in the report whether the handler runs on it.
 static ALTERNATE_STACK: AtomicUsize = AtomicUsize::new(0);
-
-/// A `core::fmt::Write` sink over a fixed buffer from the arena; output past the end is cut.
-struct ReportBuffer {
-    buffer: NonNull<[u8]>,
-    len: usize,
-}
-
-impl std::fmt::Write for ReportBuffer {
-    fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        let room = self.buffer.len() - self.len;
-        let take = text.len().min(room);
-        // SAFETY: `[len, len + take)` lies inside the buffer, which the handler owns.
-        unsafe {
-            self.buffer
-                .cast::<u8>()
-                .add(self.len)
-                .copy_from_nonoverlapping(NonNull::from(text.as_bytes()).cast(), take)
-        };
-        self.len += take;
-        if take < text.len() {
-            Err(std::fmt::Error)
-        } else {
-            Ok(())
-        }
-    }
-}
 
 fn write_stderr(bytes: &[u8]) {
     // SAFETY: writing a valid buffer to fd 2; a short or failed write is all we can accept here.
@@ -72,11 +42,6 @@ extern "C" fn report_crash(
     // SAFETY: `ARENA` was set before the handler was installed and is never freed.
     let arena = unsafe { &*ARENA.load(Ordering::Acquire) };
     let used_before = arena.used_bytes();
-    let Ok(buffer) = arena.allocate(Layout::new::<[u8; REPORT_CAPACITY]>()) else {
-        write_stderr(b"crash report: no room in the arena\n");
-        // SAFETY: leave at once.
-        unsafe { libc::_exit(REPORT_EXIT_STATUS + 1) };
-    };
     // SAFETY: the kernel passes valid siginfo to an SA_SIGINFO handler.
     let fault_address = unsafe { (*info).si_addr() } as usize;
     let here = &signal as *const libc::c_int as usize;
@@ -87,21 +52,28 @@ extern "C" fn report_crash(
         libc::SIGBUS => "SIGBUS",
         _ => "?",
     };
-    let mut report = ReportBuffer { buffer, len: 0 };
-    let _ = write!(
-        report,
+    let report = format_in!(
+        arena,
         "=== crash report ===\n\
          signal: {signal} ({name})\n\
          fault address: {fault_address:#x}\n\
          handler on alternate stack: {on_alternate_stack}\n\
-         arena before the report: {used_before} of {reserved} bytes used\n\
-         report buffer from the arena at: {buffer:#x}\n\
-         === end of crash report ===\n",
+         arena before the report: {used_before} of {reserved} bytes used\n",
         reserved = arena.reserved_bytes(),
-        buffer = buffer.cast::<u8>().as_ptr() as usize,
     );
-    // SAFETY: the first `len` bytes of the buffer were written above.
-    write_stderr(unsafe { std::slice::from_raw_parts(buffer.cast::<u8>().as_ptr(), report.len) });
+    let Ok(report) = report else {
+        write_stderr(b"crash report: no room in the arena\n");
+        // SAFETY: leave at once.
+        unsafe { libc::_exit(REPORT_EXIT_STATUS + 1) };
+    };
+    write_stderr(report.as_bytes());
+    let trailer = format_in!(
+        arena,
+        "report text in the arena: {} bytes at {:#x}\n=== end of crash report ===\n",
+        report.len(),
+        report.as_ptr() as usize,
+    );
+    write_stderr(trailer.map_or(b"=== end of crash report ===\n".as_slice(), str::as_bytes));
     // SAFETY: leave without running exit handlers or unwinding through the faulting frame.
     unsafe { libc::_exit(REPORT_EXIT_STATUS) };
 }

@@ -25,6 +25,13 @@
 //! [`Checkpoint`] in O(1), and [`Rewind::scope`] does it around a closure whose allocations
 //! cannot escape it. Destructors of arena values do not run.
 //!
+//! # Strings, formatting and memory budgets
+//! [`ArenaString`] is a fallible, growable UTF-8 string on any allocator that grows in place on
+//! these arenas and freezes into a `&str` borrowing the arena; [`format_in!`] formats into an
+//! arena with no heap and no panic, for crash reports and signal handlers. A [`Budget`] caps the
+//! bytes that one or several arenas take from their backing allocator: build each arena on a
+//! [`Budgeted`] backing allocator that shares it.
+//!
 //! # Bump allocation, and its trade-offs
 //! An arena hands out memory by moving a cursor forward through a chunk: an allocation is a few
 //! additions, one comparison and one branch, with no per-allocation header. The price is that
@@ -90,6 +97,7 @@
 extern crate std;
 
 mod asan;
+mod budget;
 mod bump;
 mod chain;
 #[cfg(any(
@@ -102,14 +110,19 @@ mod linear;
 pub mod os;
 mod page_alloc;
 mod resize;
+mod string;
 mod sync;
 mod typed;
 mod virtual_alloc;
 mod virtual_arena;
 
+pub use budget::{Budget, Budgeted};
 pub use chain::ChainAllocator;
 pub use linear::LinearAllocator;
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
+#[doc(hidden)]
+pub use string::format_capacity_hint as __format_capacity_hint;
+pub use string::ArenaString;
 pub use sync::{SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;

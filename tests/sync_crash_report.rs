@@ -59,6 +59,14 @@ fn segv_handler_writes_a_report_from_arena_memory_and_exits() {
     assert!(
         report_line(&stderr, "arena before the report: ").starts_with("128 of 65536 bytes used")
     );
+    // The report was formatted into the arena, right after the program's state.
+    let (len, at) = report_line(&stderr, "report text in the arena: ")
+        .split_once(" bytes at ")
+        .unwrap();
+    let report_start = stderr.find("=== crash report ===").unwrap();
+    let report_end = stderr.find("report text in the arena: ").unwrap();
+    assert_eq!(len.parse::<usize>().unwrap(), report_end - report_start);
+    assert!(at.starts_with("0x"));
 }
 
 #[test]

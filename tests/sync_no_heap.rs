@@ -1,13 +1,18 @@
 //! No hidden heap: a counting `#[global_allocator]` proves that the lock-free arenas, backed by
 //! `VirtualAllocator`, never call the global allocator: not to allocate, not to grow (a new
 //! chunk), not to resize, reset or drop. Only calls made on a thread while it is "watched" are
-//! counted, so the test harness's own allocations do not interfere.
+//! counted, so the test harness's own allocations do not interfere. The same holds for
+//! `format_in!`, `ArenaString` and a `Budgeted` backing allocator.
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
 use common::counting::{global_calls_during, CountingGlobal};
-use libdd_alloc::{Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, VirtualAllocator};
+use core::fmt::Write as _;
+use libdd_alloc::{
+    format_in, Allocator, ArenaString, Budget, Budgeted, Layout, SyncChainAllocator,
+    SyncLinearAllocator, VirtualAllocator,
+};
 
 #[global_allocator]
 static GLOBAL: CountingGlobal = CountingGlobal;
@@ -86,4 +91,41 @@ fn sync_chain_arena_shared_by_threads_makes_no_global_allocation() {
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
     assert_eq!(calls, 0);
+}
+
+#[test]
+fn format_in_and_arena_string_on_a_budgeted_sync_chain_arena_make_no_global_allocation() {
+    static BUDGET: Budget = Budget::new(4 << 20);
+    libdd_alloc::os::page_size().unwrap();
+    let mut total = 0;
+    let calls = global_calls_during(|| {
+        let arena = SyncChainAllocator::new_in(4096, Budgeted::new(&BUDGET, VirtualAllocator {}))
+            .unwrap()
+            .with_max_chunk_size(64 << 10);
+        for i in 0..5_000u64 {
+            let line = format_in!(
+                &arena,
+                "pid {} tid {} sig {} at {:#x} in {}",
+                4242,
+                i,
+                27,
+                i * 4096,
+                "worker"
+            )
+            .unwrap();
+            total += line.len();
+            let mut s = ArenaString::new_in(&arena);
+            for k in 0..(i % 40) {
+                write!(s, "{k},").unwrap();
+            }
+            s.try_push_str("end").unwrap();
+            total += s.into_str().len();
+        }
+        // Until the budget refuses: still no heap.
+        while format_in!(&arena, "{:>4000}", "x").is_ok() {}
+        assert!(BUDGET.used() <= BUDGET.limit());
+    });
+    assert_eq!(calls, 0);
+    assert!(total > 5_000 * 40);
+    assert_eq!(BUDGET.used(), 0);
 }

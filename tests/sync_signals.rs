@@ -3,6 +3,10 @@
 //! block of both is filled with its own pattern and verified: a cursor update lost to the
 //! interruption would hand out bytes twice and show up as an overlap or corruption.
 //!
+//! The same storm formats strings in the handler and the main loop with `format_in!` and
+//! `ArenaString` (every string's text checked, no two overlapping), and races a handler against
+//! the main loop at the limit of a `Budget` (never exceeded, every refusal an `Err`).
+//!
 //! `harness = false`: the process has one thread, so the process-directed `SIGALRM` always lands
 //! on the thread that is allocating.
 
@@ -10,8 +14,10 @@
 mod common;
 
 use common::blocks::{fill, intact, mixed_layout, tag, verify, Block};
+use core::fmt::Write as _;
 use libdd_alloc::{
-    Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, VirtualAllocator,
+    format_in, Allocator, Arena, ArenaString, Budget, Budgeted, Layout, SyncChainAllocator,
+    SyncLinearAllocator, SyncVirtualArena, VirtualAllocator,
 };
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -101,11 +107,16 @@ fn set_timer(interval_us: i64) {
 }
 
 fn install_handler<A: Allocator>() {
-    // SAFETY: a zeroed sigaction is valid; the handler only uses async-signal-safe operations
-    // (atomics and the arena under test).
+    install(allocate_in_handler::<A>);
+}
+
+/// Installs `handler` for `SIGALRM`.
+fn install(handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: a zeroed sigaction is valid; every handler here only uses async-signal-safe
+    // operations (atomics, the arena under test, formatting into it).
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = allocate_in_handler::<A> as extern "C" fn(libc::c_int) as usize;
+        action.sa_sigaction = handler as usize;
         action.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut action.sa_mask);
         assert_eq!(
@@ -264,8 +275,356 @@ fn signal_handler_and_main_loop_never_overlap_in_a_sync_virtual_arena() {
     check("SyncVirtualArena", report);
 }
 
+// ---- Formatting in the handler ----
+
+const STRING_MAIN: u64 = 1;
+const STRING_HANDLER: u64 = 2;
+
+/// The text of string `seq` of `owner`: `"{owner}:{seq}:" + '-' * width + "|"`, width 0..150.
+fn width(seq: u64) -> usize {
+    (seq.wrapping_mul(0x9E37_79B9) % 150) as usize
+}
+
+/// A `fmt::Write` sink over a stack buffer, to render the expected text without the heap.
+struct StackText {
+    bytes: [u8; 256],
+    len: usize,
+}
+
+impl core::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(core::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Whether `text` is string `seq` of `owner`. No heap: usable in the handler.
+fn is_expected(text: &str, owner: u64, seq: u64) -> bool {
+    let mut expected = StackText {
+        bytes: [0; 256],
+        len: 0,
+    };
+    if write!(expected, "{owner}:{seq}:{:-<w$}|", "", w = width(seq)).is_err() {
+        return false;
+    }
+    expected.bytes.get(..expected.len) == Some(text.as_bytes())
+}
+
+/// Builds string `seq` of `owner` in `arena`: with `format_in!` for even `seq`, and for odd
+/// `seq` by pushing onto an `ArenaString` one character at a time (many small grows).
+fn build_string<A: Arena>(
+    arena: &A,
+    owner: u64,
+    seq: u64,
+) -> Result<&str, libdd_alloc::AllocError> {
+    if seq % 2 == 0 {
+        return format_in!(arena, "{owner}:{seq}:{:-<w$}|", "", w = width(seq));
+    }
+    let mut s = ArenaString::new_in(arena);
+    write!(s, "{owner}:{seq}:").map_err(|_| libdd_alloc::AllocError)?;
+    for _ in 0..width(seq) {
+        s.try_push('-')?;
+    }
+    s.try_push('|')?;
+    Ok(s.into_str())
+}
+
+/// The `SIGALRM` handler of the string storm: builds two strings in the arena in `ARENA`,
+/// checks their text and records them in the slots.
+extern "C" fn format_in_handler<A: Arena>(_signal: libc::c_int) {
+    let arena = ARENA.load(Ordering::Acquire) as *const A;
+    if arena.is_null() {
+        return;
+    }
+    // SAFETY: `ARENA` points at a live arena while the signal is unblocked.
+    let arena = unsafe { &*arena };
+    let run = HANDLER_RUNS.fetch_add(1, Ordering::Relaxed);
+    for k in 0..2 {
+        let seq = run * 2 + k;
+        let Ok(text) = build_string(arena, STRING_HANDLER, seq) else {
+            HANDLER_FAILURES.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let slot = HANDLER_NEXT.fetch_add(1, Ordering::Relaxed);
+        if slot >= HANDLER_SLOTS || !is_expected(text, STRING_HANDLER, seq) {
+            HANDLER_FAILURES.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        HANDLER_ADDR[slot].store(text.as_ptr() as usize, Ordering::Relaxed);
+        HANDLER_LEN[slot].store(text.len(), Ordering::Relaxed);
+        HANDLER_TAG[slot].store(seq, Ordering::Relaxed);
+    }
+}
+
+/// Checks that no two strings overlap and that each still holds its text.
+///
+/// # Safety
+/// Every string is live.
+unsafe fn verify_strings(strings: &mut [(Block, u64)]) {
+    strings.sort_unstable_by_key(|(b, _)| b.addr);
+    for pair in strings.windows(2) {
+        let (a, b) = (pair[0].0, pair[1].0);
+        assert!(a.addr + a.len <= b.addr, "strings overlap: {a:?} {b:?}");
+    }
+    for (block, owner) in strings.iter() {
+        // SAFETY: per the caller; the bytes were written as UTF-8 text.
+        let text = unsafe {
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(
+                block.addr as *const u8,
+                block.len,
+            ))
+        };
+        assert!(
+            is_expected(text, *owner, block.tag),
+            "string changed: {block:?} {text:?}"
+        );
+    }
+}
+
+/// The storm of `storm`, with strings: the main loop builds strings for `STORM` while the
+/// handler builds them too, in rounds; each round (signal blocked) verifies all and resets.
+fn string_storm<A: Arena>(arena: &mut A, reset: fn(&mut A)) -> StormReport {
+    let arena: *mut A = arena;
+    install(format_in_handler::<A>);
+    HANDLER_RUNS.store(0, Ordering::Relaxed);
+    HANDLER_NEXT.store(0, Ordering::Relaxed);
+    ARENA.store(arena.cast(), Ordering::Release);
+    let mut strings: Vec<(Block, u64)> = Vec::with_capacity(ROUND + HANDLER_SLOTS);
+    let mut report = StormReport {
+        main_blocks: 0,
+        handler_blocks: 0,
+        handler_runs: 0,
+        rounds: 0,
+    };
+    let mut storm_time = Duration::ZERO;
+    set_timer(TIMER_INTERVAL_US);
+    let mut seq = 0u64;
+    while storm_time < STORM {
+        let start = Instant::now();
+        let left = STORM - storm_time;
+        // SAFETY: only shared use while the signal is unblocked; `reset` runs with it blocked.
+        let shared = unsafe { &*arena };
+        let mut main = 0;
+        while main < ROUND / 10 && (seq % 256 != 0 || start.elapsed() < left) {
+            let text = build_string(shared, STRING_MAIN, seq).expect("main loop string");
+            assert!(
+                is_expected(text, STRING_MAIN, seq),
+                "string changed under the main loop"
+            );
+            let block = Block {
+                addr: text.as_ptr() as usize,
+                len: text.len(),
+                tag: seq,
+            };
+            strings.push((block, STRING_MAIN));
+            main += 1;
+            seq += 1;
+        }
+        storm_time += start.elapsed();
+        if storm_time >= STORM {
+            set_timer(0);
+        }
+        set_signal_blocked(true);
+        report.handler_runs = HANDLER_RUNS.load(Ordering::Relaxed);
+        let handler_count = HANDLER_NEXT.load(Ordering::Relaxed).min(HANDLER_SLOTS);
+        strings.extend((0..handler_count).map(|i| {
+            let block = Block {
+                addr: HANDLER_ADDR[i].load(Ordering::Relaxed),
+                len: HANDLER_LEN[i].load(Ordering::Relaxed),
+                tag: HANDLER_TAG[i].load(Ordering::Relaxed),
+            };
+            (block, STRING_HANDLER)
+        }));
+        // SAFETY: every string is live until the reset below.
+        unsafe { verify_strings(&mut strings) };
+        assert_eq!(HANDLER_FAILURES.load(Ordering::Relaxed), 0);
+        report.main_blocks += main;
+        report.handler_blocks += handler_count;
+        report.rounds += 1;
+        strings.clear();
+        HANDLER_NEXT.store(0, Ordering::Relaxed);
+        // SAFETY: the signal is blocked and no string is referenced any more.
+        reset(unsafe { &mut *arena });
+        set_signal_blocked(false);
+    }
+    set_timer(0);
+    set_signal_blocked(true);
+    ARENA.store(std::ptr::null_mut(), Ordering::Release);
+    set_signal_blocked(false);
+    report
+}
+
+fn check_strings(name: &str, report: StormReport) {
+    println!(
+        "{name}, strings: {} rounds, {} main strings, {} handler runs, {} handler strings: text intact, no overlap",
+        report.rounds, report.main_blocks, report.handler_runs, report.handler_blocks
+    );
+    assert!(
+        report.handler_runs >= 1000,
+        "the handler ran only {} times",
+        report.handler_runs
+    );
+    assert_eq!(report.handler_blocks as u64, report.handler_runs * 2);
+}
+
+fn handler_and_main_loop_format_intact_strings_in_a_sync_chain_arena() {
+    // Small chunks: strings often outgrow their chunk, and a handler lands mid-growth.
+    let mut arena = SyncChainAllocator::new_in(4096, VirtualAllocator {})
+        .unwrap()
+        .with_max_chunk_size(16 << 10);
+    let report = string_storm(&mut arena, SyncChainAllocator::reset);
+    check_strings("SyncChainAllocator", report);
+}
+
+fn handler_and_main_loop_format_intact_strings_in_a_sync_linear_arena() {
+    let mut arena = SyncLinearAllocator::new_in(
+        Layout::from_size_align(64 << 20, 4096).unwrap(),
+        VirtualAllocator {},
+    )
+    .unwrap();
+    let report = string_storm(&mut arena, SyncLinearAllocator::reset);
+    check_strings("SyncLinearAllocator", report);
+}
+
+// ---- A handler racing the main loop at the limit of a budget ----
+
+const BUDGET_LIMIT: usize = 192 << 10;
+static STORM_BUDGET: Budget = Budget::new(BUDGET_LIMIT);
+static HANDLER_REFUSALS: AtomicUsize = AtomicUsize::new(0);
+
+type BudgetedArena = SyncChainAllocator<Budgeted<'static, VirtualAllocator>>;
+
+/// The `SIGALRM` handler of the budget storm: three blocks from the budgeted arena in `ARENA`;
+/// a refusal is counted, not a failure.
+extern "C" fn allocate_at_the_limit_in_handler(_signal: libc::c_int) {
+    let arena = ARENA.load(Ordering::Acquire) as *const BudgetedArena;
+    if arena.is_null() {
+        return;
+    }
+    // SAFETY: `ARENA` points at a live arena while the signal is unblocked.
+    let arena = unsafe { &*arena };
+    let run = HANDLER_RUNS.fetch_add(1, Ordering::Relaxed);
+    for k in 0..3 {
+        let seq = run * 3 + k;
+        let layout = mixed_layout(seq ^ 0xB0D9);
+        let Ok(block) = arena.allocate(layout) else {
+            HANDLER_REFUSALS.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        // SAFETY: the block is fresh and ours.
+        let record = unsafe { fill(block, layout.size(), tag(HANDLER_OWNER, seq)) };
+        let slot = HANDLER_NEXT.fetch_add(1, Ordering::Relaxed);
+        if slot >= HANDLER_SLOTS || STORM_BUDGET.used() > BUDGET_LIMIT {
+            HANDLER_FAILURES.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        HANDLER_ADDR[slot].store(record.addr, Ordering::Relaxed);
+        HANDLER_LEN[slot].store(record.len, Ordering::Relaxed);
+        HANDLER_TAG[slot].store(record.tag, Ordering::Relaxed);
+    }
+}
+
+fn handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it() {
+    install(allocate_at_the_limit_in_handler);
+    HANDLER_RUNS.store(0, Ordering::Relaxed);
+    HANDLER_NEXT.store(0, Ordering::Relaxed);
+    HANDLER_FAILURES.store(0, Ordering::Relaxed);
+    let mut arena: BudgetedArena =
+        SyncChainAllocator::new_in(4096, Budgeted::new(&STORM_BUDGET, VirtualAllocator {}))
+            .unwrap()
+            .with_max_chunk_size(8 << 10);
+    let arena_ptr: *mut BudgetedArena = &mut arena;
+    ARENA.store(arena_ptr.cast(), Ordering::Release);
+    let mut blocks: Vec<Block> = Vec::with_capacity(ROUND + HANDLER_SLOTS);
+    let (mut main_ok, mut main_refused, mut handler_ok, mut rounds) = (0usize, 0usize, 0usize, 0);
+    let mut seq = 0u64;
+    let start = Instant::now();
+    set_timer(TIMER_INTERVAL_US);
+    let mut last = false;
+    while !last {
+        // SAFETY: shared use only while the signal is unblocked.
+        let shared = unsafe { &*arena_ptr };
+        // Allocate until the budget has refused 200 times: the handler meets it full, or
+        // nearly, most of the time.
+        let mut refused_this_round = 0;
+        while refused_this_round < 200 {
+            let layout = mixed_layout(seq);
+            match shared.allocate(layout) {
+                Ok(block) => {
+                    // SAFETY: fresh block, ours.
+                    blocks.push(unsafe { fill(block, layout.size(), tag(1, seq)) });
+                    main_ok += 1;
+                }
+                Err(libdd_alloc::AllocError) => {
+                    refused_this_round += 1;
+                    main_refused += 1;
+                }
+            }
+            assert!(STORM_BUDGET.used() <= BUDGET_LIMIT);
+            seq += 1;
+        }
+        last = start.elapsed() >= STORM;
+        if last {
+            // Last round: stop the timer, so that every handler run is counted and verified.
+            set_timer(0);
+        }
+        set_signal_blocked(true);
+        let handler_count = HANDLER_NEXT.load(Ordering::Relaxed).min(HANDLER_SLOTS);
+        blocks.extend((0..handler_count).map(|i| Block {
+            addr: HANDLER_ADDR[i].load(Ordering::Relaxed),
+            len: HANDLER_LEN[i].load(Ordering::Relaxed),
+            tag: HANDLER_TAG[i].load(Ordering::Relaxed),
+        }));
+        // SAFETY: every block is live until the reset below.
+        assert_eq!(unsafe { verify(&mut blocks) }, Ok(()));
+        assert_eq!(HANDLER_FAILURES.load(Ordering::Relaxed), 0);
+        assert!(STORM_BUDGET.peak() <= BUDGET_LIMIT);
+        handler_ok += handler_count;
+        rounds += 1;
+        blocks.clear();
+        HANDLER_NEXT.store(0, Ordering::Relaxed);
+        // SAFETY: the signal is blocked and no block is referenced any more.
+        unsafe { &mut *arena_ptr }.reset();
+        set_signal_blocked(false);
+    }
+    set_timer(0);
+    set_signal_blocked(true);
+    ARENA.store(std::ptr::null_mut(), Ordering::Release);
+    set_signal_blocked(false);
+    let runs = HANDLER_RUNS.load(Ordering::Relaxed);
+    let handler_refused = HANDLER_REFUSALS.load(Ordering::Relaxed);
+    println!(
+        "Budget: {rounds} rounds, main {main_ok} allocations / {main_refused} refusals, handler {runs} runs, \
+         {handler_ok} allocations / {handler_refused} refusals, peak {} of {BUDGET_LIMIT}",
+        STORM_BUDGET.peak()
+    );
+    assert!(runs >= 1000, "the handler ran only {runs} times");
+    assert!(
+        handler_ok > 0 && handler_refused > 0,
+        "the handler never raced at the limit"
+    );
+    assert_eq!(handler_ok + handler_refused, runs as usize * 3);
+    assert!(STORM_BUDGET.peak() <= BUDGET_LIMIT);
+    assert!(
+        STORM_BUDGET.peak() > BUDGET_LIMIT - (8 << 10),
+        "the limit was never neared"
+    );
+    drop(arena);
+    assert_eq!(
+        STORM_BUDGET.used(),
+        0,
+        "dropping the arena gives the whole budget back"
+    );
+}
+
 fn main() {
     signal_handler_and_main_loop_never_overlap_in_a_sync_chain_arena();
     signal_handler_and_main_loop_never_overlap_in_a_sync_linear_arena();
     signal_handler_and_main_loop_never_overlap_in_a_sync_virtual_arena();
+    handler_and_main_loop_format_intact_strings_in_a_sync_chain_arena();
+    handler_and_main_loop_format_intact_strings_in_a_sync_linear_arena();
+    handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it();
 }

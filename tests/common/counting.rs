@@ -1,7 +1,8 @@
 //! Counting allocators: two backing allocators that count calls and live bytes and fail on
 //! demand ([`Counting`]: counters in a borrowed [`Counts`], single-threaded, faults switchable at
 //! any time; [`SyncCounting`]: owned atomic counters, fault schedule fixed at construction), and a
-//! counting global allocator ([`CountingGlobal`]).
+//! counting global allocator ([`CountingGlobal`]); and [`PanicsOn`], a backing allocator that
+//! panics on a chosen call.
 
 use libdd_alloc::{AllocError, Allocator, Layout, System};
 use std::alloc::GlobalAlloc;
@@ -372,4 +373,84 @@ pub fn global_calls_during(f: impl FnOnce()) -> usize {
     f();
     WATCHED.with(|w| w.set(false));
     CALLS.with(Cell::get) - before
+}
+
+// ---- A backing allocator that panics ----
+
+/// A backing allocator that panics on its fallible call number `n` (from 0: `allocate`,
+/// `allocate_zeroed`, `grow`, `grow_zeroed`, `shrink`) and forwards every call to `A`
+/// otherwise: a backing allocator is user code, and may panic.
+pub struct PanicsOn<A> {
+    inner: A,
+    n: u64,
+    calls: AtomicU64,
+}
+
+impl<A: Allocator> PanicsOn<A> {
+    pub const fn new(inner: A, n: u64) -> Self {
+        Self {
+            inner,
+            n,
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    fn admit(&self) {
+        let call = self.calls.fetch_add(1, Relaxed);
+        assert!(
+            call != self.n,
+            "backing allocator panics on call {call}, as asked"
+        );
+    }
+}
+
+// SAFETY: every call that does not panic is forwarded to `A`.
+unsafe impl<A: Allocator> Allocator for PanicsOn<A> {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        self.admit();
+        self.inner.allocate(layout)
+    }
+
+    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        self.admit();
+        self.inner.allocate_zeroed(layout)
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.inner.deallocate(ptr, layout) }
+    }
+
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        self.admit();
+        // SAFETY: forwarded caller contract.
+        unsafe { self.inner.grow(ptr, old, new) }
+    }
+
+    unsafe fn grow_zeroed(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        self.admit();
+        // SAFETY: forwarded caller contract.
+        unsafe { self.inner.grow_zeroed(ptr, old, new) }
+    }
+
+    unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        self.admit();
+        // SAFETY: forwarded caller contract.
+        unsafe { self.inner.shrink(ptr, old, new) }
+    }
 }

@@ -14,7 +14,7 @@
 use core::mem::MaybeUninit;
 use core::ptr::{null_mut, NonNull};
 use libdd_alloc::{
-    Allocator, ChainAllocator, HugePages, Layout, LinearAllocator, PageAllocator, PageOptions,
+    format_in, Allocator, ArenaString, Budget, Budgeted, ChainAllocator, HugePages, Layout, LinearAllocator, PageAllocator, PageOptions,
     Rewind, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, VirtualAllocator,
     VirtualArena,
 };
@@ -440,6 +440,132 @@ pub extern "C" fn page_new(
     match PageAllocator::new(options) {
         Ok(pages) => {
             out.write(pages);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+// ---- Budgets: `Budget` and `Budgeted<VirtualAllocator>` ----
+
+type BudgetedVirtual = Budgeted<'static, VirtualAllocator>;
+exports!(
+    BudgetedVirtual,
+    budgeted_allocate,
+    budgeted_deallocate,
+    budgeted_resize
+);
+
+/// `Budget`'s methods: `how` 0 charges `bytes`, 1 credits them, other sets the limit; `out`
+/// gets used, limit, remaining and peak.
+#[no_mangle]
+pub extern "C" fn budget_update(budget: &Budget, how: u8, bytes: usize, out: &mut [usize; 4]) -> bool {
+    let ok = match how {
+        0 => budget.try_charge(bytes).is_ok(),
+        1 => {
+            budget.credit(bytes);
+            true
+        }
+        _ => {
+            budget.set_limit(bytes);
+            true
+        }
+    };
+    *out = [budget.used(), budget.limit(), budget.remaining(), budget.peak()];
+    ok
+}
+
+/// A `Budgeted` backing allocator for a chain arena, built from a budget.
+#[no_mangle]
+pub extern "C" fn budgeted_sync_chain_new(
+    budget: &'static Budget,
+    hint: usize,
+    out: &mut MaybeUninit<SyncChainAllocator<BudgetedVirtual>>,
+) -> bool {
+    match SyncChainAllocator::new_in(hint, Budgeted::new(budget, VirtualAllocator {})) {
+        Ok(arena) => {
+            out.write(arena);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+// ---- Strings: `ArenaString` and `format_in!` on a SyncChainAllocator ----
+
+/// `ArenaString`'s fallible methods on one string: `how` 0 push_str, 1 push, 2 reserve,
+/// 3 reserve_exact, 4 pop, 5 shrink_to_fit, other clear.
+#[no_mangle]
+pub unsafe extern "C" fn string_update(
+    s: &mut ArenaString<&'static SyncChain>,
+    how: u8,
+    text: *const u8,
+    len: usize,
+) -> bool {
+    if text.is_null() {
+        return false;
+    }
+    // SAFETY: the caller's contract (never called).
+    let bytes = unsafe { core::slice::from_raw_parts(text, len) };
+    let Ok(text) = core::str::from_utf8(bytes) else {
+        return false;
+    };
+    match how {
+        0 => s.try_push_str(text).is_ok(),
+        1 => s.try_push(text.chars().next().unwrap_or('?')).is_ok(),
+        2 => s.try_reserve(len).is_ok(),
+        3 => s.try_reserve_exact(len).is_ok(),
+        4 => s.pop().is_some(),
+        5 => {
+            s.shrink_to_fit();
+            true
+        }
+        _ => {
+            s.clear();
+            true
+        }
+    }
+}
+
+/// A new string (with capacity), frozen into a `&str`, or dropped.
+#[no_mangle]
+pub extern "C" fn string_new_freeze_drop(
+    arena: &'static SyncChain,
+    capacity: usize,
+    freeze: bool,
+    out: &mut [usize; 2],
+) -> bool {
+    let Ok(s) = ArenaString::try_with_capacity_in(capacity, arena) else {
+        return false;
+    };
+    if freeze {
+        let frozen = s.into_str();
+        *out = [frozen.as_ptr() as usize, frozen.len()];
+    } else {
+        drop(s);
+    }
+    true
+}
+
+/// `format_in!` with integers, a hex address, a `&str` and a `char`: the crash-report shape.
+#[no_mangle]
+pub unsafe extern "C" fn format_report(
+    arena: &SyncChain,
+    pid: u32,
+    signal: i32,
+    address: usize,
+    name: *const u8,
+    name_len: usize,
+    out: &mut [usize; 2],
+) -> bool {
+    if name.is_null() {
+        return false;
+    }
+    // SAFETY: the caller's contract (never called).
+    let name = core::str::from_utf8(unsafe { core::slice::from_raw_parts(name, name_len) }).unwrap_or("?");
+    match format_in!(arena, "pid {pid} signal {signal} at {address:#x} in {name} {}", '!') {
+        Ok(report) => {
+            *out = [report.as_ptr() as usize, report.len()];
             true
         }
         Err(_) => false,

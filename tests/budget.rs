@@ -1,0 +1,361 @@
+//! Memory budgets across arenas and threads: several arenas capped together by one `static`
+//! [`Budget`], threads racing at the limit, a backing allocator that fails or panics, and a
+//! model-based property test of [`Budgeted`].
+
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
+
+use common::counting::{PanicsOn, SyncCounting};
+use common::layout;
+use libdd_alloc::{
+    AllocError, Allocator, Budget, Budgeted, ChainAllocator, Layout, LinearAllocator,
+    SyncChainAllocator, SyncLinearAllocator, System, VirtualAllocator,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+
+#[test]
+fn several_arenas_of_every_kind_on_one_static_budget_are_capped_together() {
+    static BUDGET: Budget = Budget::new(64 << 10);
+    static BACKING: SyncCounting<System> = SyncCounting::new(System);
+    let budgeted = || Budgeted::new(&BUDGET, &BACKING);
+    let linear = LinearAllocator::new_in(layout(16 << 10, 8), budgeted()).unwrap();
+    let sync_linear = SyncLinearAllocator::new_in(layout(16 << 10, 8), budgeted()).unwrap();
+    // Chunks of at most 4 KiB, so that a refusal means less than 4 KiB was left.
+    let chain = ChainAllocator::new_in(4096, budgeted())
+        .unwrap()
+        .with_max_chunk_size(4096);
+    let sync_chain = SyncChainAllocator::new_in(4096, budgeted())
+        .unwrap()
+        .with_max_chunk_size(4096);
+    assert_eq!(BUDGET.used(), BACKING.live_bytes());
+    // A linear arena needs a buffer that does not fit in what is left: refused, nothing charged.
+    let before = BUDGET.used();
+    assert!(LinearAllocator::new_in(layout(BUDGET.remaining() + 1, 8), budgeted()).is_err());
+    assert_eq!(BUDGET.used(), before);
+    // The chain arenas take chunks until the budget is spent; each refusal is an `Err`.
+    let mut refusals = 0;
+    for i in 0..10_000 {
+        let arena: &dyn Allocator = if i % 2 == 0 { &chain } else { &sync_chain };
+        match arena.allocate(layout(300, 8)) {
+            Ok(_) => {}
+            Err(AllocError) => refusals += 1,
+        }
+        assert!(BUDGET.used() <= BUDGET.limit());
+        assert_eq!(BUDGET.used(), BACKING.live_bytes());
+    }
+    assert!(refusals > 0, "the budget was never reached");
+    assert!(BUDGET.remaining() < 4096, "refused with room left");
+    assert!(BUDGET.peak() <= BUDGET.limit());
+    drop((linear, sync_linear, chain, sync_chain));
+    assert_eq!((BUDGET.used(), BACKING.live_bytes()), (0, 0));
+}
+
+#[test]
+fn reset_gives_back_the_chunks_an_arena_drops() {
+    let budget = Budget::new(1 << 20);
+    let mut arena = ChainAllocator::new_in(4096, Budgeted::new(&budget, System)).unwrap();
+    for _ in 0..100 {
+        arena.allocate(layout(1000, 8)).unwrap();
+    }
+    let full = budget.used();
+    arena.reset();
+    let kept = budget.used();
+    assert!(kept < full && kept > 0, "reset kept {kept} of {full} bytes");
+    assert_eq!(kept, arena.reserved_bytes());
+}
+
+#[test]
+fn virtual_allocator_behind_a_budget_is_charged_the_sizes_asked() {
+    let budget = Budget::new(1 << 20);
+    let backing = Budgeted::new(&budget, VirtualAllocator {});
+    let block = backing.allocate(layout(10_000, 4096)).unwrap();
+    assert_eq!((block.len(), budget.used()), (10_000, 10_000));
+    // SAFETY: from `backing` with this layout.
+    let grown = unsafe { backing.grow(block.cast(), layout(10_000, 4096), layout(50_000, 4096)) };
+    let grown = grown.unwrap();
+    assert_eq!(budget.used(), 50_000);
+    // SAFETY: from `backing` with the grown layout.
+    unsafe { backing.deallocate(grown.cast(), layout(50_000, 4096)) };
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn threads_racing_at_the_limit_never_exceed_it_and_give_everything_back() {
+    const LIMIT: usize = 256 << 10;
+    static BUDGET: Budget = Budget::new(LIMIT);
+    static BACKING: SyncCounting<System> = SyncCounting::new(System);
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static OVER: AtomicUsize = AtomicUsize::new(0);
+    let shared = SyncChainAllocator::new_in(4096, Budgeted::new(&BUDGET, &BACKING))
+        .unwrap()
+        .with_max_chunk_size(16 << 10);
+    let (successes, refusals): (usize, usize) = std::thread::scope(|s| {
+        // A watcher samples the backing allocator's live bytes while the others race.
+        s.spawn(|| {
+            while !STOP.load(Relaxed) {
+                if BACKING.live_bytes() > LIMIT {
+                    OVER.fetch_add(1, Relaxed);
+                }
+                std::hint::spin_loop();
+            }
+        });
+        let workers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let shared = &shared;
+                s.spawn(move || {
+                    let (mut ok, mut refused) = (0, 0);
+                    for round in 0..40u64 {
+                        // Each thread also owns an arena on the same budget, dropped each round.
+                        let own =
+                            ChainAllocator::new_lazy_in(2048, Budgeted::new(&BUDGET, &BACKING))
+                                .with_max_chunk_size(16 << 10);
+                        for i in 0..400u64 {
+                            let size = 1 + ((t * 7919 + round * 131 + i * 17) % 1500) as usize;
+                            let arena: &dyn Allocator = if i % 3 == 0 { &own } else { shared };
+                            match arena.allocate(layout(size, 8)) {
+                                Ok(block) => {
+                                    // SAFETY: fresh block, ours.
+                                    unsafe { block.cast::<u8>().write_bytes(t as u8, size) };
+                                    ok += 1;
+                                }
+                                Err(AllocError) => refused += 1,
+                            }
+                            assert!(BUDGET.used() <= LIMIT);
+                        }
+                    }
+                    (ok, refused)
+                })
+            })
+            .collect();
+        let totals = workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+        STOP.store(true, Relaxed);
+        totals
+    });
+    println!(
+        "{successes} allocations, {refusals} refusals, peak {} of {LIMIT}",
+        BUDGET.peak()
+    );
+    assert!(
+        successes > 1000 && refusals > 1000,
+        "did not race at the limit"
+    );
+    assert!(BUDGET.peak() <= LIMIT);
+    assert!(
+        BUDGET.peak() > LIMIT - (16 << 10),
+        "peak {} never neared the limit",
+        BUDGET.peak()
+    );
+    assert_eq!(
+        OVER.load(Relaxed),
+        0,
+        "the backing allocator held more than the limit"
+    );
+    assert_eq!(BUDGET.used(), BACKING.live_bytes());
+    drop(shared);
+    assert_eq!((BUDGET.used(), BACKING.live_bytes()), (0, 0));
+}
+
+#[test]
+fn a_failing_backing_allocator_gives_every_charge_back() {
+    // Every backing call from the 4th on fails, like memory that has run out.
+    let budget = Budget::new(1 << 20);
+    let backing = SyncCounting::fail_from(System, 3);
+    let arena = ChainAllocator::new_in(1024, Budgeted::new(&budget, &backing)).unwrap();
+    let mut refusals = 0;
+    for _ in 0..200 {
+        if arena.allocate(layout(200, 8)).is_err() {
+            refusals += 1;
+        }
+        assert_eq!(budget.used(), backing.live_bytes());
+    }
+    assert!(refusals > 0 && backing.failures() > 0);
+    drop(arena);
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn a_panicking_backing_allocator_leaves_the_budget_exact() {
+    for n in 0..6 {
+        let budget = Budget::new(1 << 20);
+        let counting = SyncCounting::new(System);
+        let arena =
+            ChainAllocator::new_lazy_in(1024, Budgeted::new(&budget, PanicsOn::new(&counting, n)));
+        let mut panics = 0;
+        for _ in 0..40 {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                let block = arena.allocate(layout(300, 8))?;
+                // SAFETY: from `arena` with `layout(300, 8)`, the most recent block.
+                unsafe { arena.grow(block.cast(), layout(300, 8), layout(900, 8)) }.map(|_| ())
+            }));
+            if result.is_err() {
+                panics += 1;
+            }
+            assert_eq!(
+                budget.used(),
+                counting.live_bytes(),
+                "after backing call {n} panicked"
+            );
+        }
+        assert_eq!(panics, 1);
+        drop(arena);
+        assert_eq!((budget.used(), counting.live_bytes()), (0, 0));
+    }
+}
+
+#[test]
+fn a_string_growing_on_a_budgeted_arena_is_refused_at_the_limit_with_its_contents_intact() {
+    use libdd_alloc::ArenaString;
+    const LIMIT: usize = 16 << 10;
+    let budget = Budget::new(LIMIT);
+    let arena = ChainAllocator::new_in(1024, Budgeted::new(&budget, System)).unwrap();
+    let mut s = ArenaString::new_in(&arena);
+    let mut pushed = 0;
+    while s.try_push_str("0123456789abcdef").is_ok() {
+        pushed += 16;
+        assert!(budget.used() <= LIMIT);
+    }
+    assert!(pushed >= 4096, "refused at {pushed} bytes");
+    assert_eq!(s.len(), pushed);
+    assert!(s.as_bytes().chunks(16).all(|c| c == b"0123456789abcdef"));
+    assert!(budget.peak() <= LIMIT);
+    drop(s);
+    drop(arena);
+    assert_eq!(budget.used(), 0);
+}
+
+// ---- Property test: `Budgeted` against a model ----
+
+#[derive(Clone, Debug)]
+enum Op {
+    Allocate(usize),
+    Deallocate(usize),
+    Grow(usize, usize),
+    Shrink(usize, usize),
+    SetLimit(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0usize..3000).prop_map(Op::Allocate),
+        2 => any::<usize>().prop_map(Op::Deallocate),
+        2 => (any::<usize>(), 0usize..3000).prop_map(|(i, by)| Op::Grow(i, by)),
+        1 => (any::<usize>(), 0usize..3000).prop_map(|(i, by)| Op::Shrink(i, by)),
+        1 => (0usize..12_000).prop_map(Op::SetLimit),
+    ]
+}
+
+fn config() -> Config {
+    Config {
+        rng_seed: RngSeed::Fixed(0xb0d9e7),
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn budgeted_charges_exactly_what_a_model_says(
+        limit in 0usize..12_000,
+        fail_from in prop::option::of(0u64..60),
+        ops in prop::collection::vec(op(), 1..120),
+    ) {
+        let budget = Budget::new(limit);
+        let backing = match fail_from {
+            Some(n) => SyncCounting::fail_from(System, n),
+            None => SyncCounting::new(System),
+        };
+        let alloc = Budgeted::new(&budget, &backing);
+        let mut blocks: Vec<(NonNull<u8>, Layout)> = Vec::new();
+        let (mut model_used, mut model_limit, mut model_peak) = (0usize, limit, 0usize);
+        for op in ops {
+            let calls = backing.calls();
+            let failures = backing.failures();
+            let backing_failed = || backing.failures() > failures;
+            match op {
+                Op::Allocate(size) => {
+                    let l = layout(size, 8);
+                    let result = alloc.allocate(l);
+                    let fits = model_used + size <= model_limit;
+                    if size > 0 && fits {
+                        // A charge taken raises the peak even if the backing call then fails.
+                        model_peak = model_peak.max(model_used + size);
+                    }
+                    if size > 0 && !fits {
+                        prop_assert!(result.is_err());
+                        prop_assert_eq!(backing.calls(), calls, "a refused charge called the backing");
+                    } else if let Ok(block) = result {
+                        prop_assert_eq!(block.len(), size);
+                        model_used += size;
+                        blocks.push((block.cast(), l));
+                    } else {
+                        prop_assert!(backing_failed());
+                    }
+                }
+                Op::Deallocate(i) if !blocks.is_empty() => {
+                    let (ptr, l) = blocks.swap_remove(i % blocks.len());
+                    // SAFETY: from `alloc` with `l`, given back once.
+                    unsafe { alloc.deallocate(ptr, l) };
+                    model_used -= l.size();
+                }
+                Op::Grow(i, by) if !blocks.is_empty() => {
+                    let i = i % blocks.len();
+                    let (ptr, old) = blocks[i];
+                    let new = layout(old.size() + by, 8);
+                    // SAFETY: from `alloc` with `old`; `new` is not smaller.
+                    let result = unsafe { alloc.grow(ptr, old, new) };
+                    if by > 0 && model_used + by <= model_limit {
+                        model_peak = model_peak.max(model_used + by);
+                    }
+                    if by > 0 && model_used + by > model_limit {
+                        prop_assert!(result.is_err());
+                        prop_assert_eq!(backing.calls(), calls);
+                    } else if let Ok(block) = result {
+                        prop_assert_eq!(block.len(), new.size());
+                        model_used += by;
+                        blocks[i] = (block.cast(), new);
+                    } else {
+                        prop_assert!(backing_failed());
+                    }
+                }
+                Op::Shrink(i, by) if !blocks.is_empty() => {
+                    let i = i % blocks.len();
+                    let (ptr, old) = blocks[i];
+                    let new = layout(old.size().saturating_sub(by), 8);
+                    // SAFETY: from `alloc` with `old`; `new` is not larger.
+                    match unsafe { alloc.shrink(ptr, old, new) } {
+                        Ok(block) => {
+                            model_used -= old.size() - new.size();
+                            blocks[i] = (block.cast(), new);
+                        }
+                        Err(_) => prop_assert!(backing_failed()),
+                    }
+                }
+                Op::SetLimit(new_limit) => {
+                    budget.set_limit(new_limit);
+                    model_limit = new_limit;
+                }
+                _ => {}
+            }
+            model_peak = model_peak.max(model_used);
+            prop_assert_eq!(budget.used(), model_used);
+            prop_assert_eq!(budget.used(), backing.live_bytes());
+            prop_assert_eq!(budget.limit(), model_limit);
+            prop_assert_eq!(budget.remaining(), model_limit.saturating_sub(model_used));
+            prop_assert_eq!(budget.peak(), model_peak);
+        }
+        for (ptr, l) in blocks {
+            // SAFETY: from `alloc` with `l`, given back once.
+            unsafe { alloc.deallocate(ptr, l) };
+        }
+        prop_assert_eq!((budget.used(), backing.live_bytes()), (0, 0));
+    }
+}
