@@ -245,6 +245,10 @@ fn allocate_zeroed_zeroes_bytes_given_back_by_another_thread() {
 }
 
 #[test]
+#[cfg_attr(
+    qemu_user,
+    ignore = "qemu-user accepts setrlimit(RLIMIT_AS/RLIMIT_DATA) but does not apply it"
+)]
 fn commit_refused_by_rlimit_data_is_an_err_that_claims_nothing_and_the_arena_recovers() {
     let _guard = exclusive();
     let page = page();

@@ -158,7 +158,9 @@ fn stats_add_up_and_exhausting_the_reservation_is_an_error_that_changes_nothing(
     let arena = VirtualArena::new(MIB).unwrap();
     let used = |arena: &VirtualArena| (arena.used_bytes(), arena.committed_bytes());
     arena.allocate(Layout::new::<u8>()).unwrap();
-    arena.allocate(Layout::from_size_align(8, 8).unwrap()).unwrap();
+    arena
+        .allocate(Layout::from_size_align(8, 8).unwrap())
+        .unwrap();
     assert_eq!(used(&arena), (16, 64 << 10));
     assert_eq!(arena.reserved_bytes(), arena.committed_bytes());
     assert_eq!(arena.used_bytes() + arena.remaining_capacity(), MIB);
@@ -221,6 +223,10 @@ fn touching_reserved_but_uncommitted_memory_faults() {
 }
 
 #[test]
+#[cfg_attr(
+    qemu_user,
+    ignore = "qemu-user accepts setrlimit(RLIMIT_AS/RLIMIT_DATA) but does not apply it"
+)]
 fn rlimit_as_below_the_reservation_makes_new_an_error_not_a_crash() {
     let _guard = exclusive();
     let headroom = 512 * MIB;
@@ -251,6 +257,10 @@ fn rlimit_as_below_the_reservation_makes_new_an_error_not_a_crash() {
 }
 
 #[test]
+#[cfg_attr(
+    qemu_user,
+    ignore = "qemu-user accepts setrlimit(RLIMIT_AS/RLIMIT_DATA) but does not apply it"
+)]
 fn commit_refused_by_rlimit_data_is_an_error_at_the_commit_point() {
     let _guard = exclusive();
     let page = page();
