@@ -119,7 +119,11 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // 5. VirtualArena: 64 GiB of address space reserved (1 GiB on 32-bit), committed only as the
     // cursor gets there.
-    let reservation_gib = if cfg!(target_pointer_width = "64") { 64 } else { 1 };
+    let reservation_gib = if cfg!(target_pointer_width = "64") {
+        64
+    } else {
+        1
+    };
     let mut big = VirtualArena::new(reservation_gib << 30)?;
     let mut samples: Vec<u64, _> = Vec::new_in(&big);
     samples.extend(0..1_000_000u64);

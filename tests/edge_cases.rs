@@ -161,7 +161,9 @@ fn alignments_up_to_2_pow_31_are_honoured_or_refused_with_err() {
                 Err(AllocError) => assert!(
                     name.starts_with("Linear")
                         || (name.ends_with("Arena") && shift >= 20)
-                        || (cfg!(target_pointer_width = "32") && name.starts_with("Chain") && shift >= 30),
+                        || (cfg!(target_pointer_width = "32")
+                            && name.starts_with("Chain")
+                            && shift >= 30),
                     "{name} align 2^{shift}"
                 ),
             }

@@ -29,7 +29,11 @@ const HUGE: [usize; 3] = [1 << 47, 1 << 60, isize::MAX as usize - 8191];
 /// bytes) of `isize::MAX`: they fail only because rounding to pages or adding the header must
 /// not overflow.
 #[cfg(target_pointer_width = "32")]
-const HUGE: [usize; 3] = [isize::MAX as usize - 8, isize::MAX as usize - 3, isize::MAX as usize];
+const HUGE: [usize; 3] = [
+    isize::MAX as usize - 8,
+    isize::MAX as usize - 3,
+    isize::MAX as usize,
+];
 
 #[derive(Clone, Debug)]
 enum Op {

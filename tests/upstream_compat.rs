@@ -227,7 +227,7 @@ fn difference_chain_node_overhead_is_fixed_here_and_depends_on_the_allocator_ups
         ChainAllocator::<VirtualAllocator>::CHAIN_NODE_OVERHEAD
     );
     assert_eq!(ours, 4 * size_of::<usize>()); // 32 bytes, 16 on 32-bit
-    // Upstream's node holds a whole LinearAllocator<A>.
+                                              // Upstream's node holds a whole LinearAllocator<A>.
     assert_eq!(
         upstream::ChainAllocator::<System>::CHAIN_NODE_OVERHEAD,
         5 * size_of::<usize>()

@@ -303,7 +303,9 @@ mod tests {
     fn blocks_are_aligned_packed_and_counted_exactly() {
         let arena = arena(256);
         let a = arena.allocate(Layout::new::<u8>()).unwrap();
-        let b = arena.allocate(Layout::from_size_align(8, 8).unwrap()).unwrap();
+        let b = arena
+            .allocate(Layout::from_size_align(8, 8).unwrap())
+            .unwrap();
         let base = a.cast::<u8>().as_ptr().addr();
         assert_eq!(b.cast::<u8>().as_ptr().addr(), base + 8);
         assert_eq!(arena.used_bytes(), 16);
