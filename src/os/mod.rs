@@ -19,9 +19,10 @@
 //! load of a cached value after the first call in the process (made by any arena constructor
 //! that maps pages). On Linux even that first read makes no libc call: it is a few raw
 //! `mprotect` syscalls that change nothing. Elsewhere it is libc `sysconf(_SC_PAGESIZE)` with
-//! `errno` kept, so call [`page_size`] once before installing a handler. The map/unmap
-//! primitives are async-signal-safe in practice on Linux: a raw `mmap` syscall takes no
-//! user-space lock.
+//! `errno` kept, and on 32-bit x86 Linux rustix's first syscall in the process finds the vDSO
+//! through libc (`dlsym`): there, call [`page_size`] once before installing a handler. The
+//! map/unmap primitives are async-signal-safe in practice on Linux: a raw `mmap` syscall takes
+//! no user-space lock.
 
 use crate::AllocError;
 use core::ptr::NonNull;
@@ -46,12 +47,14 @@ static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 /// Read from the OS once and cached; later calls are one relaxed atomic load. On Linux the first
 /// read is up to 31 raw `mprotect(addr, 0, PROT_NONE)` syscalls, which change no mapping: the
 /// page size is the smallest power of two the kernel accepts as a page-aligned address. No libc
-/// call, no `errno` write, no panic, so every call is async-signal-safe. Elsewhere the first read
-/// is libc `sysconf(_SC_PAGESIZE)` (Windows: `GetSystemInfo`), with `errno` kept.
+/// call, no `errno` write, no panic. Elsewhere the first read is libc `sysconf(_SC_PAGESIZE)`
+/// (Windows: `GetSystemInfo`), with `errno` kept.
 ///
 /// # Signal safety
-/// Async-signal-safe on Linux, from the first call. Elsewhere only once cached: call it before
-/// installing a handler.
+/// Async-signal-safe on Linux x86_64, aarch64, arm and riscv64, from the first call. Elsewhere
+/// only once cached, so call it before installing a handler: off Linux the first read is libc,
+/// and on 32-bit x86 Linux the first syscall rustix makes in the process looks up the vDSO's
+/// syscall entry through libc (`dlsym`, `getauxval`), which may take the dynamic loader's lock.
 ///
 /// # Errors
 /// `Err(AllocError)` if the OS reports a page size that is not a power of two.
