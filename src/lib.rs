@@ -50,9 +50,9 @@
 //! [`LinearAllocator`] and [`ChainAllocator`] keep their cursor in a `Cell`: they are not
 //! reentrant. A signal handler may allocate from an arena only if the code it interrupts never
 //! uses that same arena. [`VirtualAllocator`] is async-signal-safe on Linux (raw syscalls, `errno`
-//! untouched, no libc call: the page size is cached, and even its first read is raw syscalls on
-//! 64-bit Linux, see [`os::page_size`]); `System` and `Global` are not (they may take malloc's
-//! lock).
+//! untouched, no libc call: the page size is cached, and even its first read is raw syscalls,
+//! except on 32-bit x86, see [`os::page_size`]); `System` and `Global` are not (they may take
+//! malloc's lock).
 //! [`PageAllocator`] is as safe as `VirtualAllocator`; [`VirtualArena`] is a `Cell` arena like
 //! `LinearAllocator`, whose commit step is one raw `mprotect`.
 //!
