@@ -295,7 +295,8 @@ fn commit_refused_by_rlimit_data_is_an_err_that_claims_nothing_and_the_arena_rec
             return 15;
         }
         // Once the limit is lifted, the same allocation commits and succeeds.
-        if !set_soft_limit(libc::RLIMIT_DATA, libc::RLIM_INFINITY as u64) {
+        // u64::MAX: RLIM_INFINITY, which is a u32 on 32-bit.
+        if !set_soft_limit(libc::RLIMIT_DATA, u64::MAX) {
             return 16;
         }
         match arena.allocate(layout) {
