@@ -14,7 +14,9 @@ use rustix::mm::{MapFlags, ProtFlags};
 /// and riscv64, unless built with `--cfg rustix_use_libc`; the condition mirrors rustix's build
 /// script), the call never touches `errno` and this is free. Everywhere else (Android, the BSDs,
 /// macOS, Linux on other architectures) rustix goes through libc, which writes `errno` on
-/// failure, so it is saved before the call and restored after it.
+/// failure, so it is saved before the call and restored after it. Not seen from here: rustix's
+/// own `use-libc` feature, which another crate in the build could turn on; `errno` would then
+/// not be saved on Linux.
 #[inline(always)]
 pub(crate) fn keep_errno<T>(call: impl FnOnce() -> T) -> T {
     #[cfg(not(all(
