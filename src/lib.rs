@@ -13,9 +13,15 @@
 //! | [`SyncChainAllocator<A>`] | as `ChainAllocator`, lock-free | publishes a new chunk | threads, signal handlers |
 //! | [`SyncVirtualArena`] | as `VirtualArena`, lock-free | `Err` at the reservation | a large contiguous region for threads or a crash handler |
 //!
-//! All implement the [`allocator_api2`] [`Allocator`] trait (re-exported here with [`Layout`],
-//! [`AllocError`], [`Global`] and, with the `std` feature, [`System`]), so `&arena` works with
+//! All implement the [`allocator_api2`] [`Allocator`] trait, so `&arena` works with
 //! `allocator_api2::vec::Vec`, `allocator_api2::boxed::Box` and `hashbrown` collections.
+//! This crate re-exports `allocator_api2::alloc::*`, as libdd-alloc 1.0 did:
+//! - always: [`Allocator`], [`AllocError`], [`Layout`], [`LayoutError`] and [`GlobalAlloc`];
+//! - with the `std` feature (the default), which turns on allocator-api2's `std`: also
+//!   [`Global`], [`System`] and the free functions `alloc`, `alloc_zeroed`, `dealloc`,
+//!   `realloc` and `handle_alloc_error`. Without `std` the crate links no `alloc`, so `Global`
+//!   and the free functions are missing (unless another crate in the build turns on
+//!   allocator-api2's `alloc` feature, which adds them), and `System` is missing.
 //!
 //! # Typed allocation, checkpoints and scopes
 //! The [`Arena`] trait (implemented by every arena) adds safe, fallible typed allocation on top of
@@ -51,7 +57,9 @@
 //! [`LinearAllocator`] and [`ChainAllocator`] keep their cursor in a `Cell`: they are not
 //! reentrant. A signal handler may allocate from an arena only if the code it interrupts never
 //! uses that same arena. [`VirtualAllocator`] is async-signal-safe on Linux (raw syscalls, `errno`
-//! untouched, cached page size); `System` and `Global` are not (they may take malloc's lock).
+//! untouched, no libc call: the page size is cached, and even its first read is raw syscalls,
+//! except on 32-bit x86, see [`os::page_size`]); `System` and `Global` are not (they may take
+//! malloc's lock).
 //! [`PageAllocator`] is as safe as `VirtualAllocator`; [`VirtualArena`] is a `Cell` arena like
 //! `LinearAllocator`, whose commit step is one raw `mprotect`.
 //!
@@ -64,7 +72,9 @@
 //! [`SyncLinearAllocator`] and [`SyncChainAllocator`] are reentrant: their cursors move by
 //! compare-exchange, with no lock, so a handler may allocate from the very arena the code it
 //! interrupted was allocating from. Backed by [`VirtualAllocator`], `SyncChainAllocator` grows
-//! with one raw `mmap` and stays async-signal-safe; see each type's `# Signal safety` section.
+//! with raw syscalls and stays async-signal-safe: one `mmap`, plus up to two `munmap`s that trim
+//! it when the chunk must be aligned past a page, plus one `munmap` of a chunk that lost the race
+//! to publish; see each type's `# Signal safety` section.
 //! [`SyncVirtualArena`] is the reentrant `VirtualArena`: it commits before it hands out, with
 //! one raw `mprotect` and no lock, so a crash handler can bump through one large contiguous
 //! region even while the code it interrupted was allocating from it.

@@ -104,7 +104,7 @@ impl<A: Allocator> LinearAllocator<A> {
     /// # use libdd_alloc::{Allocator, LinearAllocator, Layout, System};
     /// let arena = LinearAllocator::new_in(Layout::from_size_align(64, 8)?, System)?;
     /// arena.allocate(Layout::new::<u8>())?;
-    /// arena.allocate(Layout::new::<u64>())?;
+    /// arena.allocate(Layout::from_size_align(8, 8)?)?;
     /// assert_eq!(arena.used_bytes(), 16); // 1 byte, 7 of padding, 8 bytes
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -653,6 +653,10 @@ fn address_space_capped_child() -> i32 {
 }
 
 #[test]
+#[cfg_attr(
+    qemu_user,
+    ignore = "qemu-user accepts setrlimit(RLIMIT_AS/RLIMIT_DATA) but does not apply it"
+)]
 fn rlimit_as_makes_virtual_memory_allocators_return_err() {
     if under_valgrind() {
         // Valgrind manages the address space itself, and checks a forked child for leaks of the

@@ -84,6 +84,10 @@ fn page_allocator_alignment_sweep_holds_for_every_option() {
 }
 
 #[test]
+#[cfg_attr(
+    qemu_user,
+    ignore = "qemu-user 7.2 ignores madvise other than MADV_DONTNEED and returns success"
+)]
 fn prefaulted_block_is_resident_before_it_is_touched() {
     let _guard = exclusive();
     let page = page();
@@ -102,6 +106,10 @@ fn prefaulted_block_is_resident_before_it_is_touched() {
 }
 
 #[test]
+#[cfg_attr(
+    qemu_user,
+    ignore = "qemu-user 7.2 ignores madvise other than MADV_DONTNEED and returns success"
+)]
 fn prefault_populates_the_block_but_not_its_guard_pages() {
     let _guard = exclusive();
     let page = page();
@@ -259,6 +267,10 @@ fn thp_eligible(addr: usize) -> Option<bool> {
 }
 
 #[test]
+#[cfg_attr(
+    qemu_user,
+    ignore = "qemu-user 7.2 ignores madvise other than MADV_DONTNEED and returns success"
+)]
 fn transparent_huge_pages_align_large_blocks_and_advise_the_kernel() {
     let _guard = exclusive();
     let huge = 2 << 20;

@@ -28,7 +28,7 @@ const ROUND: usize = 200_000;
 const HANDLER_SLOTS: usize = 1 << 16;
 const HANDLER_OWNER: u64 = 0xFFFF;
 const STORM: Duration = Duration::from_secs(1);
-const TIMER_INTERVAL_US: i64 = 100; // 10 kHz
+const TIMER_INTERVAL_US: libc::suseconds_t = 100; // 10 kHz
 
 static ARENA: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
 static HANDLER_ADDR: [AtomicUsize; HANDLER_SLOTS] = [const { AtomicUsize::new(0) }; HANDLER_SLOTS];
@@ -92,7 +92,7 @@ fn set_signal_blocked(blocked: bool) {
     }
 }
 
-fn set_timer(interval_us: i64) {
+fn set_timer(interval_us: libc::suseconds_t) {
     let interval = libc::timeval {
         tv_sec: 0,
         tv_usec: interval_us,

@@ -13,16 +13,22 @@ use libdd_alloc::{Allocator, Layout, VirtualArena};
 
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
+/// A reservation far larger than what the tests touch: 64 GiB; on 32-bit, 1 GiB of the 4 GiB
+/// address space.
+#[cfg(target_pointer_width = "64")]
+const LARGE: usize = 64 * GIB;
+#[cfg(target_pointer_width = "32")]
+const LARGE: usize = GIB;
 
 #[test]
 #[cfg_attr(asan, ignore = "ASan's shadow memory inflates the resident set")]
 fn reservation_of_64_gib_costs_address_space_not_memory() {
     let _guard = exclusive();
     let size_before = vm_size_bytes();
-    let arena = VirtualArena::new(64 * GIB).unwrap();
-    assert_eq!(arena.reservation_bytes(), 64 * GIB);
+    let arena = VirtualArena::new(LARGE).unwrap();
+    assert_eq!(arena.reservation_bytes(), LARGE);
     assert_eq!(arena.committed_bytes(), 0);
-    assert!(vm_size_bytes() - size_before >= 64 * GIB);
+    assert!(vm_size_bytes() - size_before >= LARGE);
     let rss_before = rss_bytes();
     touch(&arena, 100 * MIB);
     let grew = rss_bytes() - rss_before;
@@ -152,7 +158,9 @@ fn stats_add_up_and_exhausting_the_reservation_is_an_error_that_changes_nothing(
     let arena = VirtualArena::new(MIB).unwrap();
     let used = |arena: &VirtualArena| (arena.used_bytes(), arena.committed_bytes());
     arena.allocate(Layout::new::<u8>()).unwrap();
-    arena.allocate(Layout::new::<u64>()).unwrap();
+    arena
+        .allocate(Layout::from_size_align(8, 8).unwrap())
+        .unwrap();
     assert_eq!(used(&arena), (16, 64 << 10));
     assert_eq!(arena.reserved_bytes(), arena.committed_bytes());
     assert_eq!(arena.used_bytes() + arena.remaining_capacity(), MIB);
@@ -215,6 +223,10 @@ fn touching_reserved_but_uncommitted_memory_faults() {
 }
 
 #[test]
+#[cfg_attr(
+    qemu_user,
+    ignore = "qemu-user accepts setrlimit(RLIMIT_AS/RLIMIT_DATA) but does not apply it"
+)]
 fn rlimit_as_below_the_reservation_makes_new_an_error_not_a_crash() {
     let _guard = exclusive();
     let headroom = 512 * MIB;
@@ -223,7 +235,7 @@ fn rlimit_as_below_the_reservation_makes_new_an_error_not_a_crash() {
         if !set_limit(libc::RLIMIT_AS, limit) {
             return 10;
         }
-        if VirtualArena::new(64 * GIB).is_ok() {
+        if VirtualArena::new(LARGE).is_ok() {
             return 11;
         }
         let Ok(arena) = VirtualArena::new(256 * MIB) else {
@@ -245,6 +257,10 @@ fn rlimit_as_below_the_reservation_makes_new_an_error_not_a_crash() {
 }
 
 #[test]
+#[cfg_attr(
+    qemu_user,
+    ignore = "qemu-user accepts setrlimit(RLIMIT_AS/RLIMIT_DATA) but does not apply it"
+)]
 fn commit_refused_by_rlimit_data_is_an_error_at_the_commit_point() {
     let _guard = exclusive();
     let page = page();

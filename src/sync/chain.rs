@@ -855,8 +855,14 @@ mod tests {
         let absurd = Layout::from_size_align(isize::MAX as usize - 8, 1).unwrap();
         assert!(arena.allocate(absurd).is_err());
         let absurd_vm = SyncChainAllocator::new_in(4096, VirtualAllocator {}).unwrap();
+        // Past the address space on 64-bit; on 32-bit, where 1 GiB may map, within a page of
+        // `isize::MAX`.
+        #[cfg(target_pointer_width = "64")]
+        let absurd_size = 1 << 50;
+        #[cfg(target_pointer_width = "32")]
+        let absurd_size = isize::MAX as usize - 4094;
         assert!(absurd_vm
-            .allocate(Layout::from_size_align(1 << 50, 8).unwrap())
+            .allocate(Layout::from_size_align(absurd_size, 8).unwrap())
             .is_err());
         assert_eq!(absurd_vm.reserved_bytes(), 4096);
     }

@@ -101,7 +101,7 @@ impl<A: Allocator> SyncLinearAllocator<A> {
     /// # use libdd_alloc::{Allocator, Layout, SyncLinearAllocator, System};
     /// let arena = SyncLinearAllocator::new_in(Layout::from_size_align(64, 8)?, System)?;
     /// arena.allocate(Layout::new::<u8>())?;
-    /// arena.allocate(Layout::new::<u64>())?;
+    /// arena.allocate(Layout::from_size_align(8, 8)?)?;
     /// assert_eq!(arena.used_bytes(), 16); // 1 byte, 7 of padding, 8 bytes
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -303,7 +303,9 @@ mod tests {
     fn blocks_are_aligned_packed_and_counted_exactly() {
         let arena = arena(256);
         let a = arena.allocate(Layout::new::<u8>()).unwrap();
-        let b = arena.allocate(Layout::new::<u64>()).unwrap();
+        let b = arena
+            .allocate(Layout::from_size_align(8, 8).unwrap())
+            .unwrap();
         let base = a.cast::<u8>().as_ptr().addr();
         assert_eq!(b.cast::<u8>().as_ptr().addr(), base + 8);
         assert_eq!(arena.used_bytes(), 16);

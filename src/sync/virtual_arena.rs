@@ -151,8 +151,8 @@ impl SyncVirtualArena {
     /// # Examples
     /// ```
     /// use libdd_alloc::SyncVirtualArena;
-    /// let arena = SyncVirtualArena::new(64 << 30)?; // 64 GiB: address space, not memory
-    /// assert_eq!(arena.reservation_bytes(), 64 << 30);
+    /// let arena = SyncVirtualArena::new(1 << 30)?; // 1 GiB: address space, not memory
+    /// assert_eq!(arena.reservation_bytes(), 1 << 30);
     /// assert_eq!(arena.reserved_bytes(), 0);
     /// # Ok::<(), libdd_alloc::AllocError>(())
     /// ```
@@ -206,7 +206,7 @@ impl SyncVirtualArena {
     /// # use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
     /// let arena = SyncVirtualArena::new(1 << 20)?;
     /// arena.allocate(Layout::new::<u8>())?;
-    /// arena.allocate(Layout::new::<u64>())?;
+    /// arena.allocate(Layout::from_size_align(8, 8)?)?;
     /// assert_eq!(arena.used_bytes(), 16); // 1 byte, 7 of padding, 8 bytes
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -701,9 +701,9 @@ mod tests {
     #[test]
     fn max_commit_step_is_shared_with_virtual_arena() {
         let page = os::page_size().unwrap();
-        let arena = SyncVirtualArena::new(1 << 30).unwrap();
+        let arena = SyncVirtualArena::new(1 << 28).unwrap();
         assert_eq!(arena.max_commit_step, DEFAULT_MAX_COMMIT_STEP.max(page));
-        let tiny = SyncVirtualArena::new(1 << 30)
+        let tiny = SyncVirtualArena::new(1 << 28)
             .unwrap()
             .with_max_commit_step(1);
         assert_eq!(tiny.max_commit_step, (64 << 10).max(page));
