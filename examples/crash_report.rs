@@ -12,6 +12,10 @@
 //! cargo run --example crash_report -- overflow   # overflow the stack
 //! ```
 //! Either way the process prints the report on stderr and exits with status 42.
+//!
+//! POSIX only (`sigaction`, `sigaltstack`): on Windows the example says so and exits with 2.
+
+#![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 
 use libdd_alloc::{Allocator, Layout, SyncLinearAllocator, VirtualAllocator};
 use std::fmt::Write as _;
@@ -58,12 +62,14 @@ impl std::fmt::Write for ReportBuffer {
     }
 }
 
+#[cfg(unix)]
 fn write_stderr(bytes: &[u8]) {
     // SAFETY: writing a valid buffer to fd 2; a short or failed write is all we can accept here.
     unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
 }
 
 /// The `SIGSEGV`/`SIGBUS` handler. Async-signal-safe: atomics, the arena, `write`, `_exit`.
+#[cfg(unix)]
 extern "C" fn report_crash(
     signal: libc::c_int,
     info: *mut libc::siginfo_t,
@@ -108,6 +114,7 @@ extern "C" fn report_crash(
 
 /// Prepares everything the handler needs, then installs it for `SIGSEGV` and `SIGBUS` on an
 /// alternate stack for the calling thread.
+#[cfg(unix)]
 pub fn prepare() {
     libdd_alloc::os::page_size().expect("page size");
     let arena = Arena::new_in(
@@ -150,6 +157,7 @@ pub fn prepare() {
 }
 
 /// Writes to a page mapped without access; prints its address first, for checking the report.
+#[cfg(unix)]
 fn crash_on_protected_page() -> ! {
     // SAFETY: a fresh anonymous PROT_NONE mapping.
     let page = unsafe {
@@ -178,6 +186,7 @@ fn recurse(depth: u64) -> u64 {
 }
 
 /// Prepares the handler and crashes in the chosen way (`segv` or `overflow`).
+#[cfg(unix)]
 pub fn run(mode: &str) -> ! {
     prepare();
     match mode {
@@ -189,8 +198,15 @@ pub fn run(mode: &str) -> ! {
     }
 }
 
+#[cfg(unix)]
 #[allow(dead_code)]
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "segv".into());
     run(&mode);
+}
+
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("crash_report: needs POSIX signals (sigaction, sigaltstack)");
+    std::process::exit(2);
 }

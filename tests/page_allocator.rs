@@ -2,11 +2,12 @@
 //! guard pages (in child processes), huge pages and limits the system may enforce. Every test
 //! holds `exclusive()`: the sweeps check that freed addresses are unmapped, which another test
 //! mapping pages at the same moment could make look false.
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", windows))] // residency and unmapping are read per platform
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
+#[cfg(target_os = "linux")] // fork, setrlimit, /proc
 use common::process::{
     drop_root, in_child, read_proc_number, set_limit, statm, Ended, CANNOT_DROP_ROOT,
 };
@@ -133,6 +134,7 @@ fn locked_block_is_resident_before_it_is_touched() {
 }
 
 /// Allocates a guarded block in the parent, then has a child write at `offset` from its start.
+#[cfg(target_os = "linux")] // fork
 fn child_writes_at(options: PageOptions, offset: isize) -> Ended {
     let page = page();
     let layout = Layout::from_size_align(2 * page, 8).unwrap();
@@ -151,6 +153,7 @@ fn child_writes_at(options: PageOptions, offset: isize) -> Ended {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // fork and SIGSEGV
 fn write_one_byte_past_a_guarded_block_kills_the_child_with_sigsegv() {
     let _guard = exclusive();
     let after = PageOptions::new().guard_pages_after(1);
@@ -160,6 +163,7 @@ fn write_one_byte_past_a_guarded_block_kills_the_child_with_sigsegv() {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // fork and SIGSEGV
 fn write_one_byte_before_a_guarded_block_kills_the_child_with_sigsegv() {
     let _guard = exclusive();
     let before = PageOptions::new().guard_pages_before(1);
@@ -168,6 +172,7 @@ fn write_one_byte_before_a_guarded_block_kills_the_child_with_sigsegv() {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // RLIMIT_MEMLOCK
 fn mlock_past_rlimit_memlock_is_an_error_and_leaks_no_mapping() {
     let _guard = exclusive();
     let page = page();
@@ -202,6 +207,7 @@ fn mlock_past_rlimit_memlock_is_an_error_and_leaks_no_mapping() {
     assert_eq!(ended, Ended::Exited(0));
 }
 
+#[cfg(target_os = "linux")] // /proc/sys/vm
 fn explicit_huge_pages_configured() -> bool {
     let pool = read_proc_number("/proc/sys/vm/nr_hugepages").unwrap_or(0);
     let overcommit = read_proc_number("/proc/sys/vm/nr_overcommit_hugepages").unwrap_or(0);
@@ -209,6 +215,7 @@ fn explicit_huge_pages_configured() -> bool {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // the pool is read from /proc
 fn explicit_only_huge_pages_fail_cleanly_when_the_pool_is_empty() {
     let _guard = exclusive();
     let allocator =
@@ -223,6 +230,7 @@ fn explicit_only_huge_pages_fail_cleanly_when_the_pool_is_empty() {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // the fallback keeps the huge alignment only with THP
 fn explicit_huge_pages_fall_back_to_normal_pages_of_the_same_shape() {
     let _guard = exclusive();
     let huge = 2 << 20;
@@ -249,6 +257,7 @@ fn guard_pages_with_explicit_huge_pages_are_refused_up_front() {
 }
 
 /// The `THPeligible` line of the mapping that starts at `addr`, from `/proc/self/smaps`.
+#[cfg(target_os = "linux")]
 fn thp_eligible(addr: usize) -> Option<bool> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
     let header = format!("{addr:x}-");
@@ -259,6 +268,7 @@ fn thp_eligible(addr: usize) -> Option<bool> {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // transparent huge pages
 fn transparent_huge_pages_align_large_blocks_and_advise_the_kernel() {
     let _guard = exclusive();
     let huge = 2 << 20;

@@ -5,6 +5,7 @@
 //!
 //! `harness = false`: the process has one thread, so the process-directed `SIGALRM` always lands
 //! on the thread that is allocating.
+#![cfg_attr(not(unix), allow(dead_code, unused_imports))] // POSIX only: see `main`.
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
@@ -34,6 +35,7 @@ static HANDLER_FAILURES: AtomicUsize = AtomicUsize::new(0);
 
 /// The `SIGALRM` handler: allocates three blocks and a scratch block (given straight back)
 /// from the arena in `ARENA`, fills and checks them, and records the three in the slots.
+#[cfg(unix)]
 extern "C" fn allocate_in_handler<A: Allocator>(_signal: libc::c_int) {
     let arena = ARENA.load(Ordering::Acquire) as *const A;
     if arena.is_null() {
@@ -71,6 +73,7 @@ extern "C" fn allocate_in_handler<A: Allocator>(_signal: libc::c_int) {
     }
 }
 
+#[cfg(unix)]
 fn set_signal_blocked(blocked: bool) {
     // SAFETY: plain libc calls on a local, initialised signal set.
     unsafe {
@@ -86,6 +89,7 @@ fn set_signal_blocked(blocked: bool) {
     }
 }
 
+#[cfg(unix)]
 fn set_timer(interval_us: i64) {
     let interval = libc::timeval {
         tv_sec: 0,
@@ -100,6 +104,7 @@ fn set_timer(interval_us: i64) {
     assert_eq!(status, 0);
 }
 
+#[cfg(unix)]
 fn install_handler<A: Allocator>() {
     // SAFETY: a zeroed sigaction is valid; the handler only uses async-signal-safe operations
     // (atomics and the arena under test).
@@ -125,6 +130,7 @@ struct StormReport {
 /// Allocates from `arena` for `STORM` (allocation time) while the timer's handler allocates from it too, in
 /// rounds of at most `ROUND` main blocks; after each round (signal blocked) verifies every block
 /// and calls `reset`.
+#[cfg(unix)]
 fn storm<A: Allocator>(
     arena: &mut A,
     reset: fn(&mut A),
@@ -215,6 +221,7 @@ fn check(name: &str, report: StormReport) {
     assert_eq!(report.handler_blocks as u64, report.handler_runs * 3);
 }
 
+#[cfg(unix)]
 fn signal_handler_and_main_loop_never_overlap_in_a_sync_chain_arena() {
     libdd_alloc::os::page_size().unwrap();
     // Small chunks: the handler and the main loop both grow the arena often, and a handler
@@ -230,6 +237,7 @@ fn signal_handler_and_main_loop_never_overlap_in_a_sync_chain_arena() {
     check("SyncChainAllocator", report);
 }
 
+#[cfg(unix)]
 fn signal_handler_and_main_loop_never_overlap_in_a_sync_linear_arena() {
     let mut arena = SyncLinearAllocator::new_in(
         Layout::from_size_align(256 << 20, 4096).unwrap(),
@@ -251,6 +259,7 @@ fn fresh_virtual_arena() -> SyncVirtualArena {
         .with_max_commit_step(64 << 10)
 }
 
+#[cfg(unix)]
 fn signal_handler_and_main_loop_never_overlap_in_a_sync_virtual_arena() {
     let mut arena = fresh_virtual_arena();
     // Each round starts from a fresh reservation (not `reset`, which keeps the commit), so every
@@ -264,8 +273,14 @@ fn signal_handler_and_main_loop_never_overlap_in_a_sync_virtual_arena() {
     check("SyncVirtualArena", report);
 }
 
+#[cfg(unix)]
 fn main() {
     signal_handler_and_main_loop_never_overlap_in_a_sync_chain_arena();
     signal_handler_and_main_loop_never_overlap_in_a_sync_linear_arena();
     signal_handler_and_main_loop_never_overlap_in_a_sync_virtual_arena();
+}
+
+#[cfg(not(unix))]
+fn main() {
+    println!("sync_signals: skipped: needs setitimer and sigaction (POSIX signals)");
 }
