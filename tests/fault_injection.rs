@@ -655,8 +655,8 @@ fn address_space_capped_child() -> i32 {
     0
 }
 
-#[test]
 #[cfg(unix)] // RLIMIT_AS in a forked child
+#[test]
 fn rlimit_as_makes_virtual_memory_allocators_return_err() {
     if under_valgrind() {
         // Valgrind manages the address space itself, and checks a forked child for leaks of the

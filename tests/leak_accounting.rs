@@ -424,8 +424,8 @@ fn address_space_balance_child() -> i32 {
     0
 }
 
-#[test]
 #[cfg(unix)] // the address-space size of a forked child
+#[test]
 fn virtual_memory_allocators_give_back_every_page() {
     if under_valgrind() {
         // Valgrind's own mappings show in /proc/self/statm. ASan runs it (asan.sh).

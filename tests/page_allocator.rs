@@ -152,8 +152,8 @@ fn child_writes_at(options: PageOptions, offset: isize) -> Ended {
     ended
 }
 
-#[test]
 #[cfg(target_os = "linux")] // fork and SIGSEGV
+#[test]
 fn write_one_byte_past_a_guarded_block_kills_the_child_with_sigsegv() {
     let _guard = exclusive();
     let after = PageOptions::new().guard_pages_after(1);
@@ -162,8 +162,8 @@ fn write_one_byte_past_a_guarded_block_kills_the_child_with_sigsegv() {
     assert_eq!(child_writes_at(after, end), Ended::Signaled(libc::SIGSEGV));
 }
 
-#[test]
 #[cfg(target_os = "linux")] // fork and SIGSEGV
+#[test]
 fn write_one_byte_before_a_guarded_block_kills_the_child_with_sigsegv() {
     let _guard = exclusive();
     let before = PageOptions::new().guard_pages_before(1);
@@ -171,8 +171,8 @@ fn write_one_byte_before_a_guarded_block_kills_the_child_with_sigsegv() {
     assert_eq!(child_writes_at(before, -1), Ended::Signaled(libc::SIGSEGV));
 }
 
-#[test]
 #[cfg(target_os = "linux")] // RLIMIT_MEMLOCK
+#[test]
 fn mlock_past_rlimit_memlock_is_an_error_and_leaks_no_mapping() {
     let _guard = exclusive();
     let page = page();
@@ -214,8 +214,8 @@ fn explicit_huge_pages_configured() -> bool {
     pool + overcommit > 0
 }
 
-#[test]
 #[cfg(target_os = "linux")] // the pool is read from /proc
+#[test]
 fn explicit_only_huge_pages_fail_cleanly_when_the_pool_is_empty() {
     let _guard = exclusive();
     let allocator =
@@ -229,8 +229,8 @@ fn explicit_only_huge_pages_fail_cleanly_when_the_pool_is_empty() {
     }
 }
 
-#[test]
 #[cfg(target_os = "linux")] // the fallback keeps the huge alignment only with THP
+#[test]
 fn explicit_huge_pages_fall_back_to_normal_pages_of_the_same_shape() {
     let _guard = exclusive();
     let huge = 2 << 20;
@@ -267,8 +267,8 @@ fn thp_eligible(addr: usize) -> Option<bool> {
     Some(line.ends_with('1'))
 }
 
-#[test]
 #[cfg(target_os = "linux")] // transparent huge pages
+#[test]
 fn transparent_huge_pages_align_large_blocks_and_advise_the_kernel() {
     let _guard = exclusive();
     let huge = 2 << 20;

@@ -236,8 +236,8 @@ fn allocate_zeroed_zeroes_bytes_given_back_by_another_thread() {
     assert!(unsafe { block.as_ref() }.iter().all(|&b| b == 0));
 }
 
-#[test]
 #[cfg(target_os = "linux")] // RLIMIT_DATA in a forked child
+#[test]
 fn commit_refused_by_rlimit_data_is_an_err_that_claims_nothing_and_the_arena_recovers() {
     let _guard = exclusive();
     let page = page();

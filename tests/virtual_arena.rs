@@ -191,8 +191,8 @@ fn commit_steps_double_from_64_kib_to_the_maximum_step() {
     );
 }
 
-#[test]
 #[cfg(target_os = "linux")] // fork and SIGSEGV
+#[test]
 #[cfg_attr(
     asan,
     ignore = "asan-poison reports the deliberate touch of bytes not handed out"
@@ -218,8 +218,8 @@ fn touching_reserved_but_uncommitted_memory_faults() {
     assert_eq!(outside, Ended::Signaled(libc::SIGSEGV));
 }
 
-#[test]
 #[cfg(target_os = "linux")] // RLIMIT_AS in a forked child
+#[test]
 fn rlimit_as_below_the_reservation_makes_new_an_error_not_a_crash() {
     let _guard = exclusive();
     let headroom = 512 * MIB;
@@ -249,8 +249,8 @@ fn rlimit_as_below_the_reservation_makes_new_an_error_not_a_crash() {
     assert_eq!(ended, Ended::Exited(0));
 }
 
-#[test]
 #[cfg(target_os = "linux")] // RLIMIT_DATA in a forked child
+#[test]
 fn commit_refused_by_rlimit_data_is_an_error_at_the_commit_point() {
     let _guard = exclusive();
     let page = page();
