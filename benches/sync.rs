@@ -44,6 +44,7 @@ fn touch(block: NonNull<[u8]>) {
 
 /// CPU time of the calling thread: unlike wall time, it does not count the time the thread
 /// waits for a core on a loaded machine.
+#[cfg(unix)]
 fn thread_cpu_time() -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
@@ -52,6 +53,14 @@ fn thread_cpu_time() -> Duration {
     // SAFETY: clock_gettime writes the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// Off Unix, wall time since the first call (std has no thread CPU clock); the bench is only
+/// compiled there, never measured.
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Duration {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
 }
 
 /// CPU time of `ALLOCATIONS` allocations through `allocate` on this thread.

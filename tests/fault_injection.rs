@@ -2,12 +2,14 @@
 //! and the address space is capped with `RLIMIT_AS` in a child process. Every failure must come
 //! back as `Err` (never a panic or an abort), leave the arena's statistics and live blocks as they
 //! were, leave the arena usable, and leak nothing.
+#![cfg_attr(not(unix), allow(unused_imports, dead_code))] // the RLIMIT_AS test is POSIX only
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
 use common::counting::SyncCounting;
 use common::fill::{fill, holds};
+#[cfg(unix)] // fork and setrlimit
 use common::process::{in_child, mapped_pages, set_limit, under_valgrind, Ended};
 use libdd_alloc::{
     AllocError, Allocator, ChainAllocator, HugePages, Layout, LinearAllocator, PageAllocator,
@@ -515,6 +517,7 @@ const HEADROOM: usize = 64 << 20;
 /// at what it has plus 64 MiB, then checks that every allocator that maps memory answers `Err`
 /// past the cap (`VirtualAllocator` and the arenas on it, `VirtualArena`, `SyncVirtualArena`,
 /// `PageAllocator`). Exit codes name the failed check.
+#[cfg(unix)]
 fn address_space_capped_child() -> i32 {
     let Ok(page) = libdd_alloc::os::page_size() else {
         return 2;
@@ -652,6 +655,7 @@ fn address_space_capped_child() -> i32 {
     0
 }
 
+#[cfg(unix)] // RLIMIT_AS in a forked child
 #[test]
 #[cfg_attr(
     qemu_user,

@@ -3,11 +3,13 @@
 //! allocator; for the allocators that map memory themselves (`VirtualAllocator`, the arenas on
 //! it, `VirtualArena`, `SyncVirtualArena`, `PageAllocator`), the process's mapped address space
 //! returns to the page.
+#![cfg_attr(not(unix), allow(unused_imports, dead_code))] // the address-space test is POSIX only
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
 use common::counting::SyncCounting;
+#[cfg(unix)] // fork and the address-space size
 use common::process::{in_child, mapped_pages, under_valgrind, Ended};
 use libdd_alloc::{
     Allocator, ChainAllocator, Layout, LinearAllocator, PageAllocator, PageOptions, Rewind,
@@ -242,6 +244,7 @@ fn lazy_sync_chain_that_never_allocates_never_calls_its_backing_allocator() {
 
 /// The child of `virtual_memory_allocators_give_back_every_page`: single-threaded, so the
 /// address space it maps is exactly what the allocators map. Exit codes name the failed check.
+#[cfg(unix)]
 fn address_space_balance_child() -> i32 {
     let Ok(page) = libdd_alloc::os::page_size() else {
         return 2;
@@ -421,6 +424,7 @@ fn address_space_balance_child() -> i32 {
     0
 }
 
+#[cfg(unix)] // the address-space size of a forked child
 #[test]
 fn virtual_memory_allocators_give_back_every_page() {
     if under_valgrind() {

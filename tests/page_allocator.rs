@@ -2,11 +2,12 @@
 //! guard pages (in child processes), huge pages and limits the system may enforce. Every test
 //! holds `exclusive()`: the sweeps check that freed addresses are unmapped, which another test
 //! mapping pages at the same moment could make look false.
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", windows))] // residency and unmapping are read per platform
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
+#[cfg(target_os = "linux")] // fork, setrlimit, /proc
 use common::process::{
     drop_root, in_child, read_proc_number, set_limit, statm, Ended, CANNOT_DROP_ROOT,
 };
@@ -141,6 +142,7 @@ fn locked_block_is_resident_before_it_is_touched() {
 }
 
 /// Allocates a guarded block in the parent, then has a child write at `offset` from its start.
+#[cfg(target_os = "linux")] // fork
 fn child_writes_at(options: PageOptions, offset: isize) -> Ended {
     let page = page();
     let layout = Layout::from_size_align(2 * page, 8).unwrap();
@@ -158,6 +160,7 @@ fn child_writes_at(options: PageOptions, offset: isize) -> Ended {
     ended
 }
 
+#[cfg(target_os = "linux")] // fork and SIGSEGV
 #[test]
 fn write_one_byte_past_a_guarded_block_kills_the_child_with_sigsegv() {
     let _guard = exclusive();
@@ -167,6 +170,7 @@ fn write_one_byte_past_a_guarded_block_kills_the_child_with_sigsegv() {
     assert_eq!(child_writes_at(after, end), Ended::Signaled(libc::SIGSEGV));
 }
 
+#[cfg(target_os = "linux")] // fork and SIGSEGV
 #[test]
 fn write_one_byte_before_a_guarded_block_kills_the_child_with_sigsegv() {
     let _guard = exclusive();
@@ -175,6 +179,7 @@ fn write_one_byte_before_a_guarded_block_kills_the_child_with_sigsegv() {
     assert_eq!(child_writes_at(before, -1), Ended::Signaled(libc::SIGSEGV));
 }
 
+#[cfg(target_os = "linux")] // RLIMIT_MEMLOCK
 #[test]
 fn mlock_past_rlimit_memlock_is_an_error_and_leaks_no_mapping() {
     let _guard = exclusive();
@@ -210,12 +215,14 @@ fn mlock_past_rlimit_memlock_is_an_error_and_leaks_no_mapping() {
     assert_eq!(ended, Ended::Exited(0));
 }
 
+#[cfg(target_os = "linux")] // /proc/sys/vm
 fn explicit_huge_pages_configured() -> bool {
     let pool = read_proc_number("/proc/sys/vm/nr_hugepages").unwrap_or(0);
     let overcommit = read_proc_number("/proc/sys/vm/nr_overcommit_hugepages").unwrap_or(0);
     pool + overcommit > 0
 }
 
+#[cfg(target_os = "linux")] // the pool is read from /proc
 #[test]
 fn explicit_only_huge_pages_fail_cleanly_when_the_pool_is_empty() {
     let _guard = exclusive();
@@ -230,6 +237,7 @@ fn explicit_only_huge_pages_fail_cleanly_when_the_pool_is_empty() {
     }
 }
 
+#[cfg(target_os = "linux")] // the fallback keeps the huge alignment only with THP
 #[test]
 fn explicit_huge_pages_fall_back_to_normal_pages_of_the_same_shape() {
     let _guard = exclusive();
@@ -257,6 +265,7 @@ fn guard_pages_with_explicit_huge_pages_are_refused_up_front() {
 }
 
 /// The `THPeligible` line of the mapping that starts at `addr`, from `/proc/self/smaps`.
+#[cfg(target_os = "linux")]
 fn thp_eligible(addr: usize) -> Option<bool> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
     let header = format!("{addr:x}-");
@@ -266,6 +275,7 @@ fn thp_eligible(addr: usize) -> Option<bool> {
     Some(line.ends_with('1'))
 }
 
+#[cfg(target_os = "linux")] // transparent huge pages
 #[test]
 #[cfg_attr(
     qemu_user,

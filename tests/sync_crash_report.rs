@@ -3,6 +3,7 @@
 //! The test binary re-runs itself as the child (with `CRASH_CHILD_MODE` set, filtered to the one
 //! test), and that test then calls the example's `run`: the child runs the example's own code,
 //! compiled into this binary, so no separate example build has to be found.
+#![cfg(unix)] // POSIX only: the example's SIGSEGV handler on an alternate signal stack.
 
 #[path = "../examples/crash_report.rs"]
 #[allow(dead_code)]

@@ -2,6 +2,7 @@
 //! including a growth that makes an `mmap` syscall and a growth that the kernel refuses, leaves
 //! the interrupted code's `errno` as it was. (C code that interrupted between a failing call and
 //! its `errno` check would otherwise report the wrong error.)
+#![cfg(unix)] // POSIX only: signal handlers and errno; Windows has neither to interrupt a thread with.
 
 use libdd_alloc::{Allocator, Layout, SyncChainAllocator, VirtualAllocator};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};

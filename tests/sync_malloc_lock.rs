@@ -3,6 +3,7 @@
 //! `SyncChainAllocator<VirtualAllocator>`. An arena that called `malloc` would wait for a lock
 //! that its own thread holds: the deadlock of hhvm#4533, backward-cpp#97 and g3log#324. The
 //! handler must finish before a watchdog fires.
+#![cfg(unix)] // POSIX only: a signal delivered to the thread parked in malloc; Windows has no signals.
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;

@@ -9,6 +9,7 @@
 //!
 //! `harness = false`: the process has one thread, so the process-directed `SIGALRM` always lands
 //! on the thread that is allocating.
+#![cfg_attr(not(unix), allow(dead_code, unused_imports))] // POSIX only: see `main`.
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
@@ -28,6 +29,7 @@ const ROUND: usize = 200_000;
 const HANDLER_SLOTS: usize = 1 << 16;
 const HANDLER_OWNER: u64 = 0xFFFF;
 const STORM: Duration = Duration::from_secs(1);
+#[cfg(unix)]
 const TIMER_INTERVAL_US: libc::suseconds_t = 100; // 10 kHz
 
 static ARENA: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
@@ -40,6 +42,7 @@ static HANDLER_FAILURES: AtomicUsize = AtomicUsize::new(0);
 
 /// The `SIGALRM` handler: allocates three blocks and a scratch block (given straight back)
 /// from the arena in `ARENA`, fills and checks them, and records the three in the slots.
+#[cfg(unix)]
 extern "C" fn allocate_in_handler<A: Allocator>(_signal: libc::c_int) {
     let arena = ARENA.load(Ordering::Acquire) as *const A;
     if arena.is_null() {
@@ -77,6 +80,7 @@ extern "C" fn allocate_in_handler<A: Allocator>(_signal: libc::c_int) {
     }
 }
 
+#[cfg(unix)]
 fn set_signal_blocked(blocked: bool) {
     // SAFETY: plain libc calls on a local, initialised signal set.
     unsafe {
@@ -92,6 +96,7 @@ fn set_signal_blocked(blocked: bool) {
     }
 }
 
+#[cfg(unix)]
 fn set_timer(interval_us: libc::suseconds_t) {
     let interval = libc::timeval {
         tv_sec: 0,
@@ -106,11 +111,13 @@ fn set_timer(interval_us: libc::suseconds_t) {
     assert_eq!(status, 0);
 }
 
+#[cfg(unix)]
 fn install_handler<A: Allocator>() {
     install(allocate_in_handler::<A>);
 }
 
 /// Installs `handler` for `SIGALRM`.
+#[cfg(unix)]
 fn install(handler: extern "C" fn(libc::c_int)) {
     // SAFETY: a zeroed sigaction is valid; every handler here only uses async-signal-safe
     // operations (atomics, the arena under test, formatting into it).
@@ -136,6 +143,7 @@ struct StormReport {
 /// Allocates from `arena` for `STORM` (allocation time) while the timer's handler allocates from it too, in
 /// rounds of at most `ROUND` main blocks; after each round (signal blocked) verifies every block
 /// and calls `reset`.
+#[cfg(unix)]
 fn storm<A: Allocator>(
     arena: &mut A,
     reset: fn(&mut A),
@@ -226,6 +234,7 @@ fn check(name: &str, report: StormReport) {
     assert_eq!(report.handler_blocks as u64, report.handler_runs * 3);
 }
 
+#[cfg(unix)]
 fn signal_handler_and_main_loop_never_overlap_in_a_sync_chain_arena() {
     libdd_alloc::os::page_size().unwrap();
     // Small chunks: the handler and the main loop both grow the arena often, and a handler
@@ -241,6 +250,7 @@ fn signal_handler_and_main_loop_never_overlap_in_a_sync_chain_arena() {
     check("SyncChainAllocator", report);
 }
 
+#[cfg(unix)]
 fn signal_handler_and_main_loop_never_overlap_in_a_sync_linear_arena() {
     let mut arena = SyncLinearAllocator::new_in(
         Layout::from_size_align(256 << 20, 4096).unwrap(),
@@ -262,6 +272,7 @@ fn fresh_virtual_arena() -> SyncVirtualArena {
         .with_max_commit_step(64 << 10)
 }
 
+#[cfg(unix)]
 fn signal_handler_and_main_loop_never_overlap_in_a_sync_virtual_arena() {
     let mut arena = fresh_virtual_arena();
     // Each round starts from a fresh reservation (not `reset`, which keeps the commit), so every
@@ -386,6 +397,7 @@ unsafe fn verify_strings(strings: &mut [(Block, u64)]) {
 
 /// The storm of `storm`, with strings: the main loop builds strings for `STORM` while the
 /// handler builds them too, in rounds; each round (signal blocked) verifies all and resets.
+#[cfg(unix)]
 fn string_storm<A: Arena>(arena: &mut A, reset: fn(&mut A)) -> StormReport {
     let arena: *mut A = arena;
     install(format_in_handler::<A>);
@@ -470,6 +482,7 @@ fn check_strings(name: &str, report: StormReport) {
     assert_eq!(report.handler_blocks as u64, report.handler_runs * 2);
 }
 
+#[cfg(unix)]
 fn handler_and_main_loop_format_intact_strings_in_a_sync_chain_arena() {
     // Small chunks: strings often outgrow their chunk, and a handler lands mid-growth.
     let mut arena = SyncChainAllocator::new_in(4096, VirtualAllocator {})
@@ -479,6 +492,7 @@ fn handler_and_main_loop_format_intact_strings_in_a_sync_chain_arena() {
     check_strings("SyncChainAllocator", report);
 }
 
+#[cfg(unix)]
 fn handler_and_main_loop_format_intact_strings_in_a_sync_linear_arena() {
     let mut arena = SyncLinearAllocator::new_in(
         Layout::from_size_align(64 << 20, 4096).unwrap(),
@@ -527,6 +541,7 @@ extern "C" fn allocate_at_the_limit_in_handler(_signal: libc::c_int) {
     }
 }
 
+#[cfg(unix)]
 fn handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it() {
     install(allocate_at_the_limit_in_handler);
     HANDLER_RUNS.store(0, Ordering::Relaxed);
@@ -620,6 +635,7 @@ fn handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it() {
     );
 }
 
+#[cfg(unix)]
 fn main() {
     signal_handler_and_main_loop_never_overlap_in_a_sync_chain_arena();
     signal_handler_and_main_loop_never_overlap_in_a_sync_linear_arena();
@@ -627,4 +643,9 @@ fn main() {
     handler_and_main_loop_format_intact_strings_in_a_sync_chain_arena();
     handler_and_main_loop_format_intact_strings_in_a_sync_linear_arena();
     handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it();
+}
+
+#[cfg(not(unix))]
+fn main() {
+    println!("sync_signals: skipped: needs setitimer and sigaction (POSIX signals)");
 }

@@ -4,7 +4,7 @@
 //! (a handler allocating from the arena the interrupted loop allocates from) is in
 //! `tests/sync_signals.rs`, which owns its process's signals. Every test holds `exclusive()`:
 //! several measure the whole process's resident set.
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", windows))] // the resident set is read per platform
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
@@ -12,7 +12,9 @@ mod common;
 use common::addr;
 use common::blocks::{fill, intact, mixed_layout, tag, verify, Block};
 use common::counting::{global_calls_during, CountingGlobal};
-use common::process::{in_child, rss_bytes, set_soft_limit, statm, vm_size_bytes, Ended};
+#[cfg(target_os = "linux")] // fork, setrlimit, /proc
+use common::process::{in_child, set_soft_limit, statm, Ended};
+use common::process::{rss_bytes, vm_size_bytes};
 use common::vm::{exclusive, page, touch};
 use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
 
@@ -183,7 +185,8 @@ fn reservation_of_64_gib_costs_address_space_not_memory() {
     let arena = SyncVirtualArena::new(LARGE).unwrap();
     assert_eq!(arena.reservation_bytes(), LARGE);
     assert_eq!(arena.committed_bytes(), 0);
-    assert!(vm_size_bytes() - size_before >= LARGE);
+    // The thread of the test that ran before may unmap its stack meanwhile (Wine does).
+    assert!(vm_size_bytes() - size_before >= LARGE - 16 * MIB);
     let rss_before = rss_bytes();
     touch(&arena, 100 * MIB);
     let grew = rss_bytes() - rss_before;
@@ -244,6 +247,7 @@ fn allocate_zeroed_zeroes_bytes_given_back_by_another_thread() {
     assert!(unsafe { block.as_ref() }.iter().all(|&b| b == 0));
 }
 
+#[cfg(target_os = "linux")] // RLIMIT_DATA in a forked child
 #[test]
 #[cfg_attr(
     qemu_user,

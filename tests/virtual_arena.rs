@@ -2,12 +2,14 @@
 //! touched and released, contiguous in-place growth, and commits refused by resource limits
 //! (in child processes). Every test holds `exclusive()`, because several measure the whole
 //! process's resident set.
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", windows))] // the resident set is read per platform
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
-use common::process::{in_child, rss_bytes, set_limit, statm, vm_size_bytes, Ended};
+#[cfg(target_os = "linux")] // fork, setrlimit, /proc
+use common::process::{in_child, set_limit, statm, Ended};
+use common::process::{rss_bytes, vm_size_bytes};
 use common::vm::{exclusive, page, touch};
 use libdd_alloc::{Allocator, Layout, VirtualArena};
 
@@ -28,7 +30,8 @@ fn reservation_of_64_gib_costs_address_space_not_memory() {
     let arena = VirtualArena::new(LARGE).unwrap();
     assert_eq!(arena.reservation_bytes(), LARGE);
     assert_eq!(arena.committed_bytes(), 0);
-    assert!(vm_size_bytes() - size_before >= LARGE);
+    // The thread of the test that ran before may unmap its stack meanwhile (Wine does).
+    assert!(vm_size_bytes() - size_before >= LARGE - 16 * MIB);
     let rss_before = rss_bytes();
     touch(&arena, 100 * MIB);
     let grew = rss_bytes() - rss_before;
@@ -196,6 +199,7 @@ fn commit_steps_double_from_64_kib_to_the_maximum_step() {
     );
 }
 
+#[cfg(target_os = "linux")] // fork and SIGSEGV
 #[test]
 #[cfg_attr(
     asan,
@@ -222,6 +226,7 @@ fn touching_reserved_but_uncommitted_memory_faults() {
     assert_eq!(outside, Ended::Signaled(libc::SIGSEGV));
 }
 
+#[cfg(target_os = "linux")] // RLIMIT_AS in a forked child
 #[test]
 #[cfg_attr(
     qemu_user,
@@ -256,6 +261,7 @@ fn rlimit_as_below_the_reservation_makes_new_an_error_not_a_crash() {
     assert_eq!(ended, Ended::Exited(0));
 }
 
+#[cfg(target_os = "linux")] // RLIMIT_DATA in a forked child
 #[test]
 #[cfg_attr(
     qemu_user,

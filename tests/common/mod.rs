@@ -17,7 +17,7 @@ pub mod blocks;
 pub mod counting;
 pub mod fill;
 pub mod process;
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 pub mod vm;
 
 pub fn layout(size: usize, align: usize) -> Layout {

@@ -125,6 +125,51 @@ pub fn vm_size_bytes() -> usize {
     statm()[0] * page()
 }
 
+/// Resident set size in bytes: the working set (`K32GetProcessMemoryInfo`).
+#[cfg(windows)]
+pub fn rss_bytes() -> usize {
+    use windows_sys::Win32::System::ProcessStatus::{
+        K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS,
+    };
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+    // SAFETY: a zeroed counters struct is valid; the call fills at most `cb` bytes of it.
+    unsafe {
+        let mut counters: PROCESS_MEMORY_COUNTERS = std::mem::zeroed();
+        let cb = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
+        assert_ne!(
+            K32GetProcessMemoryInfo(GetCurrentProcess(), &mut counters, cb),
+            0
+        );
+        counters.WorkingSetSize
+    }
+}
+
+/// Address space size in bytes: every region `VirtualQuery` reports reserved or committed.
+#[cfg(windows)]
+pub fn vm_size_bytes() -> usize {
+    use windows_sys::Win32::System::Memory::{VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_FREE};
+    let mut total = 0;
+    let mut addr = 0usize;
+    loop {
+        // SAFETY: a zeroed struct is valid; VirtualQuery reads no memory at `addr`.
+        let (written, info) = unsafe {
+            let mut info: MEMORY_BASIC_INFORMATION = std::mem::zeroed();
+            let size = std::mem::size_of::<MEMORY_BASIC_INFORMATION>();
+            (VirtualQuery(addr as *const _, &mut info, size), info)
+        };
+        if written == 0 {
+            return total;
+        }
+        if info.State != MEM_FREE {
+            total += info.RegionSize;
+        }
+        match (info.BaseAddress as usize).checked_add(info.RegionSize) {
+            Some(next) if next > addr => addr = next,
+            _ => return total,
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 /// The type of `setrlimit`'s resource argument, which differs between C libraries.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
