@@ -111,13 +111,13 @@ fn chain_grow_whose_backing_allocator_reenters_the_arena_hands_it_memory_that_st
         .get()
         .expect("grow re-entered the arena");
     let (chunk, chunk_len) = arena.allocator().moved.get().expect("the chunk was grown");
+    // SAFETY: the re-entrant block is 16 bytes of the arena, live until the arena goes.
+    unsafe { record.as_ptr().write_bytes(0xEE, 16) }; // ASan: heap-use-after-free before the fix
     let record_addr = record.as_ptr() as usize;
     assert!(
         record_addr + 16 <= chunk || record_addr >= chunk + chunk_len,
         "the re-entrant block lies in the chunk that grow moved and freed"
     );
-    // SAFETY: the re-entrant block is 16 bytes of the arena, live until the arena goes.
-    unsafe { record.as_ptr().write_bytes(0xEE, 16) }; // ASan: heap-use-after-free before the fix
     let grown = grown.cast::<u8>().as_ptr() as usize;
     assert!(
         record_addr + 16 <= grown || record_addr >= grown + 1000,
