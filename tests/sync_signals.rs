@@ -1,7 +1,12 @@
-//! Signal storm: a 5 kHz `ITIMER_REAL` timer interrupts a loop that allocates from a lock-free
+//! Signal storm: a 10 kHz `ITIMER_REAL` timer interrupts a loop that allocates from a lock-free
 //! arena, and the `SIGALRM` handler allocates from the *same* arena, on the same thread. Every
 //! block of both is filled with its own pattern and verified: a cursor update lost to the
 //! interruption would hand out bytes twice and show up as an overlap or corruption.
+//!
+//! The storm lasts until the handler has run [`HANDLER_RUNS_WANTED`] times, not for a fixed
+//! time: on a loaded machine the process is descheduled, signals that arrive meanwhile merge
+//! into one, and a fixed second once saw fewer than a thousand runs (issue 10 §4). Counting
+//! runs makes the test as strong under any load; [`TIME_LIMIT`] only bounds a hang.
 //!
 //! `harness = false`: the process has one thread, so the process-directed `SIGALRM` always lands
 //! on the thread that is allocating.
@@ -21,7 +26,10 @@ const ROUND: usize = 200_000;
 /// Slots for the blocks the handler allocates in one round (preallocated, lock-free).
 const HANDLER_SLOTS: usize = 1 << 16;
 const HANDLER_OWNER: u64 = 0xFFFF;
-const STORM: Duration = Duration::from_secs(1);
+/// Handler runs each storm waits for (an unloaded machine gets about 4000 a second).
+const HANDLER_RUNS_WANTED: u64 = 3000;
+/// A storm that has not seen its handler runs by then has hung: fail rather than wait forever.
+const TIME_LIMIT: Duration = Duration::from_secs(300);
 const TIMER_INTERVAL_US: i64 = 100; // 10 kHz
 
 static ARENA: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
@@ -122,9 +130,9 @@ struct StormReport {
     rounds: usize,
 }
 
-/// Allocates from `arena` for `STORM` (allocation time) while the timer's handler allocates from it too, in
-/// rounds of at most `ROUND` main blocks; after each round (signal blocked) verifies every block
-/// and calls `reset`.
+/// Allocates from `arena` until the timer's handler, which allocates from it too, has run
+/// `HANDLER_RUNS_WANTED` times, in rounds of at most `ROUND` main blocks; after each round
+/// (signal blocked) verifies every block and calls `reset`.
 fn storm<A: Allocator>(
     arena: &mut A,
     reset: fn(&mut A),
@@ -143,17 +151,21 @@ fn storm<A: Allocator>(
         handler_runs: 0,
         rounds: 0,
     };
-    // Time spent allocating with the signal unblocked; verification (blocked) does not count.
-    let mut storm_time = Duration::ZERO;
+    let started = Instant::now();
+    let wanted = || HANDLER_RUNS.load(Ordering::Relaxed) >= HANDLER_RUNS_WANTED;
     set_timer(TIMER_INTERVAL_US);
     let mut seq = 0u64;
-    while storm_time < STORM {
-        let start = Instant::now();
-        let left = STORM - storm_time;
+    let mut done = false;
+    while !done {
+        assert!(
+            started.elapsed() < TIME_LIMIT,
+            "the handler ran only {} times in {TIME_LIMIT:?}",
+            HANDLER_RUNS.load(Ordering::Relaxed)
+        );
         // SAFETY: only shared use while the signal is unblocked; `reset` below runs with it
         // blocked, when nothing else refers to the arena.
         let shared = unsafe { &*arena };
-        while main_blocks.len() < ROUND && (seq % 1024 != 0 || start.elapsed() < left) {
+        while main_blocks.len() < ROUND && (seq % 1024 != 0 || !wanted()) {
             let layout = mixed_layout(seq);
             let block = shared.allocate(layout).expect("main loop allocation");
             // SAFETY: fresh block, ours.
@@ -164,8 +176,8 @@ fn storm<A: Allocator>(
             main_blocks.push(record);
             seq += 1;
         }
-        storm_time += start.elapsed();
-        if storm_time >= STORM {
+        done = wanted() || started.elapsed() >= TIME_LIMIT;
+        if done {
             // Last round: stop the timer, so that every handler run is counted and verified.
             set_timer(0);
         }
@@ -205,10 +217,9 @@ fn check(name: &str, report: StormReport) {
         "{name}: {} rounds, {} main blocks, {} handler runs, {} handler blocks: no overlap, no corruption",
         report.rounds, report.main_blocks, report.handler_runs, report.handler_blocks
     );
-    // 10 kHz for one second; signals that arrive while one is pending merge, and a loaded
-    // machine delivers fewer: demand a tenth.
+    // The storm ran until this was true, within its time limit.
     assert!(
-        report.handler_runs >= 1000,
+        report.handler_runs >= HANDLER_RUNS_WANTED,
         "the handler ran only {} times",
         report.handler_runs
     );
