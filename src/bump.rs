@@ -152,14 +152,6 @@ impl Cursor {
         }
     }
 
-    /// Poisons the free bytes again, after [`unpoison_chunk`] was called for a chunk that is
-    /// kept after all (a backing `grow` that failed).
-    pub(crate) fn poison_free(&self) {
-        if let Some(cur) = NonNull::new(self.cur.get()) {
-            asan::poison(cur, self.remaining());
-        }
-    }
-
     /// Bytes handed out from the chunk that starts at `start` (the one the cursor points into).
     #[inline]
     pub(crate) fn used_since(&self, start: NonNull<u8>) -> usize {

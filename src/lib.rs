@@ -50,8 +50,37 @@
 //! - Every failure is `Err(AllocError)`: exhaustion, a backing allocator that fails, sizes near
 //!   `isize::MAX`, alignments up to 2^31 that cannot be met. No allocation path panics, aborts,
 //!   takes a lock or calls the global allocator (unless the backing allocator `A` does).
+//! - A backing allocator `A` is user code: it may fail, panic, or call back into the arena it
+//!   backs (to log an allocation, say). A re-entrant call gets memory that stays valid, or
+//!   `Err`; a panic out of `A` leaves the arena consistent and usable, leaking at worst the
+//!   chunk `A` was handling, never freeing twice or leaving a dangling block. The arena updates
+//!   its bookkeeping before each call into `A`; tests/fault_injection.rs fails, panics and
+//!   re-enters at every backing call of a workload, for every arena that takes an `A`.
 //! - Zero-size layouts succeed with a dangling, well-aligned pointer and use no arena bytes.
 //! - Statistics (`used_bytes`, `reserved_bytes`, `remaining_capacity`, `has_capacity_for`) are O(1).
+//!
+//! # Why a safe `reset(&mut self)` next to `Allocator` is sound
+//! Every arena here implements [`Allocator`] for itself, owned, and also frees all its blocks
+//! at once from safe code: `reset`, [`Rewind::rewind`], `reset_and_release`, and drop. `&mut
+//! self` proves that nothing *borrows* the arena, not that every block was given back: blocks
+//! from [`Allocator::allocate`] are raw pointers. So could a container that owns an arena as its
+//! allocator (`allocator_api2::vec::Vec<T, ChainAllocator<A>>`) have its buffer freed by a
+//! `reset` from safe code?
+//!
+//! Only if the container hands out `&mut` to its allocator while it holds blocks, and such a
+//! container is unsound with *any* allocator that owns its memory: with `&mut A`, safe code can
+//! `core::mem::replace` the allocator by another one and drop the original, which frees every
+//! block (an arena returns its chunks, a pool its pages). `reset` does nothing that `replace`
+//! and drop do not already do. Keeping blocks valid while they are allocated is the container's
+//! side of the unsafe [`Allocator`] contract, so a sound container never exposes `&mut A`: the
+//! collections of allocator-api2 and hashbrown, and std's, give out only `&A`
+//! (`Vec::allocator(&self) -> &A`). bump-scope's `Bump` and blink-alloc's `BlinkAlloc` make the
+//! same choice: `Allocator` for the owned arena, and a safe `reset(&mut self)`.
+//!
+//! Safe code never runs into this: the references the [`Arena`] methods return borrow the
+//! arena, so the borrow checker forbids `reset` or `rewind` while one lives, and a block from
+//! [`Allocator::allocate`] can only be used through `unsafe` code, whose author takes on the
+//! contract.
 //!
 //! # Signal safety
 //! [`LinearAllocator`] and [`ChainAllocator`] keep their cursor in a `Cell`: they are not

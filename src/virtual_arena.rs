@@ -85,6 +85,10 @@ pub(crate) fn commit_target(
 /// commit (out of memory under strict accounting, `RLIMIT_DATA`, `vm.max_map_count`). The first
 /// is final for this arena; the second may pass when memory is freed elsewhere.
 ///
+/// # Soundness of `reset`
+/// Why a safe `reset(&mut self)` (and `rewind`) next to `Allocator` for the owned arena is
+/// sound: see the [crate docs](crate#why-a-safe-resetmut-self-next-to-allocator-is-sound).
+///
 /// # Signal safety
 /// Not reentrant: the cursor is a `Cell`, so a signal handler must not allocate from an arena the
 /// interrupted code may be using. The allocation path never locks or calls the global allocator;

@@ -1,4 +1,4 @@
-//! Signal storm: a 5 kHz `ITIMER_REAL` timer interrupts a loop that allocates from a lock-free
+//! Signal storm: a 10 kHz `ITIMER_REAL` timer interrupts a loop that allocates from a lock-free
 //! arena, and the `SIGALRM` handler allocates from the *same* arena, on the same thread. Every
 //! block of both is filled with its own pattern and verified: a cursor update lost to the
 //! interruption would hand out bytes twice and show up as an overlap or corruption.
@@ -6,6 +6,11 @@
 //! The same storm formats strings in the handler and the main loop with `format_in!` and
 //! `ArenaString` (every string's text checked, no two overlapping), and races a handler against
 //! the main loop at the limit of a `Budget` (never exceeded, every refusal an `Err`).
+//!
+//! The storm lasts until the handler has run [`HANDLER_RUNS_WANTED`] times, not for a fixed
+//! time: on a loaded machine the process is descheduled, signals that arrive meanwhile merge
+//! into one, and a fixed second once saw fewer than a thousand runs (issue 10 §4). Counting
+//! runs makes the test as strong under any load; [`TIME_LIMIT`] only bounds a hang.
 //!
 //! `harness = false`: the process has one thread, so the process-directed `SIGALRM` always lands
 //! on the thread that is allocating.
@@ -28,7 +33,10 @@ const ROUND: usize = 200_000;
 /// Slots for the blocks the handler allocates in one round (preallocated, lock-free).
 const HANDLER_SLOTS: usize = 1 << 16;
 const HANDLER_OWNER: u64 = 0xFFFF;
-const STORM: Duration = Duration::from_secs(1);
+/// Handler runs each storm waits for (an unloaded machine gets about 4000 a second).
+const HANDLER_RUNS_WANTED: u64 = 3000;
+/// A storm that has not seen its handler runs by then has hung: fail rather than wait forever.
+const TIME_LIMIT: Duration = Duration::from_secs(300);
 #[cfg(unix)]
 const TIMER_INTERVAL_US: libc::suseconds_t = 100; // 10 kHz
 
@@ -140,9 +148,10 @@ struct StormReport {
     rounds: usize,
 }
 
-/// Allocates from `arena` for `STORM` (allocation time) while the timer's handler allocates from it too, in
-/// rounds of at most `ROUND` main blocks; after each round (signal blocked) verifies every block
-/// and calls `reset`.
+/// Allocates from `arena` until the timer's handler, which allocates from it too, has run
+/// `HANDLER_RUNS_WANTED` times, in rounds of at most `ROUND` main blocks (at least two: the
+/// first is always full); after each round (signal blocked) verifies every block and calls
+/// `reset`.
 #[cfg(unix)]
 fn storm<A: Allocator>(
     arena: &mut A,
@@ -162,17 +171,24 @@ fn storm<A: Allocator>(
         handler_runs: 0,
         rounds: 0,
     };
-    // Time spent allocating with the signal unblocked; verification (blocked) does not count.
-    let mut storm_time = Duration::ZERO;
+    let started = Instant::now();
+    let wanted = || HANDLER_RUNS.load(Ordering::Relaxed) >= HANDLER_RUNS_WANTED;
     set_timer(TIMER_INTERVAL_US);
     let mut seq = 0u64;
-    while storm_time < STORM {
-        let start = Instant::now();
-        let left = STORM - storm_time;
+    let mut done = false;
+    while !done {
+        assert!(
+            started.elapsed() < TIME_LIMIT,
+            "the handler ran only {} times in {TIME_LIMIT:?}",
+            HANDLER_RUNS.load(Ordering::Relaxed)
+        );
         // SAFETY: only shared use while the signal is unblocked; `reset` below runs with it
         // blocked, when nothing else refers to the arena.
         let shared = unsafe { &*arena };
-        while main_blocks.len() < ROUND && (seq % 1024 != 0 || start.elapsed() < left) {
+        // The first round always fills up (so that a `reset` runs in the middle of the storm);
+        // the last one ends once the handler has run often enough.
+        let last_round_may_end = report.rounds > 0;
+        while main_blocks.len() < ROUND && (seq % 1024 != 0 || !(last_round_may_end && wanted())) {
             let layout = mixed_layout(seq);
             let block = shared.allocate(layout).expect("main loop allocation");
             // SAFETY: fresh block, ours.
@@ -183,8 +199,8 @@ fn storm<A: Allocator>(
             main_blocks.push(record);
             seq += 1;
         }
-        storm_time += start.elapsed();
-        if storm_time >= STORM {
+        done = (report.rounds > 0 && wanted()) || started.elapsed() >= TIME_LIMIT;
+        if done {
             // Last round: stop the timer, so that every handler run is counted and verified.
             set_timer(0);
         }
@@ -224,10 +240,11 @@ fn check(name: &str, report: StormReport) {
         "{name}: {} rounds, {} main blocks, {} handler runs, {} handler blocks: no overlap, no corruption",
         report.rounds, report.main_blocks, report.handler_runs, report.handler_blocks
     );
-    // 10 kHz for one second; signals that arrive while one is pending merge, and a loaded
-    // machine delivers fewer: demand a tenth.
+    // A reset between rounds happened in the middle of the storm.
+    assert!(report.rounds >= 2, "only {} round", report.rounds);
+    // The storm ran until this was true, within its time limit.
     assert!(
-        report.handler_runs >= 1000,
+        report.handler_runs >= HANDLER_RUNS_WANTED,
         "the handler ran only {} times",
         report.handler_runs
     );
@@ -395,8 +412,9 @@ unsafe fn verify_strings(strings: &mut [(Block, u64)]) {
     }
 }
 
-/// The storm of `storm`, with strings: the main loop builds strings for `STORM` while the
-/// handler builds them too, in rounds; each round (signal blocked) verifies all and resets.
+/// The storm of `storm`, with strings: the main loop builds strings until the handler, which
+/// builds them too, has run `HANDLER_RUNS_WANTED` times, in rounds (at least two); each round
+/// (signal blocked) verifies all and resets.
 #[cfg(unix)]
 fn string_storm<A: Arena>(arena: &mut A, reset: fn(&mut A)) -> StormReport {
     let arena: *mut A = arena;
@@ -411,16 +429,24 @@ fn string_storm<A: Arena>(arena: &mut A, reset: fn(&mut A)) -> StormReport {
         handler_runs: 0,
         rounds: 0,
     };
-    let mut storm_time = Duration::ZERO;
+    let started = Instant::now();
+    let wanted = || HANDLER_RUNS.load(Ordering::Relaxed) >= HANDLER_RUNS_WANTED;
     set_timer(TIMER_INTERVAL_US);
     let mut seq = 0u64;
-    while storm_time < STORM {
-        let start = Instant::now();
-        let left = STORM - storm_time;
+    let mut done = false;
+    while !done {
+        assert!(
+            started.elapsed() < TIME_LIMIT,
+            "the handler ran only {} times in {TIME_LIMIT:?}",
+            HANDLER_RUNS.load(Ordering::Relaxed)
+        );
         // SAFETY: only shared use while the signal is unblocked; `reset` runs with it blocked.
         let shared = unsafe { &*arena };
+        // As in `storm`: the first round always fills up, later ones end once the handler has
+        // run often enough.
+        let last_round_may_end = report.rounds > 0;
         let mut main = 0;
-        while main < ROUND / 10 && (seq % 256 != 0 || start.elapsed() < left) {
+        while main < ROUND / 10 && (seq % 256 != 0 || !(last_round_may_end && wanted())) {
             let text = build_string(shared, STRING_MAIN, seq).expect("main loop string");
             assert!(
                 is_expected(text, STRING_MAIN, seq),
@@ -435,8 +461,9 @@ fn string_storm<A: Arena>(arena: &mut A, reset: fn(&mut A)) -> StormReport {
             main += 1;
             seq += 1;
         }
-        storm_time += start.elapsed();
-        if storm_time >= STORM {
+        done = report.rounds > 0 && wanted();
+        if done {
+            // Last round: stop the timer, so that every handler run is counted and verified.
             set_timer(0);
         }
         set_signal_blocked(true);
@@ -474,8 +501,9 @@ fn check_strings(name: &str, report: StormReport) {
         "{name}, strings: {} rounds, {} main strings, {} handler runs, {} handler strings: text intact, no overlap",
         report.rounds, report.main_blocks, report.handler_runs, report.handler_blocks
     );
+    assert!(report.rounds >= 2, "only {} round", report.rounds);
     assert!(
-        report.handler_runs >= 1000,
+        report.handler_runs >= HANDLER_RUNS_WANTED,
         "the handler ran only {} times",
         report.handler_runs
     );
@@ -556,10 +584,15 @@ fn handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it() {
     let mut blocks: Vec<Block> = Vec::with_capacity(ROUND + HANDLER_SLOTS);
     let (mut main_ok, mut main_refused, mut handler_ok, mut rounds) = (0usize, 0usize, 0usize, 0);
     let mut seq = 0u64;
-    let start = Instant::now();
+    let started = Instant::now();
     set_timer(TIMER_INTERVAL_US);
     let mut last = false;
     while !last {
+        assert!(
+            started.elapsed() < TIME_LIMIT,
+            "the handler ran only {} times in {TIME_LIMIT:?}",
+            HANDLER_RUNS.load(Ordering::Relaxed)
+        );
         // SAFETY: shared use only while the signal is unblocked.
         let shared = unsafe { &*arena_ptr };
         // Allocate until the budget has refused 200 times: the handler meets it full, or
@@ -581,7 +614,7 @@ fn handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it() {
             assert!(STORM_BUDGET.used() <= BUDGET_LIMIT);
             seq += 1;
         }
-        last = start.elapsed() >= STORM;
+        last = rounds > 0 && HANDLER_RUNS.load(Ordering::Relaxed) >= HANDLER_RUNS_WANTED;
         if last {
             // Last round: stop the timer, so that every handler run is counted and verified.
             set_timer(0);
@@ -616,7 +649,10 @@ fn handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it() {
          {handler_ok} allocations / {handler_refused} refusals, peak {} of {BUDGET_LIMIT}",
         STORM_BUDGET.peak()
     );
-    assert!(runs >= 1000, "the handler ran only {runs} times");
+    assert!(
+        runs >= HANDLER_RUNS_WANTED,
+        "the handler ran only {runs} times"
+    );
     assert!(
         handler_ok > 0 && handler_refused > 0,
         "the handler never raced at the limit"

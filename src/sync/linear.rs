@@ -25,6 +25,10 @@ use core::ptr::NonNull;
 /// the cursor once (O(1)). While other threads allocate they are a snapshot that may already be
 /// stale; once allocation stops they are exact.
 ///
+/// # Soundness of `reset`
+/// Why a safe `reset(&mut self)` (and `rewind`) next to `Allocator` for the owned arena is
+/// sound: see the [crate docs](crate#why-a-safe-resetmut-self-next-to-allocator-is-sound).
+///
 /// # Signal safety
 /// Async-signal-safe and reentrant: a signal handler may allocate from the same arena as the
 /// code it interrupted, on the same thread or any other. The argument: every operation is a loop

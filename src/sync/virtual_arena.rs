@@ -79,6 +79,10 @@ use core::ptr::NonNull;
 /// commit (out of memory under strict accounting, `RLIMIT_DATA`, `vm.max_map_count`), and then
 /// changes nothing.
 ///
+/// # Soundness of `reset`
+/// Why a safe `reset(&mut self)` (and `rewind`) next to `Allocator` for the owned arena is
+/// sound: see the [crate docs](crate#why-a-safe-resetmut-self-next-to-allocator-is-sound).
+///
 /// # Signal safety
 /// Async-signal-safe and reentrant on Linux. The hot path is a load and a compare-exchange loop;
 /// the cold path adds one raw `mprotect` syscall (no user-space lock, `errno` untouched) and a

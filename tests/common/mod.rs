@@ -4,6 +4,8 @@
 //!   counting global allocator;
 //! - [`fill`]: byte patterns that prove blocks do not overlap; [`blocks`]: tagged blocks for the
 //!   lock-free arenas, checked without touching the heap;
+//! - [`scripted`]: a backing allocator that fails, panics or re-enters its arena at a chosen
+//!   call, and catches double frees;
 //! - [`process`]: forked children, resource limits, `/proc/self/statm`, valgrind detection;
 //! - [`vm`]: pages, residency and unmapped ranges.
 
@@ -17,6 +19,7 @@ pub mod blocks;
 pub mod counting;
 pub mod fill;
 pub mod process;
+pub mod scripted;
 #[cfg(any(unix, windows))]
 pub mod vm;
 
