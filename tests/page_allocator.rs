@@ -37,27 +37,41 @@ fn options_under_test() -> [(PageOptions, usize, usize); 4] {
 /// Allocates every size of 1-32 pages at every power-of-two alignment of 1-32 pages, keeps one
 /// row of blocks alive at a time, fills each whole block with its own byte, checks that no fill
 /// overwrote another block, then frees the row and checks that every page (guards included)
-/// is gone from the address space.
-fn sweep(allocator: &impl Allocator, guard_before: usize, guard_after: usize) {
+/// is gone from the address space. Uses no heap and does not panic, so that it can run in a
+/// forked child: `Err` names the property that failed.
+fn sweep(
+    allocator: &impl Allocator,
+    guard_before: usize,
+    guard_after: usize,
+) -> Result<(), SweepFailure> {
     let page = page();
-    let aligns: Vec<usize> = (0..=5).map(|shift| page << shift).collect();
     for size_pages in 1..=32usize {
-        let mut blocks: Vec<(NonNull<[u8]>, Layout, u8)> = Vec::new();
-        for (i, &align) in aligns.iter().enumerate() {
-            let layout = Layout::from_size_align(size_pages * page, align).unwrap();
-            let block = allocator.allocate(layout).unwrap();
+        let mut blocks = [(NonNull::<[u8]>::from(&mut [][..]), Layout::new::<()>(), 0u8); 6];
+        for (i, slot) in blocks.iter_mut().enumerate() {
+            let align = page << i;
+            let layout = Layout::from_size_align(size_pages * page, align)
+                .map_err(|_| SweepFailure::Refused)?;
+            let block = allocator
+                .allocate(layout)
+                .map_err(|_| SweepFailure::Refused)?;
             let start = block.cast::<u8>().as_ptr();
-            assert_eq!(start.addr() % align, 0, "{size_pages} pages at {align}");
-            assert_eq!(block.len(), size_pages * page);
+            if start.addr() % align != 0 {
+                return Err(SweepFailure::Misaligned);
+            }
+            if block.len() != size_pages * page {
+                return Err(SweepFailure::WrongLength);
+            }
             let fill = (size_pages * 8 + i) as u8;
             // SAFETY: the block is ours and `block.len()` bytes long.
             unsafe { std::ptr::write_bytes(start, fill, block.len()) };
-            blocks.push((block, layout, fill));
+            *slot = (block, layout, fill);
         }
         for &(block, _, fill) in &blocks {
             // SAFETY: still allocated.
             let bytes = unsafe { block.as_ref() };
-            assert!(bytes.iter().all(|&b| b == fill), "a block was overwritten");
+            if !bytes.iter().all(|&b| b == fill) {
+                return Err(SweepFailure::Overwritten);
+            }
         }
         for (block, layout, _) in blocks {
             let start = block.cast::<u8>().as_ptr();
@@ -65,22 +79,68 @@ fn sweep(allocator: &impl Allocator, guard_before: usize, guard_after: usize) {
             unsafe { allocator.deallocate(block.cast(), layout) };
             let mapping = start.wrapping_sub(guard_before * page);
             let mapping_len = (guard_before + size_pages + guard_after) * page;
-            assert!(all_unmapped(mapping, mapping_len), "left pages mapped");
+            if !all_unmapped(mapping, mapping_len) {
+                return Err(SweepFailure::LeftMapped);
+            }
         }
+    }
+    Ok(())
+}
+
+/// What a sweep found wrong; the discriminant is a forked child's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SweepFailure {
+    Refused = 10,
+    Misaligned,
+    WrongLength,
+    Overwritten,
+    LeftMapped,
+}
+
+/// Runs `sweep` where no other thread can map pages into the ranges it has just freed (which
+/// would make "every freed page is unmapped" look false: the test harness's threads map their
+/// stacks and malloc arenas at any time). On Linux that is a forked child, which has one thread;
+/// on Windows, the process, under `exclusive()`.
+fn sweep_alone(
+    allocator: &impl Allocator,
+    guard_before: usize,
+    guard_after: usize,
+) -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        let ended = in_child(|| match sweep(allocator, guard_before, guard_after) {
+            Ok(()) => 0,
+            Err(failure) => failure as i32,
+        });
+        match ended {
+            Ended::Exited(0) => Ok(()),
+            other => Err(format!(
+                "sweep child ended with {other:?} (an exit status is a SweepFailure discriminant)"
+            )),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        sweep(allocator, guard_before, guard_after).map_err(|failure| format!("{failure:?}"))
     }
 }
 
 #[test]
 fn virtual_allocator_alignment_sweep_maps_aligned_writable_blocks_and_unmaps_them() {
     let _guard = exclusive();
-    sweep(&VirtualAllocator::default(), 0, 0);
+    assert_eq!(sweep_alone(&VirtualAllocator::default(), 0, 0), Ok(()));
 }
 
 #[test]
 fn page_allocator_alignment_sweep_holds_for_every_option() {
     let _guard = exclusive();
     for (options, before, after) in options_under_test() {
-        sweep(&PageAllocator::new(options).unwrap(), before, after);
+        let allocator = PageAllocator::new(options).unwrap();
+        assert_eq!(
+            sweep_alone(&allocator, before, after),
+            Ok(()),
+            "{options:?}"
+        );
     }
 }
 
