@@ -11,8 +11,10 @@ mod atomic;
 mod chain;
 mod cursor;
 mod linear;
+mod local;
 mod virtual_arena;
 
 pub use chain::SyncChainAllocator;
 pub use linear::SyncLinearAllocator;
+pub use local::{LocalHandle, LocalSource};
 pub use virtual_arena::SyncVirtualArena;
