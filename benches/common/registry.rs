@@ -47,6 +47,7 @@ pub fn entries() -> Vec<Entry> {
             .strings::<OursSyncChainVirtual>()
             .shared::<OursSyncChain>()
             .original(UPSTREAM_CHAIN),
+        Entry::arena::<OursLocal>().original(UPSTREAM_CHAIN),
         Entry::arena::<OursVirtualArena>()
             .strings::<OursVirtualArenaFresh>()
             .memory::<OursVirtualArenaFresh>()

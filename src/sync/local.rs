@@ -189,10 +189,11 @@ pub struct LocalHandle<'a, A: LocalSource> {
     _not_sync: PhantomData<Cell<()>>,
 }
 
-/// Clears the mark if a call into the arena (and so into a backing allocator) unwinds.
-struct ClearOnUnwind<'h>(&'h AtomicBool);
+/// Clears the mark when the slow path returns, or if a call into the arena (and so into a
+/// backing allocator) unwinds.
+struct ClearMark<'h>(&'h AtomicBool);
 
-impl Drop for ClearOnUnwind<'_> {
+impl Drop for ClearMark<'_> {
     fn drop(&mut self) {
         compiler_fence(Ordering::SeqCst);
         self.0.store(false, Ordering::Relaxed);
@@ -312,17 +313,16 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
         Some(NonNull::slice_from_raw_parts(start, layout.size()))
     }
 
-    /// The slow path, under the mark: the slab has no room for `layout`. Grows the slab in
-    /// place, or gives its tail back and claims a new one, or serves a large request from the
-    /// arena. Before each call into the arena the state is consistent (a slab whose every free
-    /// byte is ours), so a backing allocator that unwinds or re-enters finds it so.
+    /// The slow path, entered under the mark, which it clears (step 5) before it returns or
+    /// unwinds: the slab has no room for `layout`. Grows the slab in place, or gives its tail
+    /// back and claims a new one, or serves a large request from the arena. Before each call
+    /// into the arena the state is consistent (a slab whose every free byte is ours), so a
+    /// backing allocator that unwinds or re-enters finds it so.
     #[cold]
     #[inline(never)]
     fn refill(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        let unwind = ClearOnUnwind(&self.busy);
-        let result = self.refill_marked(layout);
-        core::mem::forget(unwind);
-        result
+        let _exit = ClearMark(&self.busy);
+        self.refill_marked(layout)
     }
 
     fn refill_marked(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
@@ -458,12 +458,11 @@ unsafe impl<A: LocalSource> Allocator for LocalHandle<'_, A> {
             return self.allocate_nested(layout);
         }
         let cur = self.cur.load(Ordering::Relaxed);
-        let block = match self.bump_in(cur, self.limit.load(Ordering::Relaxed), layout) {
-            Some(block) => Ok(block),
-            None => self.refill(layout),
-        };
-        self.exit();
-        block
+        if let Some(block) = self.bump_in(cur, self.limit.load(Ordering::Relaxed), layout) {
+            self.exit();
+            return Ok(block);
+        }
+        self.refill(layout)
     }
 
     #[inline]
