@@ -185,6 +185,8 @@ pub struct LocalHandle<'a, A: LocalSource> {
     earlier_used: AtomicUsize,
     /// Size of the next slab (or of the current one's in-place growth).
     next_slab: AtomicUsize,
+    /// Allocations that found the mark set and went to the shared arena.
+    interrupted: AtomicUsize,
     /// `!Sync`: the protocol orders accesses on one thread (and its signal handlers) only.
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -211,6 +213,7 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
             slab_start: AtomicUsize::new(0),
             earlier_used: AtomicUsize::new(0),
             next_slab: AtomicUsize::new(FIRST_SLAB),
+            interrupted: AtomicUsize::new(0),
             _not_sync: PhantomData,
         }
     }
@@ -270,6 +273,22 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
             .saturating_sub(self.cur.load(Ordering::Relaxed).addr())
     }
 
+    /// Allocations that interrupted another call on this handle (a signal handler that landed
+    /// inside it) and were therefore served by the shared arena. O(1); a count kept with plain
+    /// loads and stores, which may miss one when such calls nest.
+    ///
+    /// ```
+    /// # use libdd_alloc::{Allocator, Layout, SyncChainAllocator, System};
+    /// let arena = SyncChainAllocator::new_in(4096, System)?;
+    /// let local = arena.local();
+    /// local.allocate(Layout::new::<u64>())?;
+    /// assert_eq!(local.interrupted_allocations(), 0);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    pub fn interrupted_allocations(&self) -> usize {
+        self.interrupted.load(Ordering::Relaxed)
+    }
+
     /// Sets the mark (steps 1 and 2 of the protocol on the type). `false`: it was already set,
     /// this call interrupted another on the same handle and must not touch the slab state.
     #[inline(always)]
@@ -293,6 +312,8 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
     #[cold]
     #[inline(never)]
     fn allocate_nested(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        let count = self.interrupted.load(Ordering::Relaxed);
+        self.interrupted.store(count.wrapping_add(1), Ordering::Relaxed);
         self.arena.allocate(layout)
     }
 
@@ -710,6 +731,7 @@ mod tests {
         // What a signal handler that interrupted an allocation sees.
         assert!(local.enter());
         let nested = local.allocate(l).unwrap();
+        assert_eq!(local.interrupted_allocations(), 1);
         let nested_addr = nested.cast::<u8>().as_ptr().addr();
         // Outside the slab, and the slab state untouched.
         let slab = local.slab_start.load(Ordering::Relaxed);
