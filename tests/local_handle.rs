@@ -37,7 +37,9 @@ fn fill_blocks<A: libdd_alloc::LocalSource>(local: &LocalHandle<'_, A>, owner: u
 
 #[test]
 fn threads_with_a_handle_each_on_one_chain_arena_never_overlap() {
-    let arena = SyncChainAllocator::new_in(4096, VirtualAllocator {})
+    // Backed by malloc, which ThreadSanitizer sees: a lost publish race unmaps its chunk, and
+    // TSan cannot see that a raw munmap orders before the mmap that reuses the address.
+    let arena = SyncChainAllocator::new_in(4096, System)
         .unwrap()
         .with_max_chunk_size(256 << 10);
     let mut all: Vec<Block> = std::thread::scope(|s| {
@@ -163,10 +165,13 @@ fn threads_and_signal_handlers_allocating_from_the_interrupted_threads_handle_ne
         assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
     }
     libdd_alloc::os::page_size().unwrap();
+    // Signal handlers need an async-signal-safe backing allocator (mmap, not malloc). One
+    // 256 MiB first chunk holds the whole run, so no chunk is unmapped and mapped again at the
+    // same address by another thread, an ordering ThreadSanitizer cannot see (raw syscalls).
+    // Slab refills, the handlers' nested allocations and the claims of both workers all race
+    // on that chunk's cursor.
     let arena: &'static SyncChainAllocator<VirtualAllocator> = Box::leak(Box::new(
-        SyncChainAllocator::new_in(4096, VirtualAllocator {})
-            .unwrap()
-            .with_max_chunk_size(64 << 10),
+        SyncChainAllocator::new_in(256 << 20, VirtualAllocator {}).unwrap(),
     ));
     let stop = AtomicBool::new(false);
     let started = AtomicUsize::new(0);
@@ -185,7 +190,7 @@ fn threads_and_signal_handlers_allocating_from_the_interrupted_threads_handle_ne
                     started.fetch_add(1, Ordering::Release);
                     let mut blocks = Vec::with_capacity(1 << 20);
                     let mut seq = 0u64;
-                    while !stop.load(Ordering::Relaxed) && blocks.len() < (1 << 20) {
+                    while !stop.load(Ordering::Relaxed) && blocks.len() < (1 << 20) && arena.remaining_capacity() > 4 << 20 {
                         let layout = mixed_layout(seq);
                         let block = handle.allocate(layout).unwrap();
                         // SAFETY: fresh block, ours.

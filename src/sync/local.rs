@@ -115,14 +115,16 @@ impl LocalSource for SyncVirtualArena {}
 /// inside an allocation, and allocates from the same handle gets a disjoint block. The handle's
 /// state is a mark `busy`, its cursor `cur` and the slab's end `limit`, all relaxed atomics
 /// (plain loads and stores) ordered by [`compiler_fence`]s, as that function's docs describe for
-/// signal handlers. Every operation that touches the slab runs the same protocol:
+/// signal handlers. Every operation that writes the slab state (allocation, deallocation,
+/// in-place resizing, slab refill) runs the same protocol; the statistics only read it, and a
+/// handler that reads them mid-refill gets a snapshot, never a panic.
 ///
-/// 1. load `busy`; if it is set, go to step 7;
+/// 1. load `busy`; if it is set, go to step 6;
 /// 2. store `busy = true`, then a compiler fence;
 /// 3. load `cur` and `limit`, compute the block with the shared bump arithmetic;
 /// 4. store the new `cur` (or, when the slab is full, replace the slab, still under the mark);
 /// 5. a compiler fence, then store `busy = false`; return.
-/// 7. (nested) use the shared arena's own lock-free path, which hands out disjoint blocks by
+/// 6. (nested) use the shared arena's own lock-free path, which hands out disjoint blocks by
 ///    compare-exchange; a nested deallocation or in-place resize does nothing (the block stays
 ///    allocated; a grow moves it).
 ///
@@ -133,13 +135,13 @@ impl LocalSource for SyncVirtualArena {}
 ///   whole protocol and leaves `busy` clear and `cur`/`limit` consistent. The interrupted code
 ///   has read nothing but the mark (which H restored), so it proceeds on H's final state.
 /// - between step 2 and step 5's store (the marked window, which is every read and write of
-///   `cur` and `limit`): H sees the mark and takes step 7. It does not read or write the slab
+///   `cur` and `limit`): H sees the mark and takes step 6. It does not read or write the slab
 ///   state, so the interrupted read-compute-store is not disturbed, and its block comes from
 ///   the shared arena, disjoint from the slab (which the arena handed to this handle by
 ///   compare-exchange) and from every other block.
 /// - after step 5's store: the operation is complete; H starts from a consistent state.
 ///
-/// The same holds for a handler that interrupts a nested (step 7) call, or the slow path: the
+/// The same holds for a handler that interrupts a nested (step 6) call, or the slow path: the
 /// mark is still set. Replacing a slab calls the arena (and through it the backing allocator)
 /// with the mark set and the state consistent (the old slab's tail already given back or
 /// kept), so a backing allocator that fails, panics or calls back into this handle leaves it
@@ -171,6 +173,22 @@ impl LocalSource for SyncVirtualArena {}
 /// assert!(arena.used_bytes() >= 2 * 8000);
 /// # Ok::<(), libdd_alloc::AllocError>(())
 /// ```
+///
+/// A handle cannot be shared between threads (each thread takes its own):
+/// ```compile_fail
+/// use libdd_alloc::{SyncChainAllocator, System};
+/// let arena = SyncChainAllocator::new_in(4096, System).unwrap();
+/// let local = arena.local();
+/// std::thread::scope(|s| {
+///     s.spawn(|| drop(&local)); // error: `LocalHandle` is not `Sync`
+/// });
+/// ```
+///
+/// # Rewind
+/// A handle does not implement [`Rewind`](crate::Rewind): a checkpoint taken in an older slab
+/// could not be rolled back to (that slab's tail may belong to another thread by now), so
+/// `rewind` could not keep its promise of freeing everything allocated since. Roll back the
+/// arena itself (`&mut`, once the handles are dropped).
 pub struct LocalHandle<'a, A: LocalSource> {
     arena: &'a A,
     /// Set while an operation reads or writes the slab state (the mark of the protocol).
@@ -588,7 +606,7 @@ mod tests {
     fn is_send_but_not_sync() {
         fn send<T: Send>() {}
         send::<LocalHandle<'static, Chain>>();
-        // `!Sync` is pinned by the compile-fail test `local_handle_is_not_sync`.
+        // `!Sync` is pinned by the `compile_fail` example on `LocalHandle`.
     }
 
     #[test]
