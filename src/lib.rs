@@ -116,7 +116,9 @@ mod virtual_arena;
 pub use chain::ChainAllocator;
 pub use linear::LinearAllocator;
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
-pub use sync::{LocalHandle, LocalSource, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena};
+pub use sync::{
+    LocalHandle, LocalSource, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena,
+};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;
 pub use virtual_arena::VirtualArena;

@@ -56,7 +56,8 @@ unsafe impl Allocator for Hostile<'_> {
                     let inner = Layout::new::<[u64; 3]>();
                     let block = handle.allocate(inner)?;
                     // SAFETY: fresh block, ours.
-                    REENTERED.with(|r| r.set(Some(unsafe { fill(block, inner.size(), tag(0xEE, call)) })));
+                    let record = unsafe { fill(block, inner.size(), tag(0xEE, call)) };
+                    REENTERED.with(|r| r.set(Some(record)));
                 }
             }
         }
@@ -72,8 +73,18 @@ unsafe impl Allocator for Hostile<'_> {
 /// Allocates mixed blocks through a handle on a small-chunk arena over `backing` (so it refills
 /// its slab and the arena takes chunks often), grows and gives back some, and checks every block.
 /// Returns how many allocations failed or unwound.
-fn workload(counting: &SyncCounting<System>, at: u64, what: Hostility, retry_must_succeed: bool) -> usize {
-    let backing = Hostile { counting, at, what, calls: Cell::new(0) };
+fn workload(
+    counting: &SyncCounting<System>,
+    at: u64,
+    what: Hostility,
+    retry_must_succeed: bool,
+) -> usize {
+    let backing = Hostile {
+        counting,
+        at,
+        what,
+        calls: Cell::new(0),
+    };
     let arena = SyncChainAllocator::new_lazy_in(1024, backing).with_max_chunk_size(16 << 10);
     let mut failures = 0;
     {
@@ -92,7 +103,10 @@ fn workload(counting: &SyncCounting<System>, at: u64, what: Hostility, retry_mus
                     match local.allocate(layout) {
                         Ok(block) => block,
                         Err(AllocError) => {
-                            assert!(!retry_must_succeed, "the handle stayed broken after fault {at}");
+                            assert!(
+                                !retry_must_succeed,
+                                "the handle stayed broken after fault {at}"
+                            );
                             continue;
                         }
                     }
@@ -104,9 +118,14 @@ fn workload(counting: &SyncCounting<System>, at: u64, what: Hostility, retry_mus
             if seq % 7 == 0 {
                 let bigger = Layout::from_size_align(layout.size() * 2, layout.align()).unwrap();
                 // SAFETY: `block` is of `layout`, from `local`.
-                match catch_unwind(AssertUnwindSafe(|| unsafe { local.grow(block.cast(), layout, bigger) })) {
+                match catch_unwind(AssertUnwindSafe(|| unsafe {
+                    local.grow(block.cast(), layout, bigger)
+                })) {
                     Ok(Ok(grown)) => {
-                        let moved = Block { addr: grown.cast::<u8>().as_ptr() as usize, ..record };
+                        let moved = Block {
+                            addr: grown.cast::<u8>().as_ptr() as usize,
+                            ..record
+                        };
                         // SAFETY: the grown block kept the old bytes.
                         assert!(unsafe { intact(&moved) });
                         // SAFETY: now of `bigger`; the scratch is given back.
@@ -125,11 +144,16 @@ fn workload(counting: &SyncCounting<System>, at: u64, what: Hostility, retry_mus
             blocks.push(reentered);
         }
         // SAFETY: every block is live until the arena drops.
-        assert_eq!(unsafe { verify(&mut blocks) }, Ok(()), "fault {what:?} at {at}");
+        let verified = unsafe { verify(&mut blocks) };
+        assert_eq!(verified, Ok(()), "fault {what:?} at {at}");
         HANDLE.with(|h| h.set(std::ptr::null()));
     }
     drop(arena);
-    assert_eq!(counting.live_blocks(), 0, "chunks leaked after {what:?} at {at}");
+    assert_eq!(
+        counting.live_blocks(),
+        0,
+        "chunks leaked after {what:?} at {at}"
+    );
     failures
 }
 
@@ -148,7 +172,11 @@ fn at_every_call(what: Hostility) {
             Hostility::None => {
                 let once = SyncCounting::fail_on(System, n);
                 workload(&once, u64::MAX, Hostility::None, true);
-                assert_eq!(once.failures(), u64::from(n < calls), "fault {n} not reached");
+                assert_eq!(
+                    once.failures(),
+                    u64::from(n < calls),
+                    "fault {n} not reached"
+                );
                 let exhausted = SyncCounting::fail_from(System, n);
                 workload(&exhausted, u64::MAX, Hostility::None, false);
             }

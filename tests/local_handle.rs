@@ -20,7 +20,11 @@ use std::time::{Duration, Instant};
 
 /// Allocates `n` mixed blocks through `local`, each filled with a pattern of (`owner`, seq),
 /// checked at once.
-fn fill_blocks<A: libdd_alloc::LocalSource>(local: &LocalHandle<'_, A>, owner: u64, n: u64) -> Vec<Block> {
+fn fill_blocks<A: libdd_alloc::LocalSource>(
+    local: &LocalHandle<'_, A>,
+    owner: u64,
+    n: u64,
+) -> Vec<Block> {
     (0..n)
         .map(|seq| {
             let layout = mixed_layout(seq ^ (owner << 20));
@@ -49,7 +53,10 @@ fn threads_with_a_handle_each_on_one_chain_arena_never_overlap() {
                 s.spawn(move || fill_blocks(&arena.local(), t + 1, 50_000))
             })
             .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
     });
     let payload: usize = all.iter().map(|b| b.len).sum();
     assert!(arena.used_bytes() >= payload);
@@ -59,7 +66,9 @@ fn threads_with_a_handle_each_on_one_chain_arena_never_overlap() {
 
 #[test]
 fn threads_with_a_handle_each_on_one_virtual_arena_never_overlap() {
-    let arena = SyncVirtualArena::new(1 << 30).unwrap().with_max_commit_step(64 << 10);
+    let arena = SyncVirtualArena::new(1 << 30)
+        .unwrap()
+        .with_max_commit_step(64 << 10);
     let mut all: Vec<Block> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..4u64)
             .map(|t| {
@@ -67,7 +76,10 @@ fn threads_with_a_handle_each_on_one_virtual_arena_never_overlap() {
                 s.spawn(move || fill_blocks(&arena.local(), t + 1, 50_000))
             })
             .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
     });
     let payload: usize = all.iter().map(|b| b.len).sum();
     assert!(arena.used_bytes() >= payload);
@@ -148,7 +160,11 @@ fn block_sigusr1(blocked: bool) {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGUSR1);
-        let how = if blocked { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+        let how = if blocked {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
         assert_eq!(libc::pthread_sigmask(how, &set, std::ptr::null_mut()), 0);
     }
 }
@@ -162,7 +178,10 @@ fn threads_and_signal_handlers_allocating_from_the_interrupted_threads_handle_ne
         action.sa_sigaction = allocate_from_my_handle as extern "C" fn(libc::c_int) as usize;
         action.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut action.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
     }
     libdd_alloc::os::page_size().unwrap();
     // Signal handlers need an async-signal-safe backing allocator (mmap, not malloc). One
@@ -186,15 +205,20 @@ fn threads_and_signal_handlers_allocating_from_the_interrupted_threads_handle_ne
                     MY_INDEX.with(|i| i.set(worker));
                     MY_HANDLE.with(|h| h.set(&handle));
                     // SAFETY: pthread_self has no preconditions.
-                    THREAD_IDS[worker].store(unsafe { libc::pthread_self() } as usize, Ordering::Release);
+                    THREAD_IDS[worker]
+                        .store(unsafe { libc::pthread_self() } as usize, Ordering::Release);
                     started.fetch_add(1, Ordering::Release);
                     let mut blocks = Vec::with_capacity(1 << 20);
                     let mut seq = 0u64;
-                    while !stop.load(Ordering::Relaxed) && blocks.len() < (1 << 20) && arena.remaining_capacity() > 4 << 20 {
+                    while !stop.load(Ordering::Relaxed)
+                        && blocks.len() < (1 << 20)
+                        && arena.remaining_capacity() > 4 << 20
+                    {
                         let layout = mixed_layout(seq);
                         let block = handle.allocate(layout).unwrap();
                         // SAFETY: fresh block, ours.
-                        let record = unsafe { fill(block, layout.size(), tag(worker as u64 + 1, seq)) };
+                        let record =
+                            unsafe { fill(block, layout.size(), tag(worker as u64 + 1, seq)) };
                         // SAFETY: still ours; a handler handed the same bytes would change them.
                         assert!(unsafe { intact(&record) }, "block changed under the worker");
                         blocks.push(record);
@@ -225,7 +249,10 @@ fn threads_and_signal_handlers_allocating_from_the_interrupted_threads_handle_ne
             std::thread::sleep(Duration::from_micros(100));
         }
         stop.store(true, Ordering::Relaxed);
-        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
     });
     assert_eq!(HANDLER_FAILURES.load(Ordering::Relaxed), 0);
     let mut all = std::mem::take(&mut main_blocks);
@@ -245,7 +272,10 @@ fn threads_and_signal_handlers_allocating_from_the_interrupted_threads_handle_ne
         signals_sent.load(Ordering::Relaxed),
         interrupted.load(Ordering::Relaxed)
     );
-    assert!(handler_blocks >= 1000, "handlers ran too rarely: {handler_blocks} blocks");
+    assert!(
+        handler_blocks >= 1000,
+        "handlers ran too rarely: {handler_blocks} blocks"
+    );
     // SAFETY: the arena is leaked, so every block is live.
     assert_eq!(unsafe { verify(&mut all) }, Ok(()));
 }
@@ -293,8 +323,16 @@ fn run_against_model(ops: &[Op], same_offsets: bool) {
     let model = SyncChainAllocator::new_in(4 << 20, System).unwrap();
     let local = arena.local();
     let mut live: Vec<(Block, Layout, usize)> = Vec::new(); // block, layout, model address
-    let base = local.allocate(Layout::new::<u8>()).unwrap().cast::<u8>().as_ptr() as usize;
-    let model_base = model.allocate(Layout::new::<u8>()).unwrap().cast::<u8>().as_ptr() as usize;
+    let base = local
+        .allocate(Layout::new::<u8>())
+        .unwrap()
+        .cast::<u8>()
+        .as_ptr() as usize;
+    let model_base = model
+        .allocate(Layout::new::<u8>())
+        .unwrap()
+        .cast::<u8>()
+        .as_ptr() as usize;
     let mut seq = 0u64;
     for op in ops {
         seq += 1;
@@ -331,20 +369,36 @@ fn run_against_model(ops: &[Op], same_offsets: bool) {
             Op::GrowLast { extra } | Op::ShrinkLast { keep: extra } => {
                 let grow = matches!(op, Op::GrowLast { .. });
                 if let Some((b, layout, m)) = live.pop() {
-                    let size = if grow { b.len + extra } else { extra.min(b.len).max(1) };
+                    let size = if grow {
+                        b.len + extra
+                    } else {
+                        extra.min(b.len).max(1)
+                    };
                     let new = Layout::from_size_align(size, layout.align()).unwrap();
                     let ptr = NonNull::new(b.addr as *mut u8).unwrap();
                     let mptr = NonNull::new(m as *mut u8).unwrap();
                     // SAFETY: live blocks of `layout`; sizes ordered as grow/shrink require.
                     let (block, mblock) = unsafe {
                         if grow {
-                            (local.grow(ptr, layout, new).unwrap(), model.grow(mptr, layout, new).unwrap())
+                            (
+                                local.grow(ptr, layout, new).unwrap(),
+                                model.grow(mptr, layout, new).unwrap(),
+                            )
                         } else {
-                            (local.shrink(ptr, layout, new).unwrap(), model.shrink(mptr, layout, new).unwrap())
+                            (
+                                local.shrink(ptr, layout, new).unwrap(),
+                                model.shrink(mptr, layout, new).unwrap(),
+                            )
                         }
                     };
-                    let kept = Block { len: b.len.min(size), ..b };
-                    let moved = Block { addr: block.cast::<u8>().as_ptr() as usize, ..kept };
+                    let kept = Block {
+                        len: b.len.min(size),
+                        ..b
+                    };
+                    let moved = Block {
+                        addr: block.cast::<u8>().as_ptr() as usize,
+                        ..kept
+                    };
                     // SAFETY: the kept prefix was preserved (in place or copied).
                     assert!(unsafe { intact(&moved) });
                     // SAFETY: the block is ours, `size` bytes long.
@@ -417,7 +471,8 @@ fn eight_threads_of_mixed_allocations_reserve_at_most_1_15_times_what_they_reque
                             x ^= x >> 7;
                             x ^= x << 17;
                             let size = 1 + (x % 128) as usize;
-                            let layout = Layout::from_size_align(size, 1 << ((x >> 8) % 5)).unwrap();
+                            let layout =
+                                Layout::from_size_align(size, 1 << ((x >> 8) % 5)).unwrap();
                             local.allocate(layout).unwrap();
                             size
                         })
@@ -428,6 +483,9 @@ fn eight_threads_of_mixed_allocations_reserve_at_most_1_15_times_what_they_reque
         workers.into_iter().map(|w| w.join().unwrap()).sum()
     });
     let ratio = arena.reserved_bytes() as f64 / requested as f64;
-    println!("reserved {} / requested {requested} = {ratio:.3}", arena.reserved_bytes());
+    println!(
+        "reserved {} / requested {requested} = {ratio:.3}",
+        arena.reserved_bytes()
+    );
     assert!(ratio <= 1.15, "reserved/requested = {ratio:.3}");
 }

@@ -310,7 +310,10 @@ pub fn two_threads_local(inputs: &Inputs) -> Sample {
 /// `SyncBlinkAlloc`.
 pub fn two_threads_blink_local_rep(inputs: &Inputs) -> Duration {
     let n = inputs.per_thread;
-    let arena = blink_alloc::SyncBlinkAlloc::with_chunk_size_in(2 * n * SMALL.size() + SLACK, allocator_api2_04::alloc::Global);
+    let arena = blink_alloc::SyncBlinkAlloc::with_chunk_size_in(
+        2 * n * SMALL.size() + SLACK,
+        allocator_api2_04::alloc::Global,
+    );
     on_two_threads(|| {
         let local = arena.local();
         for i in 0..n {

@@ -331,7 +331,8 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
     #[inline(never)]
     fn allocate_nested(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let count = self.interrupted.load(Ordering::Relaxed);
-        self.interrupted.store(count.wrapping_add(1), Ordering::Relaxed);
+        self.interrupted
+            .store(count.wrapping_add(1), Ordering::Relaxed);
         self.arena.allocate(layout)
     }
 
@@ -345,7 +346,8 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
     #[inline(always)]
     fn bump_in(&self, cur: *mut u8, limit: usize, layout: Layout) -> Option<NonNull<[u8]>> {
         let fit = fit(cur.addr(), limit, layout)?;
-        self.cur.store(cur.with_addr(fit.new_cur), Ordering::Relaxed);
+        self.cur
+            .store(cur.with_addr(fit.new_cur), Ordering::Relaxed);
         // SAFETY: `fit.start` lies in `[cur, limit)` of the slab (fit guarantees it), so it is
         // not null; `with_addr` keeps the slab's provenance, which `cur` carries.
         let start = unsafe { NonNull::new_unchecked(cur.with_addr(fit.start)) };
@@ -403,7 +405,8 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
             return self.arena.allocate(layout);
         };
         let new_start = memory.cast::<u8>().as_ptr();
-        self.earlier_used.store(self.used_bytes(), Ordering::Relaxed);
+        self.earlier_used
+            .store(self.used_bytes(), Ordering::Relaxed);
         // Install: the slab is ours alone (the arena handed it out by compare-exchange).
         self.slab_start.store(new_start.addr(), Ordering::Relaxed);
         self.cur.store(new_start, Ordering::Relaxed);
@@ -447,7 +450,8 @@ impl<A: LocalSource> LastBlock for LocalHandle<'_, A> {
         }
         let cur = self.cur.load(Ordering::Relaxed);
         let block = ptr.as_ptr().addr();
-        if block >= self.slab_start.load(Ordering::Relaxed) && block.wrapping_add(size) == cur.addr()
+        if block >= self.slab_start.load(Ordering::Relaxed)
+            && block.wrapping_add(size) == cur.addr()
         {
             self.cur.store(cur.with_addr(block), Ordering::Relaxed);
         }
@@ -616,7 +620,11 @@ mod tests {
         let a = local.allocate(layout(8, 8)).unwrap();
         let b = local.allocate(layout(1, 1)).unwrap();
         let c = local.allocate(layout(8, 8)).unwrap();
-        let (a, b, c) = (a.cast::<u8>().as_ptr().addr(), b.cast::<u8>().as_ptr().addr(), c.cast::<u8>().as_ptr().addr());
+        let (a, b, c) = (
+            a.cast::<u8>().as_ptr().addr(),
+            b.cast::<u8>().as_ptr().addr(),
+            c.cast::<u8>().as_ptr().addr(),
+        );
         assert_eq!((b - a, c - a), (8, 16));
         assert_eq!(local.used_bytes(), 24);
         assert_eq!(local.remaining_capacity(), FIRST_SLAB - 24);
@@ -657,13 +665,25 @@ mod tests {
             if local.remaining_capacity() < 8 {
                 // Make every slab non-last, so that the next one is a fresh claim.
                 other.allocate(layout(1, 1)).unwrap();
-                drop(local.allocate(layout(8, 8)).unwrap());
+                local.allocate(layout(8, 8)).unwrap();
                 sizes.push(local.remaining_capacity() + 8);
             } else {
                 local.allocate(layout(8, 8)).unwrap();
             }
         }
-        assert_eq!(&sizes[..8], &[1 << 10, 2 << 10, 4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10, 64 << 10]);
+        assert_eq!(
+            &sizes[..8],
+            &[
+                1 << 10,
+                2 << 10,
+                4 << 10,
+                8 << 10,
+                16 << 10,
+                32 << 10,
+                64 << 10,
+                64 << 10
+            ]
+        );
     }
 
     #[test]
@@ -709,7 +729,9 @@ mod tests {
         let grown = unsafe { local.grow(block, small, big) }.unwrap();
         assert_eq!(grown.cast::<u8>(), block);
         // SAFETY: the first 16 bytes were kept.
-        assert!(unsafe { core::slice::from_raw_parts(block.as_ptr(), 16) }.iter().all(|&b| b == 7));
+        assert!(unsafe { core::slice::from_raw_parts(block.as_ptr(), 16) }
+            .iter()
+            .all(|&b| b == 7));
         assert_eq!(local.used_bytes(), 8 + 256);
         // SAFETY: now of `big`.
         let shrunk = unsafe { local.shrink(block, big, small) }.unwrap();
@@ -733,10 +755,14 @@ mod tests {
         unsafe { local.deallocate(old, l) };
         assert_eq!(local.used_bytes(), 32);
         // SAFETY: as above.
-        let moved = unsafe { local.grow(old, l, layout(64, 8)) }.unwrap().cast::<u8>();
+        let moved = unsafe { local.grow(old, l, layout(64, 8)) }
+            .unwrap()
+            .cast::<u8>();
         assert_ne!(moved, old);
         // SAFETY: 16 bytes were copied.
-        assert!(unsafe { core::slice::from_raw_parts(moved.as_ptr(), 16) }.iter().all(|&b| b == 3));
+        assert!(unsafe { core::slice::from_raw_parts(moved.as_ptr(), 16) }
+            .iter()
+            .all(|&b| b == 3));
     }
 
     #[test]
@@ -754,11 +780,16 @@ mod tests {
         // Outside the slab, and the slab state untouched.
         let slab = local.slab_start.load(Ordering::Relaxed);
         assert!(nested_addr >= slab + FIRST_SLAB || nested_addr + 8 <= slab);
-        assert_eq!((local.used_bytes(), local.remaining_capacity()), (used, remaining));
+        assert_eq!(
+            (local.used_bytes(), local.remaining_capacity()),
+            (used, remaining)
+        );
         // A nested give-back or resize leaves everything as it is.
         // SAFETY: `nested` is of `l`, from `local`.
         unsafe { local.deallocate(nested.cast(), l) };
-        assert!(local.resize_last_in_place(nested.cast(), 8, layout(16, 8)).is_none());
+        assert!(local
+            .resize_last_in_place(nested.cast(), 8, layout(16, 8))
+            .is_none());
         assert_eq!(local.used_bytes(), used);
         local.exit();
         local.allocate(l).unwrap();
