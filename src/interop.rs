@@ -100,3 +100,4 @@ forward_allocator!(impl[] crate::VirtualArena);
 forward_allocator!(impl[A: crate::Allocator] crate::SyncLinearAllocator<A>);
 forward_allocator!(impl[A: crate::Allocator] crate::SyncChainAllocator<A>);
 forward_allocator!(impl[] crate::SyncVirtualArena);
+forward_allocator!(impl['a, A: crate::LocalSource] crate::LocalHandle<'a, A>);

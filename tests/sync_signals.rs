@@ -22,9 +22,11 @@ mod common;
 use common::blocks::{fill, intact, mixed_layout, tag, verify, Block};
 use core::fmt::Write as _;
 use libdd_alloc::{
-    format_in, Allocator, Arena, ArenaString, Budget, Budgeted, Layout, SyncChainAllocator,
-    SyncLinearAllocator, SyncVirtualArena, VirtualAllocator,
+    format_in, AllocError, Allocator, Arena, ArenaString, Budget, Budgeted, Layout, LocalHandle,
+    SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, VirtualAllocator,
 };
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -671,11 +673,100 @@ fn handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it() {
     );
 }
 
+/// A `LocalHandle` with the arena it borrows, as one `Allocator` the storm can reset: the handler
+/// allocates from the very handle the main loop is allocating from.
+#[cfg(unix)]
+struct HandleOnArena {
+    handle: ManuallyDrop<LocalHandle<'static, SyncChainAllocator<VirtualAllocator>>>,
+    arena: Box<SyncChainAllocator<VirtualAllocator>>,
+    /// `interrupted_allocations` of the handles dropped so far.
+    interrupted_before: usize,
+}
+
+impl HandleOnArena {
+    fn new() -> Self {
+        // Small chunks and a small chunk bound: slabs are claimed, grown and replaced often,
+        // and a handler often lands in the middle of a refill.
+        let arena = Box::new(
+            SyncChainAllocator::new_in(4096, VirtualAllocator {})
+                .unwrap()
+                .with_max_chunk_size(64 << 10),
+        );
+        Self {
+            handle: Self::handle(&arena),
+            arena,
+            interrupted_before: 0,
+        }
+    }
+
+    /// Handler allocations that landed inside a main-loop call on the handle, over all rounds.
+    fn interrupted_allocations(&self) -> usize {
+        self.interrupted_before + self.handle.interrupted_allocations()
+    }
+
+    fn handle(
+        arena: &SyncChainAllocator<VirtualAllocator>,
+    ) -> ManuallyDrop<LocalHandle<'static, SyncChainAllocator<VirtualAllocator>>> {
+        // SAFETY: the arena is boxed and outlives the handle (dropped first in `reset` and drop).
+        ManuallyDrop::new(unsafe {
+            std::mem::transmute::<
+                LocalHandle<'_, SyncChainAllocator<VirtualAllocator>>,
+                LocalHandle<'static, SyncChainAllocator<VirtualAllocator>>,
+            >(arena.local())
+        })
+    }
+
+    fn reset(&mut self) {
+        self.interrupted_before = self.interrupted_allocations();
+        // SAFETY: dropped once and replaced at once.
+        unsafe { ManuallyDrop::drop(&mut self.handle) };
+        self.arena.reset();
+        self.handle = Self::handle(&self.arena);
+    }
+
+    /// The arena's: it counts the handle's slabs and the blocks the handler got from the
+    /// shared arena when it interrupted an allocation.
+    fn used_bytes(&self) -> usize {
+        self.arena.used_bytes()
+    }
+}
+
+impl Drop for HandleOnArena {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, before the arena.
+        unsafe { ManuallyDrop::drop(&mut self.handle) };
+    }
+}
+
+// SAFETY: forwards to the handle.
+unsafe impl Allocator for HandleOnArena {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        self.handle.allocate(layout)
+    }
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded caller contract.
+        unsafe { self.handle.deallocate(ptr, layout) }
+    }
+}
+
+#[cfg(unix)]
+fn signal_handler_and_main_loop_never_overlap_through_one_local_handle() {
+    libdd_alloc::os::page_size().unwrap();
+    let mut arena = HandleOnArena::new();
+    let report = storm(&mut arena, HandleOnArena::reset, HandleOnArena::used_bytes);
+    let interrupted = arena.interrupted_allocations();
+    println!("LocalHandle: {interrupted} handler allocations landed inside a main-loop call on the handle");
+    check("LocalHandle on SyncChainAllocator", report);
+    // The point of the test: handlers did land inside the marked window.
+    assert!(interrupted > 0, "no handler landed inside an allocation");
+}
+
 #[cfg(unix)]
 fn main() {
     signal_handler_and_main_loop_never_overlap_in_a_sync_chain_arena();
     signal_handler_and_main_loop_never_overlap_in_a_sync_linear_arena();
     signal_handler_and_main_loop_never_overlap_in_a_sync_virtual_arena();
+    signal_handler_and_main_loop_never_overlap_through_one_local_handle();
     handler_and_main_loop_format_intact_strings_in_a_sync_chain_arena();
     handler_and_main_loop_format_intact_strings_in_a_sync_linear_arena();
     handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it();

@@ -173,6 +173,11 @@ impl<A: Allocator> SyncLinearAllocator<A> {
         self.cursor.rewind(self.buffer.cast());
     }
 
+    /// The cursor, for the in-place operations of a [`LocalHandle`](super::LocalHandle).
+    pub(super) fn last_block(&self) -> &AtomicCursor {
+        &self.cursor
+    }
+
     /// The backing allocator.
     pub fn allocator(&self) -> &A {
         &self.allocator

@@ -512,7 +512,7 @@ impl Rewind for SyncVirtualArena {
 /// older block can become the most recent while we look (the blocks after it given back by
 /// other threads), and then the mark would be raised too late. So each operation first checks,
 /// raises the mark, and only then lets the cursor's compare-exchange re-check.
-struct LastOf<'a>(&'a SyncVirtualArena);
+pub(super) struct LastOf<'a>(pub(super) &'a SyncVirtualArena);
 
 impl LastBlock for LastOf<'_> {
     #[inline]
