@@ -683,6 +683,7 @@ struct HandleOnArena {
     interrupted_before: usize,
 }
 
+#[cfg(unix)]
 impl HandleOnArena {
     fn new() -> Self {
         // Small chunks and a small chunk bound: slabs are claimed, grown and replaced often,
@@ -731,6 +732,7 @@ impl HandleOnArena {
     }
 }
 
+#[cfg(unix)]
 impl Drop for HandleOnArena {
     fn drop(&mut self) {
         // SAFETY: dropped once, before the arena.
@@ -739,6 +741,7 @@ impl Drop for HandleOnArena {
 }
 
 // SAFETY: forwards to the handle.
+#[cfg(unix)]
 unsafe impl Allocator for HandleOnArena {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         self.handle.allocate(layout)
