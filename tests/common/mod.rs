@@ -5,7 +5,8 @@
 //! - [`fill`]: byte patterns that prove blocks do not overlap; [`blocks`]: tagged blocks for the
 //!   lock-free arenas, checked without touching the heap;
 //! - [`process`]: forked children, resource limits, `/proc/self/statm`, valgrind detection;
-//! - [`vm`]: pages, residency and unmapped ranges.
+//! - [`vm`]: pages, residency and unmapped ranges;
+//! - [`rustc`]: the compiler release that compile-fail snapshots are pinned to.
 
 use libdd_alloc::{
     Allocator, ChainAllocator, Layout, LinearAllocator, SyncChainAllocator, SyncLinearAllocator,
@@ -17,6 +18,7 @@ pub mod blocks;
 pub mod counting;
 pub mod fill;
 pub mod process;
+pub mod rustc;
 #[cfg(unix)]
 pub mod vm;
 
