@@ -19,8 +19,10 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 client=libdd-profiling
 version=1.0.0
-patch_file="$root/scripts/real-client/$client-$version.patch"
+# REAL_CLIENT_PATCH: another migration patch to try (default: the one kept in the repo).
+patch_file="${REAL_CLIENT_PATCH:-$root/scripts/real-client/$client-$version.patch}"
 target_dir="${REAL_CLIENT_TARGET_DIR:-$root/target/real-client}"
+ours="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n 1)"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
@@ -70,14 +72,14 @@ cd "$work"
 export CARGO_TARGET_DIR="$target_dir"
 # Resolve first, and check that the client really uses this checkout.
 cargo update --quiet --workspace
-ours="$(cargo tree --quiet --edges normal --invert "libdd-alloc@2.0.0" --depth 1 2>/dev/null || true)"
-if ! printf '%s\n' "$ours" | grep -q "^libdd-alloc v2.0.0 ($root)"; then
+tree="$(cargo tree --quiet --edges normal --invert "libdd-alloc@$ours" --depth 1 2>/dev/null || true)"
+if ! printf '%s\n' "$tree" | grep -qF "libdd-alloc v$ours ($root)"; then
     echo "FAIL: $client does not resolve libdd-alloc to this checkout:"
-    printf '%s\n' "$ours"
+    printf '%s\n' "$tree"
     exit 1
 fi
-printf '%s\n' "$ours"
-others="$(sed -n '/^name = "libdd-alloc"$/{n;p}' Cargo.lock | grep -v '"2.0.0"' || true)"
+printf '%s\n' "$tree"
+others="$(sed -n '/^name = "libdd-alloc"$/{n;p}' Cargo.lock | grep -vF "\"$ours\"" || true)"
 if [ -n "$others" ]; then
     echo "note: other copies of libdd-alloc in the graph (dependencies that still ask for 1.x):"
     printf '  %s\n' "$others"

@@ -22,7 +22,10 @@ fn reservation_of_64_gib_costs_address_space_not_memory() {
     let arena = VirtualArena::new(64 * GIB).unwrap();
     assert_eq!(arena.reservation_bytes(), 64 * GIB);
     assert_eq!(arena.committed_bytes(), 0);
-    assert!(vm_size_bytes() - size_before >= 64 * GIB);
+    // Slack of 1 GiB: the test harness may unmap a finished test thread's stack between the two
+    // reads (seen once under load: the difference fell just short of 64 GiB).
+    let grew = vm_size_bytes().saturating_sub(size_before);
+    assert!(grew >= 63 * GIB, "VmSize grew by {} MiB", grew / MIB);
     let rss_before = rss_bytes();
     touch(&arena, 100 * MIB);
     let grew = rss_bytes() - rss_before;
