@@ -88,7 +88,7 @@ fi
 echo "--- $client lib and integration tests against this checkout"
 log="$tmp/test.log"
 status=0
-cargo test --lib --tests 2>&1 | tee "$log" || status=$?
+cargo test --no-fail-fast --lib --tests 2>&1 | tee "$log" || status=$?
 passed=0
 failed=0
 while read -r p f; do
