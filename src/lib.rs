@@ -130,6 +130,8 @@
 //!   `-Zsanitizer=address` (nightly): without the ASan runtime the crate does not link.
 #![no_std]
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
+// docs.rs (`--cfg docsrs`, nightly): badges naming the feature that enables an item.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), deny(clippy::panic))]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![cfg_attr(not(test), deny(clippy::expect_used))]

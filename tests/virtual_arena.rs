@@ -30,8 +30,14 @@ fn reservation_of_64_gib_costs_address_space_not_memory() {
     let arena = VirtualArena::new(LARGE).unwrap();
     assert_eq!(arena.reservation_bytes(), LARGE);
     assert_eq!(arena.committed_bytes(), 0);
-    // The thread of the test that ran before may unmap its stack meanwhile (Wine does).
-    assert!(vm_size_bytes() - size_before >= LARGE - 16 * MIB);
+    // Slack: the test harness may unmap a finished test thread's stack between the two reads
+    // (seen under load on Linux, and under Wine).
+    let grew = vm_size_bytes().saturating_sub(size_before);
+    assert!(
+        grew >= LARGE - 16 * MIB,
+        "VmSize grew by {} MiB",
+        grew / MIB
+    );
     let rss_before = rss_bytes();
     touch(&arena, 100 * MIB);
     let grew = rss_bytes() - rss_before;

@@ -7,7 +7,8 @@
 //! - [`scripted`]: a backing allocator that fails, panics or re-enters its arena at a chosen
 //!   call, and catches double frees;
 //! - [`process`]: forked children, resource limits, `/proc/self/statm`, valgrind detection;
-//! - [`vm`]: pages, residency and unmapped ranges.
+//! - [`vm`]: pages, residency and unmapped ranges;
+//! - [`rustc`]: the compiler release that compile-fail snapshots are pinned to.
 
 use libdd_alloc::{
     Allocator, ChainAllocator, Layout, LinearAllocator, SyncChainAllocator, SyncLinearAllocator,
@@ -19,6 +20,7 @@ pub mod blocks;
 pub mod counting;
 pub mod fill;
 pub mod process;
+pub mod rustc;
 pub mod scripted;
 #[cfg(any(unix, windows))]
 pub mod vm;
