@@ -1,0 +1,793 @@
+//! Adversarial review of the issue-10 §1 soundness fixes (branch `sound`): attacks from safe code
+//! plus an `unsafe impl Allocator` for a backing allocator that honours the `Allocator` contract,
+//! on every arena that takes a backing allocator.
+//!
+//! The centrepiece is [`Chaos`], a backing allocator that does everything the trait allows: it
+//! fails, hands out more than asked (and hidden slack so that a later `grow` can stay in place and
+//! return the same pointer), moves or keeps blocks on `grow` and `shrink`, and at every call
+//! re-enters the arena it backs (through a `Weak`, as a user would) with *any* operation on *any*
+//! block someone owns: allocate, deallocate, grow (which may grow a chunk's only block, and so
+//! call back into the backing allocator, nested), shrink, typed allocation, checkpoint,
+//! statistics. A property test drives each arena with random operations, checkpoints, rewinds
+//! and resets, and after every step checks that every owned block lies inside a block the
+//! backing allocator has live (a block in a freed chunk is a use-after-free even without ASan),
+//! holds its bytes, and overlaps no other.
+
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
+
+use common::fill::{fill, holds, pattern};
+use libdd_alloc::{
+    AllocError, Allocator, ChainAllocator, Checkpoint, Layout, LinearAllocator, Rewind,
+    SyncChainAllocator, SyncLinearAllocator, System,
+};
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::ptr::NonNull;
+use std::rc::{Rc, Weak};
+
+// ---- The arenas, behind one object-safe interface ----
+
+/// What the tests need of every arena.
+trait Subject: Allocator + Rewind + 'static {
+    /// `(used_bytes, reserved_bytes, remaining_capacity)`.
+    fn stats(&self) -> (usize, usize, usize);
+    fn reset_all(&mut self);
+}
+
+macro_rules! subject {
+    ($($ty:ident),*) => {$(
+        impl<A: Allocator + 'static> Subject for $ty<A> {
+            fn stats(&self) -> (usize, usize, usize) {
+                (self.used_bytes(), self.reserved_bytes(), self.remaining_capacity())
+            }
+            fn reset_all(&mut self) {
+                self.reset();
+            }
+        }
+    )*};
+}
+subject!(
+    ChainAllocator,
+    SyncChainAllocator,
+    LinearAllocator,
+    SyncLinearAllocator
+);
+
+/// The arena as the backing allocator reaches it: through a `RefCell`, so a re-entrant call
+/// made while the arena is borrowed mutably (`reset`, `rewind`) finds it busy (`None`), as a
+/// `try_borrow` user would.
+trait Target {
+    fn allocate(&self, layout: Layout) -> Option<Result<NonNull<[u8]>, AllocError>>;
+    /// # Safety
+    /// The `Allocator::deallocate` contract.
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) -> Option<()>;
+    /// Grow (zeroed or not) or shrink, as `new` is larger or smaller.
+    ///
+    /// # Safety
+    /// The `Allocator::grow`/`shrink` contract.
+    unsafe fn resize(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+        zeroed: bool,
+    ) -> Option<Result<NonNull<[u8]>, AllocError>>;
+    /// `try_alloc_slice_fill_with(len, f)`, as a raw block.
+    fn typed(
+        &self,
+        len: usize,
+        f: &mut dyn FnMut(usize) -> u8,
+    ) -> Option<Result<NonNull<u8>, AllocError>>;
+    fn checkpoint(&self) -> Option<Checkpoint>;
+    fn stats(&self) -> Option<(usize, usize, usize)>;
+}
+
+impl<T: Subject> Target for RefCell<T> {
+    fn allocate(&self, layout: Layout) -> Option<Result<NonNull<[u8]>, AllocError>> {
+        Some(self.try_borrow().ok()?.allocate(layout))
+    }
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) -> Option<()> {
+        let arena = self.try_borrow().ok()?;
+        // SAFETY: forwarded caller contract.
+        unsafe { arena.deallocate(ptr, layout) };
+        Some(())
+    }
+    unsafe fn resize(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+        zeroed: bool,
+    ) -> Option<Result<NonNull<[u8]>, AllocError>> {
+        let arena = self.try_borrow().ok()?;
+        // SAFETY: forwarded caller contract.
+        Some(unsafe {
+            if new.size() < old.size() {
+                arena.shrink(ptr, old, new)
+            } else if zeroed {
+                arena.grow_zeroed(ptr, old, new)
+            } else {
+                arena.grow(ptr, old, new)
+            }
+        })
+    }
+    fn typed(
+        &self,
+        len: usize,
+        f: &mut dyn FnMut(usize) -> u8,
+    ) -> Option<Result<NonNull<u8>, AllocError>> {
+        let arena = self.try_borrow().ok()?;
+        Some(
+            arena
+                .try_alloc_slice_fill_with(len, f)
+                .map(|s| NonNull::new(s.as_mut_ptr()).unwrap()),
+        )
+    }
+    fn checkpoint(&self) -> Option<Checkpoint> {
+        Some(self.try_borrow().ok()?.checkpoint())
+    }
+    fn stats(&self) -> Option<(usize, usize, usize)> {
+        Some(self.try_borrow().ok()?.stats())
+    }
+}
+
+// ---- State shared by the test and the backing allocator ----
+
+/// A small deterministic generator (xorshift64*), so a failing seed replays exactly.
+struct Rng(Cell<u64>);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(Cell::new(seed | 1))
+    }
+    fn next(&self) -> u64 {
+        let mut x = self.0.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn one_in(&self, n: usize) -> bool {
+        self.below(n) == 0
+    }
+}
+
+/// A block of the arena that someone (the test or the backing allocator) owns, filled with block
+/// `id`'s pattern. `epoch` orders it against checkpoints: it was (re)allocated at that epoch.
+#[derive(Clone, Copy, Debug)]
+struct Owned {
+    ptr: NonNull<u8>,
+    layout: Layout,
+    id: usize,
+    epoch: u64,
+}
+
+/// A block the backing allocator has out: the layout it got from `System` (hidden slack
+/// included) and the length it reported.
+#[derive(Clone, Copy, Debug)]
+struct Backing {
+    truth: Layout,
+    reported: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    reentries: Cell<usize>,
+    reentries_in_grow: Cell<usize>,
+    grows: Cell<usize>,
+    grows_in_place: Cell<usize>,
+    shrinks: Cell<usize>,
+    failures: Cell<usize>,
+    deallocations: Cell<usize>,
+    rewinds: Cell<usize>,
+    resets: Cell<usize>,
+}
+
+struct Shared {
+    rng: Rng,
+    /// Every block someone owns and nobody is resizing or freeing right now.
+    owned: RefCell<Vec<Owned>>,
+    next_id: Cell<usize>,
+    epoch: Cell<u64>,
+    /// Blocks the backing allocator has out, by address.
+    live: RefCell<BTreeMap<usize, Backing>>,
+    bad_frees: Cell<usize>,
+    /// Whether the backing allocator may fail yet (not while the arena is built).
+    armed: Cell<bool>,
+    /// Nesting of re-entrant calls (bounded, or a grow that logs its own grows never ends).
+    level: Cell<u32>,
+    counters: Counters,
+    /// The arena's `Debug`-free type name, for messages.
+    name: &'static str,
+}
+
+impl Shared {
+    fn new(seed: u64, name: &'static str) -> Rc<Self> {
+        Rc::new(Self {
+            rng: Rng::new(seed),
+            owned: RefCell::new(Vec::new()),
+            next_id: Cell::new(1),
+            epoch: Cell::new(0),
+            live: RefCell::new(BTreeMap::new()),
+            bad_frees: Cell::new(0),
+            armed: Cell::new(false),
+            level: Cell::new(0),
+            counters: Counters::default(),
+            name,
+        })
+    }
+
+    fn tick(&self) -> u64 {
+        let e = self.epoch.get() + 1;
+        self.epoch.set(e);
+        e
+    }
+
+    fn fresh_id(&self) -> usize {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+
+    /// Takes an owned block out of the list (last one half the time): while its owner resizes or
+    /// frees it, nobody else may touch it.
+    fn take(&self) -> Option<Owned> {
+        let mut owned = self.owned.borrow_mut();
+        if owned.is_empty() {
+            return None;
+        }
+        let i = if self.rng.one_in(2) {
+            owned.len() - 1
+        } else {
+            self.rng.below(owned.len())
+        };
+        Some(owned.remove(i))
+    }
+
+    fn put(&self, block: Owned) {
+        self.owned.borrow_mut().push(block);
+    }
+
+    /// The backing block that contains `[addr, addr + len)`, if one is live.
+    fn contained(&self, addr: usize, len: usize) -> bool {
+        let live = self.live.borrow();
+        live.range(..=addr)
+            .next_back()
+            .is_some_and(|(&start, b)| addr + len <= start + b.reported)
+    }
+
+    /// Every owned block lies inside a live backing block, holds its pattern, and overlaps no
+    /// other.
+    fn verify(&self, when: &str) {
+        let owned = self.owned.borrow();
+        let mut ranges: Vec<(usize, usize, usize)> = Vec::new();
+        for b in owned.iter() {
+            let addr = b.ptr.as_ptr() as usize;
+            let len = b.layout.size();
+            assert!(
+                self.contained(addr, len),
+                "{}: {when}: block {} ({addr:#x}+{len}) is not inside memory the backing \
+                 allocator has live: a use-after-free",
+                self.name,
+                b.id
+            );
+            // SAFETY: the block lies in live backing memory (checked above) and is owned.
+            assert!(
+                unsafe { holds(b.ptr, len, b.id) },
+                "{}: {when}: block {} ({addr:#x}+{len}) changed",
+                self.name,
+                b.id
+            );
+            ranges.push((addr, len, b.id));
+        }
+        ranges.sort_unstable();
+        for w in ranges.windows(2) {
+            assert!(
+                w[0].0 + w[0].1 <= w[1].0,
+                "{}: {when}: blocks {} and {} overlap",
+                self.name,
+                w[0].2,
+                w[1].2
+            );
+        }
+    }
+}
+
+/// A random non-zero size, mostly small, sometimes a chunk's worth or more.
+fn random_size(rng: &Rng) -> usize {
+    match rng.below(10) {
+        0 => 600 + rng.below(2500),
+        1 | 2 => 200 + rng.below(400),
+        _ => 1 + rng.below(200),
+    }
+}
+
+/// One random operation on `target`, the way either side would do it: `Err` and a busy arena
+/// are both fine, only what happens to blocks matters.
+fn random_op(shared: &Shared, target: &dyn Target) {
+    let rng = &shared.rng;
+    match rng.below(12) {
+        0..=3 => {
+            let layout = Layout::from_size_align(random_size(rng), 1 << rng.below(7)).unwrap();
+            if let Some(Ok(block)) = target.allocate(layout) {
+                let ptr = block.cast::<u8>();
+                assert_eq!(ptr.as_ptr() as usize % layout.align(), 0, "misaligned");
+                assert!(block.len() >= layout.size());
+                let id = shared.fresh_id();
+                // SAFETY: a fresh block of at least `layout.size()` bytes.
+                unsafe { fill(ptr, layout.size(), id) };
+                let epoch = shared.tick();
+                shared.put(Owned {
+                    ptr,
+                    layout,
+                    id,
+                    epoch,
+                });
+            }
+        }
+        4 | 5 => {
+            if let Some(b) = shared.take() {
+                // SAFETY: an owned block of the arena, with its layout, taken out of the list.
+                if unsafe { target.deallocate(b.ptr, b.layout) }.is_none() {
+                    shared.put(b);
+                }
+            }
+        }
+        6..=8 => {
+            let Some(b) = shared.take() else { return };
+            let old = b.layout;
+            let new_size = match rng.below(4) {
+                0 => 1 + rng.below(old.size()), // shrink
+                1 => old.size() + 600 + rng.below(3000),
+                _ => old.size() + 1 + rng.below(2 * old.size() + 64),
+            };
+            let align = if rng.one_in(4) {
+                1 << rng.below(7)
+            } else {
+                old.align()
+            };
+            let new = Layout::from_size_align(new_size, align).unwrap();
+            let zeroed = rng.one_in(3);
+            // SAFETY: an owned block of the arena with layout `old`, taken out of the list.
+            match unsafe { target.resize(b.ptr, old, new, zeroed) } {
+                Some(Ok(block)) => {
+                    let ptr = block.cast::<u8>();
+                    assert_eq!(ptr.as_ptr() as usize % align, 0, "misaligned resize");
+                    let kept = old.size().min(new.size());
+                    let addr = ptr.as_ptr() as usize;
+                    assert!(
+                        shared.contained(addr, new.size()),
+                        "{}: a resized block is not in live backing memory",
+                        shared.name
+                    );
+                    // SAFETY: the resized block is ours, `new.size()` bytes.
+                    unsafe {
+                        assert!(holds(ptr, kept, b.id), "{}: resize lost bytes", shared.name);
+                        if zeroed && new.size() > old.size() {
+                            let tail = std::slice::from_raw_parts(
+                                ptr.add(kept).as_ptr(),
+                                new.size() - kept,
+                            );
+                            assert!(tail.iter().all(|&x| x == 0), "grow_zeroed tail not zero");
+                        }
+                        fill(ptr, new.size(), b.id);
+                    }
+                    let epoch = shared.tick();
+                    shared.put(Owned {
+                        ptr,
+                        layout: new,
+                        id: b.id,
+                        epoch,
+                    });
+                }
+                // Failed or busy: the block is as it was, and still ours.
+                _ => shared.put(b),
+            }
+        }
+        9 => {
+            let len = 1 + rng.below(300);
+            let id = shared.fresh_id();
+            // The filling closure may itself re-enter (it is user code too).
+            let mut f = |i: usize| {
+                if i == 0 && rng.one_in(4) {
+                    nested(shared, target);
+                }
+                pattern(id, i)
+            };
+            if let Some(Ok(ptr)) = target.typed(len, &mut f) {
+                let epoch = shared.tick();
+                shared.put(Owned {
+                    ptr,
+                    layout: Layout::array::<u8>(len).unwrap(),
+                    id,
+                    epoch,
+                });
+            }
+        }
+        10 => {
+            if let Some((used, reserved, remaining)) = target.stats() {
+                assert_eq!(
+                    used + remaining,
+                    reserved,
+                    "{}: used + remaining != reserved",
+                    shared.name
+                );
+            }
+            let _ = target.checkpoint();
+        }
+        _ => shared.verify("inside a random operation"),
+    }
+}
+
+/// Runs a few random operations one level deeper, if the nesting bound allows.
+fn nested(shared: &Shared, target: &dyn Target) {
+    if shared.level.get() >= 2 {
+        return;
+    }
+    shared.level.set(shared.level.get() + 1);
+    shared
+        .counters
+        .reentries
+        .set(shared.counters.reentries.get() + 1);
+    for _ in 0..1 + shared.rng.below(4) {
+        random_op(shared, target);
+    }
+    shared.level.set(shared.level.get() - 1);
+}
+
+// ---- The backing allocator ----
+
+/// A backing allocator over `System` that uses every freedom the `Allocator` trait gives, and
+/// re-enters the arena it backs (see the module docs). It keeps the exact set of blocks it has
+/// out: a free of a block it does not have out is counted in `bad_frees` and not forwarded.
+struct Chaos {
+    shared: Rc<Shared>,
+    target: Weak<dyn Target>,
+}
+
+impl Chaos {
+    /// Re-enters the arena, half the time, if it can be reached (not while it is built or
+    /// dropped: the `Weak` does not upgrade then).
+    fn maybe_reenter(&self) {
+        if self.shared.rng.one_in(2) {
+            if let Some(target) = self.target.upgrade() {
+                nested(&self.shared, &*target);
+            }
+        }
+    }
+
+    /// Takes a block from `System` for `layout`, sometimes with more than asked (reported) and
+    /// hidden slack after it (for a later in-place grow).
+    fn take(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        let rng = &self.shared.rng;
+        let extra = [0, 0, 0, 16, 100, 1000][rng.below(6)];
+        let slack = [0, 0, 512][rng.below(3)];
+        let reported = layout.size() + extra;
+        let truth = Layout::from_size_align(reported + slack, layout.align()).map_err(|_| AllocError)?;
+        let block = System.allocate(truth)?;
+        let prev = self.shared.live.borrow_mut().insert(
+            block.cast::<u8>().as_ptr() as usize,
+            Backing { truth, reported },
+        );
+        assert!(prev.is_none(), "System handed out a live block");
+        Ok(NonNull::slice_from_raw_parts(block.cast(), reported))
+    }
+
+    /// The block at `ptr`, if it is live and `layout` fits it (the `Allocator` contract).
+    fn lookup(&self, ptr: NonNull<u8>, layout: Layout) -> Option<Backing> {
+        let b = *self.shared.live.borrow().get(&(ptr.as_ptr() as usize))?;
+        (layout.size() <= b.reported && layout.align() == b.truth.align()).then_some(b)
+    }
+
+    fn give_back(&self, ptr: NonNull<u8>) {
+        let b = self
+            .shared
+            .live
+            .borrow_mut()
+            .remove(&(ptr.as_ptr() as usize))
+            .unwrap();
+        // SAFETY: a live block from `System` with this layout.
+        unsafe { System.deallocate(ptr, b.truth) };
+    }
+
+    fn fail(&self) -> bool {
+        let fail = self.shared.armed.get() && self.shared.rng.one_in(10);
+        if fail {
+            let c = &self.shared.counters.failures;
+            c.set(c.get() + 1);
+        }
+        fail
+    }
+
+    /// Resizes `ptr` (of `old`) to `new`: in place when the block (with its slack) is big enough
+    /// and suitably aligned, half the time; otherwise moves it.
+    ///
+    /// # Safety
+    /// `ptr` is live in `self.live` and `old` fits it.
+    unsafe fn resize(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+        zeroed: bool,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        let b = self.lookup(ptr, old).unwrap();
+        let rng = &self.shared.rng;
+        let fits = new.size() <= b.truth.size()
+            && new.align() <= b.truth.align()
+            && ptr.as_ptr() as usize % new.align() == 0;
+        let block = if fits && rng.one_in(2) {
+            // Same pointer; sometimes reports the whole block (more than asked).
+            let reported = if rng.one_in(2) {
+                b.truth.size()
+            } else {
+                new.size()
+            };
+            self.shared.live.borrow_mut().insert(
+                ptr.as_ptr() as usize,
+                Backing {
+                    truth: b.truth,
+                    reported,
+                },
+            );
+            if new.size() > old.size() {
+                let c = &self.shared.counters.grows_in_place;
+                c.set(c.get() + 1);
+            }
+            NonNull::slice_from_raw_parts(ptr, reported)
+        } else {
+            let block = self.take(new)?;
+            let keep = old.size().min(new.size());
+            // SAFETY: distinct live blocks, both at least `keep` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), block.cast().as_ptr(), keep) };
+            self.give_back(ptr);
+            block
+        };
+        if zeroed {
+            let from = old.size();
+            // SAFETY: the block is at least `block.len() >= from` bytes.
+            unsafe {
+                block
+                    .cast::<u8>()
+                    .add(from)
+                    .write_bytes(0, block.len() - from)
+            };
+        }
+        Ok(block)
+    }
+
+    fn reenter_around<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.maybe_reenter();
+        let r = f();
+        self.maybe_reenter();
+        r
+    }
+}
+
+// SAFETY: every block comes from `System` and is recorded with the layout it was taken with; it
+// is valid until given back through `deallocate`, `grow` or `shrink`, which free exactly the
+// blocks recorded. `grow`/`shrink` keep the first `min(old, new)` bytes, in place or moved. The
+// re-entrant calls only use the arena through its safe interface and blocks their owners hold.
+unsafe impl Allocator for Chaos {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        self.reenter_around(|| {
+            if self.fail() {
+                return Err(AllocError);
+            }
+            self.take(layout)
+        })
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        self.reenter_around(|| {
+            let c = &self.shared.counters.deallocations;
+            c.set(c.get() + 1);
+            if self.lookup(ptr, layout).is_some() {
+                self.give_back(ptr);
+            } else {
+                self.shared.bad_frees.set(self.shared.bad_frees.get() + 1);
+            }
+        })
+    }
+
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        assert!(new.size() >= old.size());
+        let c = &self.shared.counters.grows;
+        c.set(c.get() + 1);
+        let before = self.shared.counters.reentries.get();
+        let r = self.reenter_around(|| {
+            if self.lookup(ptr, old).is_none() {
+                self.shared.bad_frees.set(self.shared.bad_frees.get() + 1);
+                return Err(AllocError);
+            }
+            if self.fail() {
+                return Err(AllocError);
+            }
+            // SAFETY: live (checked), `old` fits it.
+            unsafe { self.resize(ptr, old, new, false) }
+        });
+        if self.shared.counters.reentries.get() > before {
+            let c = &self.shared.counters.reentries_in_grow;
+            c.set(c.get() + 1);
+        }
+        r
+    }
+
+    unsafe fn grow_zeroed(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        assert!(new.size() >= old.size());
+        self.reenter_around(|| {
+            if self.lookup(ptr, old).is_none() {
+                self.shared.bad_frees.set(self.shared.bad_frees.get() + 1);
+                return Err(AllocError);
+            }
+            // SAFETY: live (checked), `old` fits it.
+            unsafe { self.resize(ptr, old, new, true) }
+        })
+    }
+
+    unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        assert!(new.size() <= old.size());
+        let c = &self.shared.counters.shrinks;
+        c.set(c.get() + 1);
+        self.reenter_around(|| {
+            if self.lookup(ptr, old).is_none() {
+                self.shared.bad_frees.set(self.shared.bad_frees.get() + 1);
+                return Err(AllocError);
+            }
+            // SAFETY: live (checked), `old` fits it.
+            unsafe { self.resize(ptr, old, new, false) }
+        })
+    }
+}
+
+// ---- The property test ----
+
+/// Builds the arena `make` makes over a [`Chaos`] that can reach it, drives it with `ops` random
+/// operations (checkpoints, rewinds and resets among them), checking every block after each
+/// step, drops it, and checks nothing leaked or was freed twice.
+fn chaos_run<T: Subject>(
+    seed: u64,
+    name: &'static str,
+    ops: usize,
+    make: impl FnOnce(Chaos) -> T,
+) -> Rc<Shared> {
+    let shared = Shared::new(seed, name);
+    let arena: Rc<RefCell<T>> = Rc::new_cyclic(|weak: &Weak<RefCell<T>>| {
+        let target: Weak<dyn Target> = weak.clone();
+        RefCell::new(make(Chaos {
+            shared: shared.clone(),
+            target,
+        }))
+    });
+    shared.armed.set(true);
+    let rng = &shared.rng;
+    let mut checkpoint: Option<(Checkpoint, u64)> = None;
+    for step in 0..ops {
+        match rng.below(40) {
+            0 => {
+                checkpoint = Some((arena.borrow().checkpoint(), shared.tick()));
+            }
+            1 => {
+                if let Some((cp, epoch)) = checkpoint.take() {
+                    // Everything (re)allocated since the checkpoint goes.
+                    shared.owned.borrow_mut().retain(|b| b.epoch < epoch);
+                    arena.borrow_mut().rewind(cp);
+                    let c = &shared.counters.rewinds;
+                    c.set(c.get() + 1);
+                    shared.verify(&format!("after rewind at step {step}"));
+                }
+            }
+            2 => {
+                shared.owned.borrow_mut().clear();
+                checkpoint = None;
+                arena.borrow_mut().reset_all();
+                let c = &shared.counters.resets;
+                c.set(c.get() + 1);
+            }
+            _ => random_op(&shared, &*arena),
+        }
+        shared.verify(&format!("after step {step}"));
+        let (used, reserved, remaining) = arena.borrow().stats();
+        assert_eq!(used + remaining, reserved, "{name}: statistics disagree");
+    }
+    shared.owned.borrow_mut().clear();
+    drop(arena);
+    assert_eq!(shared.bad_frees.get(), 0, "{name}: a block was freed twice");
+    assert_eq!(
+        shared.live.borrow().len(),
+        0,
+        "{name}: the arena leaked backing blocks"
+    );
+    shared
+}
+
+fn small_chain(chaos: Chaos) -> ChainAllocator<Chaos> {
+    ChainAllocator::new_lazy_in(256, chaos).with_max_chunk_size(1024)
+}
+
+fn small_sync_chain(chaos: Chaos) -> SyncChainAllocator<Chaos> {
+    SyncChainAllocator::new_lazy_in(256, chaos).with_max_chunk_size(1024)
+}
+
+/// Totals over many seeds, to show the run exercised what it claims to.
+fn totals(runs: &[Rc<Shared>]) -> (usize, usize, usize, usize, usize) {
+    let sum = |f: fn(&Counters) -> usize| runs.iter().map(|s| f(&s.counters)).sum::<usize>();
+    (
+        sum(|c| c.reentries.get()),
+        sum(|c| c.reentries_in_grow.get()),
+        sum(|c| c.grows.get()),
+        sum(|c| c.grows_in_place.get()),
+        sum(|c| c.rewinds.get()),
+    )
+}
+
+fn config() -> Config {
+    Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn chain_over_a_chaotic_reentrant_backing_allocator_keeps_every_block_valid(seed in any::<u64>()) {
+        chaos_run(seed, "ChainAllocator", 400, small_chain);
+    }
+
+    #[test]
+    fn sync_chain_over_a_chaotic_reentrant_backing_allocator_keeps_every_block_valid(seed in any::<u64>()) {
+        chaos_run(seed, "SyncChainAllocator", 400, small_sync_chain);
+    }
+}
+
+/// The chaos runs reach what they are meant to: re-entry inside `grow` of a chunk (which only
+/// `ChainAllocator` asks for), in-place grows, rewinds.
+#[test]
+fn chaos_runs_reach_reentrant_chunk_grows_and_rewinds() {
+    let runs: Vec<_> = (0..32)
+        .map(|seed| chaos_run(seed, "ChainAllocator", 400, small_chain))
+        .collect();
+    let (reentries, in_grow, grows, in_place, rewinds) = totals(&runs);
+    eprintln!(
+        "ChainAllocator: {reentries} re-entries, {in_grow} inside a chunk grow, {grows} chunk \
+         grows ({in_place} in place), {rewinds} rewinds"
+    );
+    assert!(reentries > 100 && in_grow > 10 && grows > 20 && in_place > 0 && rewinds > 10);
+}
+
+#[test]
+fn linear_arenas_over_a_chaotic_backing_allocator_keep_every_block_valid() {
+    for seed in 0..16 {
+        chaos_run(seed, "LinearAllocator", 300, |c| {
+            LinearAllocator::new_in(Layout::from_size_align(1 << 16, 64).unwrap(), c).unwrap()
+        });
+        chaos_run(seed, "SyncLinearAllocator", 300, |c| {
+            SyncLinearAllocator::new_in(Layout::from_size_align(1 << 16, 64).unwrap(), c).unwrap()
+        });
+    }
+}
