@@ -17,6 +17,7 @@
 mod common;
 
 use common::fill::{fill, holds, pattern};
+use common::scripted::{quiet_scripted_panics, ScriptedPanic};
 use libdd_alloc::{
     AllocError, Allocator, ChainAllocator, Checkpoint, Layout, LinearAllocator, Rewind,
     SyncChainAllocator, SyncLinearAllocator, System,
@@ -25,6 +26,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::rc::{Rc, Weak};
 
@@ -201,6 +203,10 @@ struct Shared {
     bad_frees: Cell<usize>,
     /// Whether the backing allocator may fail yet (not while the arena is built).
     armed: Cell<bool>,
+    /// One call in this many panics (0: never).
+    panic_one_in: Cell<usize>,
+    calls: Cell<usize>,
+    panics: Cell<usize>,
     /// Nesting of re-entrant calls (bounded, or a grow that logs its own grows never ends).
     level: Cell<u32>,
     counters: Counters,
@@ -218,6 +224,9 @@ impl Shared {
             live: RefCell::new(BTreeMap::new()),
             bad_frees: Cell::new(0),
             armed: Cell::new(false),
+            panic_one_in: Cell::new(0),
+            calls: Cell::new(0),
+            panics: Cell::new(0),
             level: Cell::new(0),
             counters: Counters::default(),
             name,
@@ -431,7 +440,15 @@ fn nested(shared: &Shared, target: &dyn Target) {
     if shared.level.get() >= 2 {
         return;
     }
+    /// Restores the nesting level, on unwind too.
+    struct Level<'a>(&'a Cell<u32>);
+    impl Drop for Level<'_> {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() - 1);
+        }
+    }
     shared.level.set(shared.level.get() + 1);
+    let _level = Level(&shared.level);
     shared
         .counters
         .reentries
@@ -439,7 +456,6 @@ fn nested(shared: &Shared, target: &dyn Target) {
     for _ in 0..1 + shared.rng.below(4) {
         random_op(shared, target);
     }
-    shared.level.set(shared.level.get() - 1);
 }
 
 // ---- The backing allocator ----
@@ -468,7 +484,7 @@ impl Chaos {
     fn take(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let rng = &self.shared.rng;
         let extra = [0, 0, 0, 16, 100, 1000][rng.below(6)];
-        let slack = [0, 0, 512][rng.below(3)];
+        let slack = [0, 0, 512, 8192][rng.below(4)];
         let reported = layout.size() + extra;
         let truth = Layout::from_size_align(reported + slack, layout.align()).map_err(|_| AllocError)?;
         let block = System.allocate(truth)?;
@@ -563,10 +579,25 @@ impl Chaos {
         Ok(block)
     }
 
+    /// Panics now and then, as user code may (a failed assertion in a tracking allocator).
+    fn maybe_panic(&self, method: &'static str) {
+        let s = &self.shared;
+        let call = s.calls.get();
+        s.calls.set(call + 1);
+        let n = s.panic_one_in.get();
+        if s.armed.get() && n != 0 && s.rng.one_in(n) {
+            s.panics.set(s.panics.get() + 1);
+            std::panic::panic_any(ScriptedPanic { method, call });
+        }
+    }
+
     fn reenter_around<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.maybe_panic("before");
         self.maybe_reenter();
         let r = f();
         self.maybe_reenter();
+        // After the work: a block already moved or freed, then a panic.
+        self.maybe_panic("after");
         r
     }
 }
@@ -673,7 +704,31 @@ fn chaos_run<T: Subject>(
     ops: usize,
     make: impl FnOnce(Chaos) -> T,
 ) -> Rc<Shared> {
+    chaos_run_panicking(seed, name, ops, 0, make)
+}
+
+/// Runs `f`; `true` if a scripted panic came out of it (any other panic goes on).
+fn chaos_panic_in(f: impl FnOnce()) -> bool {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => false,
+        Err(payload) if payload.is::<ScriptedPanic>() => true,
+        Err(payload) => resume_unwind(payload),
+    }
+}
+
+/// [`chaos_run`], with one backing call in `panic_one_in` panicking (0: none). Each step runs
+/// under `catch_unwind`; a block whose owner was resizing or freeing it when the panic came is
+/// forgotten (its state is the backing allocator's business), every other must stay valid.
+fn chaos_run_panicking<T: Subject>(
+    seed: u64,
+    name: &'static str,
+    ops: usize,
+    panic_one_in: usize,
+    make: impl FnOnce(Chaos) -> T,
+) -> Rc<Shared> {
+    quiet_scripted_panics();
     let shared = Shared::new(seed, name);
+    shared.panic_one_in.set(panic_one_in);
     let arena: Rc<RefCell<T>> = Rc::new_cyclic(|weak: &Weak<RefCell<T>>| {
         let target: Weak<dyn Target> = weak.clone();
         RefCell::new(make(Chaos {
@@ -685,7 +740,7 @@ fn chaos_run<T: Subject>(
     let rng = &shared.rng;
     let mut checkpoint: Option<(Checkpoint, u64)> = None;
     for step in 0..ops {
-        match rng.below(40) {
+        let panicked = chaos_panic_in(|| match rng.below(40) {
             0 => {
                 checkpoint = Some((arena.borrow().checkpoint(), shared.tick()));
             }
@@ -707,19 +762,27 @@ fn chaos_run<T: Subject>(
                 c.set(c.get() + 1);
             }
             _ => random_op(&shared, &*arena),
+        });
+        if panicked {
+            // A panic out of `rewind` leaves the arena between the checkpoint and where it
+            // was: the blocks from before the checkpoint are still checked.
+            checkpoint = None;
         }
-        shared.verify(&format!("after step {step}"));
+        shared.verify(&format!("after step {step} (panicked: {panicked})"));
         let (used, reserved, remaining) = arena.borrow().stats();
         assert_eq!(used + remaining, reserved, "{name}: statistics disagree");
     }
     shared.owned.borrow_mut().clear();
-    drop(arena);
+    chaos_panic_in(|| drop(arena));
     assert_eq!(shared.bad_frees.get(), 0, "{name}: a block was freed twice");
-    assert_eq!(
-        shared.live.borrow().len(),
-        0,
-        "{name}: the arena leaked backing blocks"
-    );
+    let leaked = std::mem::take(&mut *shared.live.borrow_mut());
+    if shared.panics.get() == 0 {
+        assert!(leaked.is_empty(), "{name}: the arena leaked backing blocks");
+    }
+    for (addr, b) in leaked {
+        // SAFETY: a block from `System` with this layout that the (dropped) arena leaked.
+        unsafe { System.deallocate(NonNull::new(addr as *mut u8).unwrap(), b.truth) };
+    }
     shared
 }
 
@@ -757,6 +820,16 @@ proptest! {
     #[test]
     fn chain_over_a_chaotic_reentrant_backing_allocator_keeps_every_block_valid(seed in any::<u64>()) {
         chaos_run(seed, "ChainAllocator", 400, small_chain);
+    }
+
+    #[test]
+    fn chain_over_a_chaotic_backing_allocator_that_also_panics_keeps_every_other_block_valid(seed in any::<u64>()) {
+        chaos_run_panicking(seed, "ChainAllocator", 400, 60, small_chain);
+    }
+
+    #[test]
+    fn sync_chain_over_a_chaotic_backing_allocator_that_also_panics_keeps_every_other_block_valid(seed in any::<u64>()) {
+        chaos_run_panicking(seed, "SyncChainAllocator", 400, 60, small_sync_chain);
     }
 
     #[test]
