@@ -288,11 +288,11 @@ impl Shared {
                 b.id
             );
             // SAFETY: the block lies in live backing memory (checked above) and is owned.
+            let intact = unsafe { holds(b.ptr, len, b.id) };
             assert!(
-                unsafe { holds(b.ptr, len, b.id) },
+                intact,
                 "{}: {when}: block {} ({addr:#x}+{len}) changed",
-                self.name,
-                b.id
+                self.name, b.id
             );
             ranges.push((addr, len, b.id));
         }
@@ -486,7 +486,8 @@ impl Chaos {
         let extra = [0, 0, 0, 16, 100, 1000][rng.below(6)];
         let slack = [0, 0, 512, 8192][rng.below(4)];
         let reported = layout.size() + extra;
-        let truth = Layout::from_size_align(reported + slack, layout.align()).map_err(|_| AllocError)?;
+        let truth =
+            Layout::from_size_align(reported + slack, layout.align()).map_err(|_| AllocError)?;
         let block = System.allocate(truth)?;
         let prev = self.shared.live.borrow_mut().insert(
             block.cast::<u8>().as_ptr() as usize,
@@ -863,4 +864,442 @@ fn linear_arenas_over_a_chaotic_backing_allocator_keep_every_block_valid() {
             SyncLinearAllocator::new_in(Layout::from_size_align(1 << 16, 64).unwrap(), c).unwrap()
         });
     }
+}
+
+// ---- Targeted attacks on `ChainAllocator`'s growth of a chunk's only block ----
+
+/// What [`Hooked::grow`] does with the chunk, after running its hook.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum GrowMode {
+    /// A new block, a copy, the old one freed.
+    Move,
+    /// The same pointer (the block was taken with room to spare).
+    InPlace,
+    /// A new block reporting `extra` bytes more than asked.
+    Larger(usize),
+    /// `Err`, the chunk untouched.
+    Fail,
+}
+
+type Hook = Box<dyn FnOnce(&ChainAllocator<Hooked>)>;
+
+/// The books of a [`Hooked`] allocator, shared with the test so that they outlive the arena.
+struct Books {
+    hook: Cell<Option<Hook>>,
+    mode: Cell<GrowMode>,
+    /// Live blocks: address -> (true layout, reported length).
+    live: RefCell<BTreeMap<usize, (Layout, usize)>>,
+    bad_frees: Cell<usize>,
+    /// `(old, new)` of every `grow` call.
+    grows: RefCell<Vec<(Layout, Layout)>>,
+}
+
+impl Books {
+    /// Sum of the lengths reported for the live blocks: what `reserved_bytes` must equal.
+    fn live_bytes(&self) -> usize {
+        self.live.borrow().values().map(|&(_, r)| r).sum()
+    }
+
+    /// Whether `[ptr, ptr + len)` lies inside a live block (as reported).
+    fn holds_live(&self, ptr: NonNull<u8>, len: usize) -> bool {
+        let addr = ptr.as_ptr() as usize;
+        self.live
+            .borrow()
+            .range(..=addr)
+            .next_back()
+            .is_some_and(|(&start, &(_, reported))| addr + len <= start + reported)
+    }
+}
+
+impl Drop for Books {
+    fn drop(&mut self) {
+        // Whatever the arena leaked goes back (the tests assert first that nothing did), so
+        // LeakSanitizer reports only what escaped the books.
+        for (addr, (truth, _)) in std::mem::take(&mut *self.live.borrow_mut()) {
+            // SAFETY: a live block from `System` with this layout.
+            unsafe { System.deallocate(NonNull::new(addr as *mut u8).unwrap(), truth) };
+        }
+    }
+}
+
+/// Backing allocator for the targeted tests: forwards to `System` (every block taken with
+/// [`ROOM`] bytes of hidden room, so an in-place grow is possible), keeps the exact set of blocks
+/// it has out, and runs a one-shot hook on the arena it backs inside its next `grow`, before
+/// doing what its [`GrowMode`] says.
+struct Hooked {
+    arena: Weak<ChainAllocator<Hooked>>,
+    books: Rc<Books>,
+}
+
+const ROOM: usize = 16 << 10;
+
+type HookedArena = ChainAllocator<Hooked>;
+
+/// A lazy chain of 256-byte chunks (up to `max_chunk`) over a [`Hooked`], and its books.
+fn hooked_arena(max_chunk: usize) -> (Rc<HookedArena>, Rc<Books>) {
+    let books = Rc::new(Books {
+        hook: Cell::new(None),
+        mode: Cell::new(GrowMode::Move),
+        live: RefCell::new(BTreeMap::new()),
+        bad_frees: Cell::new(0),
+        grows: RefCell::new(Vec::new()),
+    });
+    let arena = Rc::new_cyclic(|weak| {
+        ChainAllocator::new_lazy_in(
+            256,
+            Hooked {
+                arena: weak.clone(),
+                books: books.clone(),
+            },
+        )
+        .with_max_chunk_size(max_chunk)
+    });
+    (arena, books)
+}
+
+impl Books {
+    fn on_next_grow(&self, hook: impl FnOnce(&HookedArena) + 'static) {
+        self.hook.set(Some(Box::new(hook)));
+    }
+}
+
+impl Hooked {
+    fn take(&self, layout: Layout, reported: usize) -> Result<NonNull<[u8]>, AllocError> {
+        let size = reported.checked_add(ROOM).ok_or(AllocError)?;
+        let truth = Layout::from_size_align(size, layout.align()).map_err(|_| AllocError)?;
+        let block = System.allocate(truth)?;
+        self.books
+            .live
+            .borrow_mut()
+            .insert(block.cast::<u8>().as_ptr() as usize, (truth, reported));
+        Ok(NonNull::slice_from_raw_parts(block.cast(), reported))
+    }
+
+    /// Forgets a live block that `layout` fits, returning its true layout; counts anything else
+    /// as a bad free.
+    fn forget(&self, ptr: NonNull<u8>, layout: Layout) -> Option<Layout> {
+        let mut live = self.books.live.borrow_mut();
+        let addr = ptr.as_ptr() as usize;
+        match live.get(&addr) {
+            Some(&(truth, reported))
+                if layout.size() <= reported && layout.align() == truth.align() =>
+            {
+                live.remove(&addr);
+                Some(truth)
+            }
+            _ => {
+                self.books.bad_frees.set(self.books.bad_frees.get() + 1);
+                None
+            }
+        }
+    }
+}
+
+// SAFETY: blocks come from `System`, recorded with their true layout, valid until given back;
+// `grow` keeps the old contents (copied, or in place within the hidden room).
+unsafe impl Allocator for Hooked {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        self.take(layout, layout.size())
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if let Some(truth) = self.forget(ptr, layout) {
+            // SAFETY: live, from `System`, with this layout.
+            unsafe { System.deallocate(ptr, truth) };
+        }
+    }
+
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        self.books.grows.borrow_mut().push((old, new));
+        if let (Some(hook), Some(arena)) = (self.books.hook.take(), self.arena.upgrade()) {
+            hook(&arena);
+        }
+        let mode = self.books.mode.get();
+        if mode == GrowMode::Fail {
+            return Err(AllocError);
+        }
+        let addr = ptr.as_ptr() as usize;
+        let (truth, _) = *self.books.live.borrow().get(&addr).ok_or(AllocError)?;
+        if mode == GrowMode::InPlace && new.size() <= truth.size() {
+            self.books
+                .live
+                .borrow_mut()
+                .insert(addr, (truth, new.size()));
+            return Ok(NonNull::slice_from_raw_parts(ptr, new.size()));
+        }
+        let extra = match mode {
+            GrowMode::Larger(extra) => extra,
+            _ => 0,
+        };
+        let block = self.take(new, new.size() + extra)?;
+        // SAFETY: distinct live blocks of at least `old.size()` bytes; `ptr` is then given back.
+        unsafe {
+            std::ptr::copy_nonoverlapping(ptr.as_ptr(), block.cast().as_ptr(), old.size());
+            self.deallocate(ptr, old);
+        }
+        Ok(block)
+    }
+}
+
+/// A block of the arena the test owns: `(pointer, layout, pattern id)`.
+type Block = (NonNull<u8>, Layout, usize);
+
+/// A block of `size` bytes (16-aligned) from `arena`, filled with block `id`'s pattern.
+fn filled(arena: &HookedArena, size: usize, id: usize) -> Block {
+    let layout = Layout::from_size_align(size, 16).unwrap();
+    let ptr = arena.allocate(layout).unwrap().cast::<u8>();
+    // SAFETY: a fresh block of `size` bytes.
+    unsafe { fill(ptr, size, id) };
+    (ptr, layout, id)
+}
+
+/// Grows `block` to `size` bytes and refills it; checks the old bytes came along.
+fn grown(arena: &HookedArena, block: Block, size: usize) -> Block {
+    let (ptr, old, id) = block;
+    let new = Layout::from_size_align(size, old.align()).unwrap();
+    // SAFETY: the block is live with layout `old`; `new` is larger.
+    let ptr = unsafe { arena.grow(ptr, old, new) }.unwrap().cast::<u8>();
+    // SAFETY: the grown block is ours, `size` bytes, the first `old.size()` copied.
+    unsafe {
+        assert!(holds(ptr, old.size(), id), "grow lost block {id}'s bytes");
+        fill(ptr, size, id);
+    }
+    (ptr, new, id)
+}
+
+/// The arena's accounting is exact, and every listed block lies in live backing memory, holds
+/// its pattern and overlaps no other.
+fn check_blocks(arena: &HookedArena, books: &Books, blocks: &[Block]) {
+    assert_eq!(
+        arena.reserved_bytes(),
+        books.live_bytes(),
+        "reserved_bytes is not what the arena holds"
+    );
+    assert_eq!(
+        arena.used_bytes() + arena.remaining_capacity(),
+        arena.reserved_bytes()
+    );
+    let mut ranges = Vec::new();
+    for &(ptr, layout, id) in blocks {
+        assert!(
+            books.holds_live(ptr, layout.size()),
+            "block {id} is in freed memory"
+        );
+        // SAFETY: in live memory (checked above), owned by the test.
+        let intact = unsafe { holds(ptr, layout.size(), id) };
+        assert!(intact, "block {id} changed");
+        ranges.push((ptr.as_ptr() as usize, layout.size(), id));
+    }
+    ranges.sort_unstable();
+    for w in ranges.windows(2) {
+        assert!(
+            w[0].0 + w[0].1 <= w[1].0,
+            "blocks {} and {} overlap",
+            w[0].2,
+            w[1].2
+        );
+    }
+    assert_eq!(books.bad_frees.get(), 0, "a block was freed twice");
+}
+
+/// Drops the arena and checks it gave back every block it had, exactly once.
+fn drop_and_check(arena: Rc<HookedArena>, books: &Books) {
+    drop(Rc::into_inner(arena).expect("one owner"));
+    assert_eq!(books.bad_frees.get(), 0, "a block was freed twice");
+    assert_eq!(
+        books.live.borrow().len(),
+        0,
+        "the arena leaked backing blocks"
+    );
+}
+
+/// Chunks of 256 bytes; a block of 224 fills one exactly (after the 32-byte header).
+const FILLS_A_CHUNK: usize = 256 - ChainAllocator::<System>::CHAIN_NODE_OVERHEAD;
+
+/// While the backing allocator grows the chunk of `v`, the arena's newest chunk is the one below
+/// it, full; a block that fills that chunk exactly ends at the cursor, so it counts as that
+/// chunk's only (and most recent) block. The hook grows it: the arena asks the backing allocator
+/// to grow *that* chunk too, nested inside the first grow. Both chunks move; both blocks keep
+/// their bytes, and the chain links both moved chunks (drop frees each once).
+#[test]
+fn reentrant_grow_of_the_block_that_fills_the_chunk_below_grows_that_chunk_too() {
+    for mode in [GrowMode::Move, GrowMode::InPlace, GrowMode::Larger(1000)] {
+        let (arena, books) = hooked_arena(256);
+        books.mode.set(mode);
+        let b = filled(&arena, FILLS_A_CHUNK, 1);
+        let v = filled(&arena, 100, 2);
+        let cell = Rc::new(Cell::new(None));
+        let out = cell.clone();
+        books.on_next_grow(move |arena| out.set(Some(grown(arena, b, 2000))));
+        let v = grown(&arena, v, 1000);
+        let b = cell.get().expect("the hook ran");
+        assert_eq!(
+            books.grows.borrow().len(),
+            2,
+            "{mode:?}: both chunks were grown"
+        );
+        check_blocks(&arena, &books, &[b, v]);
+        // The arena goes on from the newest chunk, v's.
+        let w = filled(&arena, 50, 3);
+        check_blocks(&arena, &books, &[b, v, w]);
+        drop_and_check(arena, &books);
+    }
+}
+
+/// While the backing allocator grows the chunk of `v`, the hook frees the block that fills the
+/// chunk below (it ends at the cursor then, so it is the most recent block) and allocates in its
+/// place: it gets the freed bytes, inside the chunk below. After the grow the arena allocates
+/// from the grown chunk again, never from under the hook's block.
+#[test]
+fn reentrant_free_of_the_block_filling_the_chunk_below_reuses_it_and_nothing_else() {
+    let (arena, books) = hooked_arena(256);
+    let b = filled(&arena, FILLS_A_CHUNK, 1);
+    let v = filled(&arena, 100, 2);
+    let cell = Rc::new(Cell::new(None));
+    let out = cell.clone();
+    books.on_next_grow(move |arena| {
+        // SAFETY: `b` is live with its layout; the hook owns it from here.
+        unsafe { arena.deallocate(b.0, b.1) };
+        out.set(Some(filled(arena, 64, 3)));
+    });
+    let v = grown(&arena, v, 1000);
+    let record = cell.get().expect("the hook ran");
+    assert_eq!(record.0, b.0, "the freed bytes were handed out again");
+    let w = filled(&arena, 64, 4);
+    check_blocks(&arena, &books, &[v, record, w]);
+    drop_and_check(arena, &books);
+}
+
+/// A checkpoint taken inside the backing allocator's `grow` of a chunk (when that chunk is
+/// unlinked) and rewound to later frees exactly the chunks linked since: the grown one and the
+/// one the hook's own allocation took. The statistics are then what they were in the hook.
+#[test]
+fn checkpoint_taken_inside_a_chunk_grow_rewinds_to_the_chain_the_hook_saw() {
+    for mode in [GrowMode::Move, GrowMode::InPlace, GrowMode::Fail] {
+        let (arena, books) = hooked_arena(256);
+        books.mode.set(mode);
+        let a = filled(&arena, 200, 1);
+        let v = filled(&arena, 100, 2);
+        let seen = Rc::new(Cell::new(None));
+        let out = seen.clone();
+        books.on_next_grow(move |arena| {
+            let checkpoint = arena.checkpoint();
+            let stats = (arena.used_bytes(), arena.reserved_bytes());
+            out.set(Some((checkpoint, stats)));
+            // A record big enough to need a chunk of its own.
+            let _ = filled(arena, 150, 3);
+        });
+        let new = Layout::from_size_align(1000, 16).unwrap();
+        // SAFETY: `v` is live with its layout; `new` is larger.
+        let v = unsafe { arena.grow(v.0, v.1, new) }.map(|b| (b.cast::<u8>(), new, 2));
+        assert!(
+            v.is_ok(),
+            "{mode:?}: grow moves the block when the chunk cannot grow"
+        );
+        let (checkpoint, stats) = seen.get().expect("the hook ran");
+        // One chunk (a's) is linked while the hook runs.
+        assert_eq!(
+            stats.1, 256,
+            "{mode:?}: the chunk being grown is not counted"
+        );
+        let mut arena = Rc::into_inner(arena).unwrap();
+        arena.rewind(checkpoint);
+        assert_eq!(
+            (arena.used_bytes(), arena.reserved_bytes()),
+            stats,
+            "{mode:?}"
+        );
+        let arena = Rc::new(arena);
+        check_blocks(&arena, &books, &[a]);
+        drop_and_check(arena, &books);
+    }
+}
+
+/// Growing a chunk's only block to sizes near `isize::MAX` asks the backing allocator for a
+/// chunk it cannot give (or no chunk at all when the size overflows): `Err`, the block intact
+/// where it was, the statistics unchanged, also when the backing allocator re-entered first
+/// (whose block then stays valid).
+#[test]
+fn chunk_grow_to_a_size_near_isize_max_is_an_error_that_changes_nothing() {
+    let overhead = ChainAllocator::<System>::CHAIN_NODE_OVERHEAD;
+    for size in [
+        isize::MAX as usize - overhead - 15,
+        isize::MAX as usize - overhead,
+        isize::MAX as usize - 15,
+    ] {
+        for reenter in [false, true] {
+            let (arena, books) = hooked_arena(256);
+            let v = filled(&arena, 100, 1);
+            let cell = Rc::new(Cell::new(None));
+            if reenter {
+                let out = cell.clone();
+                books.on_next_grow(move |arena| out.set(Some(filled(arena, 64, 2))));
+            }
+            let stats = (arena.used_bytes(), arena.reserved_bytes());
+            let new = Layout::from_size_align(size, 16).unwrap();
+            // SAFETY: `v` is live with its layout; `new` is larger.
+            assert!(unsafe { arena.grow(v.0, v.1, new) }.is_err());
+            let mut blocks = vec![v];
+            if let Some(record) = cell.get() {
+                blocks.push(record);
+            } else {
+                assert_eq!((arena.used_bytes(), arena.reserved_bytes()), stats);
+            }
+            check_blocks(&arena, &books, &blocks);
+            // v is still the chunk's only block, at the cursor: it grows in place again.
+            let v = grown(&arena, v, 120);
+            blocks[0] = v;
+            check_blocks(&arena, &books, &blocks);
+            drop_and_check(arena, &books);
+        }
+    }
+}
+
+/// The hook allocates, then panics (a logging backing allocator whose formatting fails): the
+/// chunk being grown leaks, with the caller's block still in it; the hook's block stays
+/// valid; the arena goes on, and its drop frees every other chunk once.
+#[test]
+fn panic_inside_a_chunk_grow_after_a_reentrant_allocation_leaks_only_that_chunk() {
+    quiet_scripted_panics();
+    let (arena, books) = hooked_arena(256);
+    let a = filled(&arena, 200, 1);
+    let v = filled(&arena, 100, 2);
+    let cell = Rc::new(Cell::new(None));
+    let out = cell.clone();
+    books.on_next_grow(move |arena| {
+        out.set(Some(filled(arena, 64, 3)));
+        std::panic::panic_any(ScriptedPanic {
+            method: "grow",
+            call: 0,
+        });
+    });
+    let new = Layout::from_size_align(1000, 16).unwrap();
+    assert!(chaos_panic_in(|| {
+        // SAFETY: `v` is live with its layout; `new` is larger.
+        let _ = unsafe { arena.grow(v.0, v.1, new) };
+    }));
+    let record = cell.get().expect("the hook ran");
+    // v's chunk is no longer the arena's (leaked), but the backing allocator never freed it.
+    let leaked = v.0.as_ptr() as usize - ChainAllocator::<System>::CHAIN_NODE_OVERHEAD;
+    assert!(books.live.borrow().contains_key(&leaked));
+    assert_eq!(arena.reserved_bytes() + 256, books.live_bytes());
+    assert!(books.holds_live(v.0, 100));
+    // SAFETY: still live backing memory (checked above).
+    assert!(unsafe { holds(v.0, 100, 2) });
+    let w = filled(&arena, 150, 4);
+    for (ptr, layout, id) in [a, record, w] {
+        assert!(books.holds_live(ptr, layout.size()));
+        // SAFETY: as above.
+        let intact = unsafe { holds(ptr, layout.size(), id) };
+        assert!(intact, "block {id} changed");
+    }
+    drop(Rc::into_inner(arena).unwrap());
+    assert_eq!(books.bad_frees.get(), 0, "a chunk was freed twice");
+    let live: Vec<usize> = books.live.borrow().keys().copied().collect();
+    assert_eq!(live, [leaked], "only the chunk being grown leaked");
 }
