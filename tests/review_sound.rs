@@ -1303,3 +1303,116 @@ fn panic_inside_a_chunk_grow_after_a_reentrant_allocation_leaks_only_that_chunk(
     let live: Vec<usize> = books.live.borrow().keys().copied().collect();
     assert_eq!(live, [leaked], "only the chunk being grown leaked");
 }
+
+// ---- SyncChainAllocator: re-entry from several threads at once ----
+
+/// A `Sync` backing allocator that re-enters the lock-free arena it backs (through a `Weak`)
+/// in every `allocate` and every `deallocate` it gets from `&self` paths (a lost race gives its
+/// chunk back from inside `allocate`), from whichever thread is calling: it allocates a record,
+/// fills it with a tag of its own, and keeps it.
+struct SyncReenter {
+    arena: std::sync::Weak<SyncChainAllocator<SyncReenter>>,
+    counting: std::sync::Arc<common::counting::SyncCounting<System>>,
+    records: std::sync::Mutex<Vec<common::blocks::Block>>,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+std::thread_local! {
+    /// Set while this thread runs a re-entrant call (one level is enough here).
+    static REENTERING: Cell<bool> = const { Cell::new(false) };
+}
+
+impl SyncReenter {
+    fn reenter(&self) {
+        if REENTERING.with(|r| r.replace(true)) {
+            return;
+        }
+        if let Some(arena) = self.arena.upgrade() {
+            let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let layout = common::blocks::mixed_layout(seq);
+            if let Ok(block) = arena.allocate(layout) {
+                // SAFETY: a fresh block of `layout.size()` bytes.
+                let record = unsafe {
+                    common::blocks::fill(block, layout.size(), common::blocks::tag(99, seq))
+                };
+                self.records.lock().unwrap().push(record);
+            }
+        }
+        REENTERING.with(|r| r.set(false));
+    }
+}
+
+// SAFETY: forwards to a counting `System`; the re-entrant calls use the arena's safe API only.
+unsafe impl Allocator for SyncReenter {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        self.reenter();
+        let block = self.counting.allocate(layout);
+        self.reenter();
+        block
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        self.reenter();
+        // SAFETY: forwarded caller contract.
+        unsafe { self.counting.deallocate(ptr, layout) };
+    }
+}
+
+/// Four threads allocate from one `SyncChainAllocator` of small chunks (so they race to publish
+/// chunks, and losers give theirs back), while the backing allocator re-enters the arena inside
+/// each of those calls, on the calling thread. No block is handed out twice, none changes,
+/// every chunk is given back once.
+#[test]
+fn sync_chain_backing_allocator_reentering_from_racing_threads_never_hands_out_a_byte_twice() {
+    use common::blocks::{fill, mixed_layout, tag, verify};
+    use std::sync::Arc;
+    let counting = Arc::new(common::counting::SyncCounting::new(System));
+    let arena = Arc::new_cyclic(|weak| {
+        SyncChainAllocator::new_lazy_in(
+            256,
+            SyncReenter {
+                arena: weak.clone(),
+                counting: counting.clone(),
+                records: std::sync::Mutex::new(Vec::new()),
+                seq: std::sync::atomic::AtomicU64::new(0),
+            },
+        )
+        .with_max_chunk_size(512)
+    });
+    let mut blocks: Vec<common::blocks::Block> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4u64)
+            .map(|owner| {
+                let arena = &arena;
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    for seq in 0..3000u64 {
+                        let layout = mixed_layout(seq * 4 + owner);
+                        let block = arena.allocate(layout).unwrap();
+                        // SAFETY: a fresh block of `layout.size()` bytes.
+                        mine.push(unsafe { fill(block, layout.size(), tag(owner, seq)) });
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let records = arena.allocator().records.lock().unwrap().clone();
+    let lost_races = counting.deallocations();
+    eprintln!(
+        "{} re-entrant records, {lost_races} chunks given back after a lost race",
+        records.len()
+    );
+    assert!(
+        records.len() > 100,
+        "the backing allocator hardly re-entered"
+    );
+    blocks.extend(records);
+    // SAFETY: every block is live (the arena is).
+    unsafe { verify(&mut blocks) }.unwrap();
+    drop(Arc::into_inner(arena).unwrap());
+    assert_eq!(counting.live_blocks(), 0, "chunks leaked");
+}
