@@ -17,9 +17,9 @@
 mod common;
 
 use common::fill::{fill, holds, pattern};
-use common::scripted::{quiet_scripted_panics, ScriptedPanic};
+use common::scripted::{quiet_scripted_panics, Action as ScriptedAction, Scripted, ScriptedPanic};
 use libdd_alloc::{
-    AllocError, Allocator, ChainAllocator, Checkpoint, Layout, LinearAllocator, Rewind,
+    AllocError, Allocator, Arena, ChainAllocator, Checkpoint, Layout, LinearAllocator, Rewind,
     SyncChainAllocator, SyncLinearAllocator, System,
 };
 use proptest::prelude::*;
@@ -1415,4 +1415,130 @@ fn sync_chain_backing_allocator_reentering_from_racing_threads_never_hands_out_a
     unsafe { verify(&mut blocks) }.unwrap();
     drop(Arc::into_inner(arena).unwrap());
     assert_eq!(counting.live_blocks(), 0, "chunks leaked");
+}
+
+// ---- Scope over a backing allocator that panics at any call ----
+
+/// A scope's workload: nested scopes, a `Vec` in the scope that grows (new chunks; for
+/// `ChainAllocator`, the growth of a chunk's only block), a big typed slice, a string.
+fn scope_workload<T: Rewind + common::Stats>(arena: &mut T) {
+    arena.scope(|outer| {
+        let mut v = allocator_api2::vec::Vec::new_in(&*outer);
+        for i in 0..2000u64 {
+            v.push(i);
+        }
+        assert!(v.iter().copied().eq(0..2000));
+        drop(v);
+        outer.scope(|inner| {
+            let big = inner.try_alloc_slice_fill_with(5000, |i| i as u16).unwrap();
+            assert_eq!(big[4999], 4999);
+            let s = inner.try_alloc_str("a frame name").unwrap();
+            assert_eq!(s, "a frame name");
+        });
+        let after = outer.try_alloc_slice_fill_with(3000, |i| i as u8).unwrap();
+        assert_eq!(after[2999], (2999 % 256) as u8);
+    });
+}
+
+/// For every call index: the backing allocator panics there, inside `Rewind::scope` (in an
+/// allocation or chunk grow while the closure runs, so the scope rewinds while unwinding; or in
+/// a deallocation of the scope's own rewind). Caught with `catch_unwind`, then: a block from
+/// before the scope is intact; rewinding once more to the scope's start (finishing an
+/// interrupted rewind) restores the statistics exactly; the arena serves again; drop frees
+/// nothing twice, and at most the one chunk the panic was handling leaks.
+fn scope_survives_a_backing_panic_at_every_call<T: Rewind + common::Stats>(
+    name: &str,
+    make: impl Fn(&'static Scripted) -> T,
+) {
+    quiet_scripted_panics();
+    // The calls a clean run makes up to the end of the scope (the constructor's included, not
+    // drop's: a panic there is the fault suite's business).
+    let calls = {
+        let clean = Scripted::new();
+        // SAFETY: dropped before `clean`, the arena is all that borrows it; the `'static` is
+        // only for `make`'s signature.
+        let clean_ref: &'static Scripted = unsafe { &*(&clean as *const Scripted) };
+        let mut arena = make(clean_ref);
+        arena.allocate(Layout::new::<[u8; 64]>()).unwrap();
+        scope_workload(&mut arena);
+        let calls = clean.calls();
+        drop(arena);
+        calls
+    };
+    assert!(calls > 5, "{name}: {calls} backing calls");
+    let mut unwound_scopes = 0;
+    for at in 0..calls {
+        let backing: &'static Scripted =
+            Box::leak(Box::new(Scripted::at(at, ScriptedAction::Panic)));
+        let mut built = None;
+        if chaos_panic_in(|| built = Some(make(backing))) {
+            // The constructor's own allocation panicked: nothing was taken.
+            assert_eq!(
+                backing.live_blocks(),
+                0,
+                "{name}: a panicking constructor leaked"
+            );
+            continue;
+        }
+        let mut arena = built.unwrap();
+        let kept = arena
+            .allocate(Layout::new::<[u8; 64]>())
+            .unwrap()
+            .cast::<u8>();
+        // SAFETY: a fresh 64-byte block.
+        unsafe { fill(kept, 64, 7) };
+        let start = arena.checkpoint();
+        let before = (arena.used(), arena.reserved());
+        let panicked = chaos_panic_in(|| scope_workload(&mut arena));
+        let fired = backing.fired();
+        assert!(!fired.is_empty(), "{name}: call {at} not reached");
+        assert!(panicked, "{name}: call {at}");
+        if fired.iter().any(|&(m, _)| m != "deallocate") {
+            unwound_scopes += 1;
+        }
+        // SAFETY: a block from before the scope, which no rewind to after it frees.
+        let intact = unsafe { holds(kept, 64, 7) };
+        assert!(intact, "{name}: call {at}: kept block changed");
+        arena.rewind(start);
+        assert_eq!(
+            (arena.used(), arena.reserved()),
+            before,
+            "{name}: call {at}: {fired:?}"
+        );
+        scope_workload(&mut arena);
+        assert_eq!(
+            (arena.used(), arena.reserved()),
+            before,
+            "{name}: call {at}"
+        );
+        drop(arena);
+        assert_eq!(backing.bad_frees(), 0, "{name}: call {at}: freed twice");
+        assert!(
+            backing.live_blocks() <= 1,
+            "{name}: call {at}: leaked {}",
+            backing.live_blocks()
+        );
+        // SAFETY: leaked above, used by nothing any more; gives back what the arena leaked.
+        drop(unsafe { Box::from_raw(backing as *const Scripted as *mut Scripted) });
+    }
+    eprintln!("{name}: {calls} call indices, {unwound_scopes} scopes rewound while unwinding");
+    assert!(unwound_scopes > 0);
+}
+
+#[test]
+fn chain_scope_survives_a_backing_panic_at_every_call() {
+    scope_survives_a_backing_panic_at_every_call("ChainAllocator", |b| {
+        ChainAllocator::new_in(1024, b)
+            .unwrap()
+            .with_max_chunk_size(1024)
+    });
+}
+
+#[test]
+fn sync_chain_scope_survives_a_backing_panic_at_every_call() {
+    scope_survives_a_backing_panic_at_every_call("SyncChainAllocator", |b| {
+        SyncChainAllocator::new_in(1024, b)
+            .unwrap()
+            .with_max_chunk_size(1024)
+    });
 }
