@@ -1542,3 +1542,50 @@ fn sync_chain_scope_survives_a_backing_panic_at_every_call() {
             .with_max_chunk_size(1024)
     });
 }
+
+// ---- A backing allocator that is a reference to another arena ----
+
+/// A chain over a chain (the backing allocator is `&ChainAllocator`): growing the outer chunk's
+/// only block asks the inner arena to grow that chunk, which the inner arena does in place (its
+/// most recent block), by growing its own chunk through `System` (its only block), or by moving
+/// it. Blocks of both arenas, allocated in between, keep their bytes; dropping the outer arena
+/// gives its chunks back to the inner one, whose drop frees everything.
+#[test]
+fn chain_over_a_chain_grows_chunks_through_both_levels_and_keeps_every_block() {
+    let inner = ChainAllocator::new_in(512, System)
+        .unwrap()
+        .with_max_chunk_size(2048);
+    let outer = ChainAllocator::new_lazy_in(256, &inner).with_max_chunk_size(512);
+    let mut blocks: Vec<(NonNull<u8>, usize, usize)> = Vec::new();
+    for round in 0..6usize {
+        let mut v = allocator_api2::vec::Vec::<u8, _>::new_in(&outer);
+        for i in 0..(3000 << round) {
+            v.push(pattern(round, i));
+            if i % 997 == 0 {
+                // Interleave blocks of both arenas with the growth.
+                let id = 100 + blocks.len();
+                let arena: &dyn Allocator = if i % 2 == 0 { &inner } else { &outer };
+                let ptr = arena
+                    .allocate(Layout::array::<u8>(40).unwrap())
+                    .unwrap()
+                    .cast();
+                // SAFETY: a fresh 40-byte block.
+                unsafe { fill(ptr, 40, id) };
+                blocks.push((ptr, 40, id));
+            }
+        }
+        assert!(v.iter().enumerate().all(|(i, &b)| b == pattern(round, i)));
+        for &(ptr, len, id) in &blocks {
+            // SAFETY: blocks of arenas that are alive, owned by the test.
+            let intact = unsafe { holds(ptr, len, id) };
+            assert!(intact, "round {round}: block {id} changed");
+        }
+        std::mem::forget(v); // keep its block allocated (and in the way) for the next round
+    }
+    assert_eq!(
+        outer.used_bytes() + outer.remaining_capacity(),
+        outer.reserved_bytes()
+    );
+    drop(outer);
+    drop(inner);
+}
