@@ -131,8 +131,9 @@ struct StormReport {
 }
 
 /// Allocates from `arena` until the timer's handler, which allocates from it too, has run
-/// `HANDLER_RUNS_WANTED` times, in rounds of at most `ROUND` main blocks; after each round
-/// (signal blocked) verifies every block and calls `reset`.
+/// `HANDLER_RUNS_WANTED` times, in rounds of at most `ROUND` main blocks (at least two: the
+/// first is always full); after each round (signal blocked) verifies every block and calls
+/// `reset`.
 fn storm<A: Allocator>(
     arena: &mut A,
     reset: fn(&mut A),
@@ -165,7 +166,10 @@ fn storm<A: Allocator>(
         // SAFETY: only shared use while the signal is unblocked; `reset` below runs with it
         // blocked, when nothing else refers to the arena.
         let shared = unsafe { &*arena };
-        while main_blocks.len() < ROUND && (seq % 1024 != 0 || !wanted()) {
+        // The first round always fills up (so that a `reset` runs in the middle of the storm);
+        // the last one ends once the handler has run often enough.
+        let last_round_may_end = report.rounds > 0;
+        while main_blocks.len() < ROUND && (seq % 1024 != 0 || !(last_round_may_end && wanted())) {
             let layout = mixed_layout(seq);
             let block = shared.allocate(layout).expect("main loop allocation");
             // SAFETY: fresh block, ours.
@@ -176,7 +180,7 @@ fn storm<A: Allocator>(
             main_blocks.push(record);
             seq += 1;
         }
-        done = wanted() || started.elapsed() >= TIME_LIMIT;
+        done = (report.rounds > 0 && wanted()) || started.elapsed() >= TIME_LIMIT;
         if done {
             // Last round: stop the timer, so that every handler run is counted and verified.
             set_timer(0);
@@ -217,6 +221,8 @@ fn check(name: &str, report: StormReport) {
         "{name}: {} rounds, {} main blocks, {} handler runs, {} handler blocks: no overlap, no corruption",
         report.rounds, report.main_blocks, report.handler_runs, report.handler_blocks
     );
+    // A reset between rounds happened in the middle of the storm.
+    assert!(report.rounds >= 2, "only {} round", report.rounds);
     // The storm ran until this was true, within its time limit.
     assert!(
         report.handler_runs >= HANDLER_RUNS_WANTED,

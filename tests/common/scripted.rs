@@ -5,6 +5,11 @@
 //! (and not forwarded), and whatever an arena leaked is reported and given back when the
 //! `Scripted` is dropped (so LeakSanitizer sees no leak of ours).
 //!
+//! Memory given back is not returned to the inner allocator until the `Scripted` is dropped:
+//! it is scribbled over and kept in a graveyard, so [`Scripted::is_freed`] tells a test whether
+//! a block the arena handed out lies in memory the arena already gave back (a dangling cursor),
+//! whatever the sanitizer sees. For the same reason `grow` and `shrink` always move the block.
+//!
 //! Single-threaded (`Cell`s): for the fault-injection suite and the regression tests of
 //! re-entrant and panicking backing allocators. Counting is [`SyncCounting`]'s, which it wraps.
 
@@ -22,6 +27,10 @@ pub enum Action {
     Fail,
     /// Panics, before doing anything (the block of a `deallocate` stays allocated: a leak).
     Panic,
+    /// Does the call's work, then panics: what it allocated leaks, and what it freed or moved
+    /// is gone, so an arena that still refers to it reads freed memory (ASan reports it) or
+    /// frees it again (counted in [`Scripted::bad_frees`]).
+    PanicAfter,
     /// Calls the re-entry hook (which allocates from the arena this allocator backs), then
     /// carries on as usual. The block the hook got is filled and remembered (see
     /// [`Scripted::reentered`]).
@@ -71,6 +80,8 @@ pub struct Scripted<A: Allocator = System> {
     live: RefCell<BTreeMap<usize, Layout>>,
     reentered: RefCell<Vec<(NonNull<u8>, usize)>>,
     reentered_total: Cell<usize>,
+    /// Blocks given back, kept (scribbled over) until drop: address → layout.
+    freed: RefCell<BTreeMap<usize, Layout>>,
     bad_frees: Cell<usize>,
     panics: Cell<usize>,
     /// The most bytes live at once.
@@ -102,6 +113,7 @@ impl<A: Allocator> Scripted<A> {
             live: RefCell::new(BTreeMap::new()),
             reentered: RefCell::new(Vec::new()),
             reentered_total: Cell::new(0),
+            freed: RefCell::new(BTreeMap::new()),
             bad_frees: Cell::new(0),
             panics: Cell::new(0),
         }
@@ -163,6 +175,17 @@ impl<A: Allocator> Scripted<A> {
         self.reentered.borrow().clone()
     }
 
+    /// Whether any byte of `[addr, addr + len)` lies in a block given back to this allocator.
+    pub fn is_freed(&self, addr: usize, len: usize) -> bool {
+        let freed = self.freed.borrow();
+        // Given-back blocks are disjoint: only the last one starting before the range's end can
+        // reach into it.
+        freed
+            .range(..addr + len.max(1))
+            .next_back()
+            .is_some_and(|(&start, layout)| start + layout.size() > addr)
+    }
+
     /// Blocks the re-entry hook got, in all (forgotten ones included).
     pub fn reentered_total(&self) -> usize {
         self.reentered_total.get()
@@ -183,20 +206,19 @@ impl<A: Allocator> Scripted<A> {
         }
     }
 
-    /// Numbers a call of `method` and runs the script if it is due. `Err` for `Fail`.
-    fn step(&self, method: &'static str) -> Result<(), AllocError> {
+    /// Numbers a call of `method` and runs the script if it is due. `Err` for `Fail`;
+    /// `Ok(Some(n))` when the call must panic once its work is done (see [`Self::finish`]).
+    fn step(&self, method: &'static str) -> Result<Option<usize>, AllocError> {
         let n = self.calls.get();
         self.calls.set(n + 1);
         let Some(&(_, action)) = self.script.iter().find(|(at, _)| *at == n) else {
-            return Ok(());
+            return Ok(None);
         };
         self.fired.borrow_mut().push((method, action));
         match action {
             Action::Fail => Err(AllocError),
-            Action::Panic => {
-                self.panics.set(self.panics.get() + 1);
-                std::panic::panic_any(ScriptedPanic { method, call: n });
-            }
+            Action::Panic => self.panic(method, n),
+            Action::PanicAfter => Ok(Some(n)),
             Action::Reenter => {
                 // SAFETY: `set_hook`'s contract.
                 let block = self
@@ -210,8 +232,22 @@ impl<A: Allocator> Scripted<A> {
                     self.reentered.borrow_mut().push((ptr, len));
                     self.reentered_total.set(self.reentered_total.get() + 1);
                 }
-                Ok(())
+                Ok(None)
             }
+        }
+    }
+
+    fn panic(&self, method: &'static str, call: usize) -> ! {
+        self.panics.set(self.panics.get() + 1);
+        std::panic::panic_any(ScriptedPanic { method, call });
+    }
+
+    /// Ends a call whose [`step`](Self::step) said `after`: panics now if it is `Some`, else
+    /// returns `result`.
+    fn finish<T>(&self, method: &'static str, after: Option<usize>, result: T) -> T {
+        match after {
+            Some(call) => self.panic(method, call),
+            None => result,
         }
     }
 
@@ -253,10 +289,12 @@ impl Default for Scripted<System> {
 }
 
 impl<A: Allocator> Drop for Scripted<A> {
-    /// Gives back what the arena leaked (the arena is gone by now), so the process leaks nothing.
+    /// Gives back what the arena leaked (the arena is gone by now) and the graveyard, so the
+    /// process leaks nothing.
     fn drop(&mut self) {
-        let live = std::mem::take(&mut *self.live.borrow_mut());
-        for (addr, layout) in live {
+        let mut blocks = std::mem::take(&mut *self.live.borrow_mut());
+        blocks.append(&mut self.freed.borrow_mut());
+        for (addr, layout) in blocks {
             // SAFETY: a block the inner allocator handed out with this length and alignment,
             // never given back; its arena no longer exists.
             unsafe {
@@ -271,24 +309,31 @@ impl<A: Allocator> Drop for Scripted<A> {
 // it only if it is live, with the length it was handed out with.
 unsafe impl<A: Allocator> Allocator for Scripted<A> {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        self.step("allocate")?;
-        let block = self.counting.allocate(layout)?;
-        Ok(self.took(block, layout.align()))
+        let after = self.step("allocate")?;
+        let block = self
+            .counting
+            .allocate(layout)
+            .map(|b| self.took(b, layout.align()));
+        self.finish("allocate", after, block)
     }
 
     fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        self.step("allocate_zeroed")?;
-        let block = self.counting.allocate_zeroed(layout)?;
-        Ok(self.took(block, layout.align()))
+        let after = self.step("allocate_zeroed")?;
+        let block = self
+            .counting
+            .allocate_zeroed(layout)
+            .map(|b| self.took(b, layout.align()));
+        self.finish("allocate_zeroed", after, block)
     }
 
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         // `Fail` cannot apply: a deallocation has no error to return.
-        let _ = self.step("deallocate");
+        let after = self.step("deallocate").unwrap_or(None);
         if self.gave_back(ptr, layout) {
-            // SAFETY: live, from the counting layer, with this length and alignment.
-            unsafe { self.counting.deallocate(ptr, layout) }
+            // SAFETY: the block was live with this layout: ours again now.
+            unsafe { self.bury(ptr, layout) };
         }
+        self.finish("deallocate", after, ())
     }
 
     unsafe fn grow(
@@ -298,9 +343,10 @@ unsafe impl<A: Allocator> Allocator for Scripted<A> {
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
         assert!(new.size() >= old.size(), "grow to a smaller size");
-        self.step("grow")?;
+        let after = self.step("grow")?;
         // SAFETY: forwarded caller contract.
-        unsafe { self.resize(ptr, old, new, |p| self.counting.grow(p, old, new)) }
+        let block = unsafe { self.moved(ptr, old, new, false) };
+        self.finish("grow", after, block)
     }
 
     unsafe fn grow_zeroed(
@@ -310,9 +356,10 @@ unsafe impl<A: Allocator> Allocator for Scripted<A> {
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
         assert!(new.size() >= old.size(), "grow to a smaller size");
-        self.step("grow_zeroed")?;
+        let after = self.step("grow_zeroed")?;
         // SAFETY: forwarded caller contract.
-        unsafe { self.resize(ptr, old, new, |p| self.counting.grow_zeroed(p, old, new)) }
+        let block = unsafe { self.moved(ptr, old, new, true) };
+        self.finish("grow_zeroed", after, block)
     }
 
     unsafe fn shrink(
@@ -322,35 +369,59 @@ unsafe impl<A: Allocator> Allocator for Scripted<A> {
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
         assert!(new.size() <= old.size(), "shrink to a larger size");
-        self.step("shrink")?;
+        let after = self.step("shrink")?;
         // SAFETY: forwarded caller contract.
-        unsafe { self.resize(ptr, old, new, |p| self.counting.shrink(p, old, new)) }
+        let block = unsafe { self.moved(ptr, old, new, false) };
+        self.finish("shrink", after, block)
     }
 }
 
 impl<A: Allocator> Scripted<A> {
-    /// A grow or shrink of the block `ptr` of `old`: refused (`Err`, counted as a bad free) if
-    /// the block is not live; otherwise forwarded, and the live set updated if it succeeded.
+    /// Scribbles over a block given back and keeps it in the graveyard.
     ///
     /// # Safety
-    /// `resize` is the forwarded call, under the caller's `grow`/`shrink` contract.
-    unsafe fn resize(
+    /// The block was live with `layout` and is no longer used by anyone.
+    unsafe fn bury(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: per the caller, the block is ours, `layout.size()` bytes long.
+        unsafe { ptr.as_ptr().write_bytes(0xDD, layout.size()) };
+        self.freed
+            .borrow_mut()
+            .insert(ptr.as_ptr() as usize, layout);
+    }
+
+    /// A grow or shrink of the block `ptr` of `old`, always by moving it: refused (`Err`,
+    /// counted as a bad free) if the block is not live; otherwise a new block of `new` (zeroed
+    /// if `zeroed`), the bytes both hold copied, and the old block buried.
+    ///
+    /// # Safety
+    /// The caller's `grow`/`shrink` contract.
+    unsafe fn moved(
         &self,
         ptr: NonNull<u8>,
         old: Layout,
         new: Layout,
-        resize: impl FnOnce(NonNull<u8>) -> Result<NonNull<[u8]>, AllocError>,
+        zeroed: bool,
     ) -> Result<NonNull<[u8]>, AllocError> {
         if !self.gave_back(ptr, old) {
             return Err(AllocError);
         }
-        match resize(ptr) {
-            Ok(block) => Ok(self.took(block, new.align())),
-            Err(AllocError) => {
-                // Unchanged: still live as it was.
-                self.took(NonNull::slice_from_raw_parts(ptr, old.size()), old.align());
-                Err(AllocError)
-            }
+        let block = if zeroed {
+            self.counting.allocate_zeroed(new)
+        } else {
+            self.counting.allocate(new)
+        };
+        let Ok(block) = block else {
+            // Unchanged: still live as it was.
+            self.took(NonNull::slice_from_raw_parts(ptr, old.size()), old.align());
+            return Err(AllocError);
+        };
+        // SAFETY: distinct blocks, each holding at least `min(old, new)` bytes; the old one is
+        // ours to bury once copied.
+        unsafe {
+            let keep = old.size().min(new.size());
+            std::ptr::copy_nonoverlapping(ptr.as_ptr(), block.cast::<u8>().as_ptr(), keep);
+            self.bury(ptr, old);
         }
+        Ok(self.took(block, new.align()))
     }
 }
