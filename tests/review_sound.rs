@@ -1478,6 +1478,8 @@ fn scope_survives_a_backing_panic_at_every_call<T: Rewind + common::Stats>(
                 0,
                 "{name}: a panicking constructor leaked"
             );
+            // SAFETY: leaked above, used by nothing any more.
+            drop(unsafe { Box::from_raw(backing as *const Scripted as *mut Scripted) });
             continue;
         }
         let mut arena = built.unwrap();
