@@ -169,3 +169,511 @@ fn a_lone_handle_across_chunks_leaves_the_arena_as_direct_allocation_would() {
         (direct.used_bytes(), direct.reserved_bytes())
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Real signals: a 10 kHz timer aimed at the test's own thread.
+// ---------------------------------------------------------------------------------------------
+
+mod storm {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// One signal test at a time: they share the signal and the handler's body.
+    pub static LOCK: Mutex<()> = Mutex::new(());
+    /// The handler's body, a `fn()`, or 0.
+    static BODY: AtomicUsize = AtomicUsize::new(0);
+    pub const SIGNAL: libc::c_int = libc::SIGUSR1;
+    pub const INTERVAL: Duration = Duration::from_micros(100); // 10 kHz
+    /// Allocation time per signal test, with the signal unblocked.
+    pub const STORM: Duration = Duration::from_millis(700);
+
+    extern "C" fn on_signal(_: libc::c_int) {
+        // SAFETY: errno is a thread-local int; the body may make syscalls (mmap).
+        let errno = unsafe { *libc::__errno_location() };
+        let body = BODY.load(Ordering::Acquire);
+        if body != 0 {
+            // SAFETY: only `fn()` values are stored.
+            let body: fn() = unsafe { std::mem::transmute(body) };
+            body();
+        }
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = errno };
+    }
+
+    pub fn set_blocked(blocked: bool) {
+        // SAFETY: plain libc calls on a local, initialised signal set.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, SIGNAL);
+            let how = if blocked {
+                libc::SIG_BLOCK
+            } else {
+                libc::SIG_UNBLOCK
+            };
+            assert_eq!(libc::pthread_sigmask(how, &set, std::ptr::null_mut()), 0);
+        }
+    }
+
+    /// A timer that sends `SIGNAL` to the calling thread every `INTERVAL`, running `body` in
+    /// the handler. Starts with the signal blocked; stops (and blocks it) when dropped.
+    pub struct Timer(libc::timer_t);
+
+    impl Timer {
+        pub fn start(body: fn()) -> Self {
+            set_blocked(true);
+            BODY.store(body as usize, Ordering::Release);
+            // SAFETY: a zeroed sigaction and sigevent are valid; the handler is
+            // async-signal-safe as long as `body` is (the tests' bodies use atomics and the
+            // arena under test only).
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut action.sa_mask);
+                assert_eq!(libc::sigaction(SIGNAL, &action, std::ptr::null_mut()), 0);
+                let mut event: libc::sigevent = std::mem::zeroed();
+                event.sigev_notify = libc::SIGEV_THREAD_ID;
+                event.sigev_signo = SIGNAL;
+                event.sigev_notify_thread_id = libc::gettid();
+                let mut timer: libc::timer_t = std::mem::zeroed();
+                assert_eq!(
+                    libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer),
+                    0
+                );
+                let ns = INTERVAL.as_nanos() as libc::c_long;
+                let spec = libc::itimerspec {
+                    it_interval: libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: ns,
+                    },
+                    it_value: libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: ns,
+                    },
+                };
+                assert_eq!(
+                    libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()),
+                    0
+                );
+                Self(timer)
+            }
+        }
+    }
+
+    impl Drop for Timer {
+        fn drop(&mut self) {
+            set_blocked(true);
+            // SAFETY: our timer, deleted once.
+            unsafe { libc::timer_delete(self.0) };
+            BODY.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// What a handler records: blocks it keeps, in preallocated slots (no heap in the handler).
+mod slots {
+    use super::Block;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    pub const SLOTS: usize = 1 << 15;
+    static ADDR: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static LEN: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static TAG: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    /// Handler runs, and handler-side check failures (a block that changed under it, a full
+    /// table, an allocation that failed).
+    pub static RUNS: AtomicU64 = AtomicU64::new(0);
+    pub static FAILURES: AtomicUsize = AtomicUsize::new(0);
+
+    pub fn fail() {
+        FAILURES.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record(block: Block) {
+        let slot = NEXT.fetch_add(1, Ordering::Relaxed);
+        if slot >= SLOTS {
+            fail();
+            return;
+        }
+        ADDR[slot].store(block.addr, Ordering::Relaxed);
+        LEN[slot].store(block.len, Ordering::Relaxed);
+        TAG[slot].store(block.tag, Ordering::Relaxed);
+    }
+
+    /// Appends the recorded blocks to `into` and empties the table. Signal blocked.
+    pub fn drain(into: &mut Vec<Block>) {
+        let n = NEXT.swap(0, Ordering::Relaxed).min(SLOTS);
+        into.extend((0..n).map(|i| Block {
+            addr: ADDR[i].load(Ordering::Relaxed),
+            len: LEN[i].load(Ordering::Relaxed),
+            tag: TAG[i].load(Ordering::Relaxed),
+        }));
+    }
+
+    pub fn reset() {
+        NEXT.store(0, Ordering::Relaxed);
+        RUNS.store(0, Ordering::Relaxed);
+        FAILURES.store(0, Ordering::Relaxed);
+    }
+}
+
+type VChain = SyncChainAllocator<VirtualAllocator>;
+type VHandle = LocalHandle<'static, VChain>;
+
+/// The handle a handler reaches, as a profiler would: through a static pointer.
+static HANDLE: std::sync::atomic::AtomicPtr<VHandle> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+const HANDLER_OWNER: u64 = 0xFFFF;
+
+/// A small deterministic layout stream (1..=200 bytes, align 1..=32) for handler and main loop.
+fn small_layout(seq: u64) -> Layout {
+    let h = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
+    layout(1 + (h as usize % 200), 1 << (h % 6))
+}
+
+/// Grows a filled block of `old` to `new` through `alloc`, checks the kept prefix and refills
+/// it; `None` if the allocator refused.
+///
+/// # Safety
+/// `block` is a live block of `alloc` with `old`, filled with `tag`'s pattern.
+unsafe fn grow_checked<A: Allocator>(
+    alloc: &A,
+    block: &Block,
+    old: Layout,
+    new: Layout,
+) -> Option<(NonNull<[u8]>, bool)> {
+    let ptr = NonNull::new(block.addr as *mut u8)?;
+    // SAFETY: per the caller.
+    let grown = unsafe { alloc.grow(ptr, old, new) }.ok()?;
+    let kept = Block {
+        addr: addr(grown),
+        ..*block
+    };
+    // SAFETY: the grown block is ours; its first `old.size()` bytes were copied or kept.
+    let intact = unsafe { intact(&kept) };
+    Some((grown, intact))
+}
+
+/// The handler of the reentrancy storms: through `HANDLE`, allocates a block, grows it, shrinks
+/// it, keeps it; allocates a scratch block, grows it, and gives it back. Checks each step.
+fn handler_allocates_grows_shrinks_and_frees() {
+    let handle = HANDLE.load(std::sync::atomic::Ordering::Acquire);
+    if handle.is_null() {
+        return;
+    }
+    // SAFETY: `HANDLE` points at a live handle while the signal is unblocked.
+    let handle = unsafe { &*handle };
+    let run = slots::RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seq = run * 8;
+    let (l1, l2) = (small_layout(seq), small_layout(seq + 1));
+    let grown_layout = layout(l1.size() + l2.size(), l1.align());
+    let Ok(first) = handle.allocate(l1) else {
+        return slots::fail();
+    };
+    let tag = common::blocks::tag(HANDLER_OWNER, seq);
+    // SAFETY: fresh block, ours.
+    let record = unsafe { fill(first, l1.size(), tag) };
+    // SAFETY: `record` is a live block of `handle` with `l1`, filled.
+    let Some((grown, ok)) = (unsafe { grow_checked(handle, &record, l1, grown_layout) }) else {
+        return slots::fail();
+    };
+    if !ok {
+        return slots::fail();
+    }
+    // SAFETY: ours, of `grown_layout`.
+    let record = unsafe { fill(grown, grown_layout.size(), tag) };
+    let half = layout(grown_layout.size().div_ceil(2), grown_layout.align());
+    // SAFETY: a live block of `grown_layout`.
+    let Ok(shrunk) = (unsafe { handle.shrink(grown.cast(), grown_layout, half) }) else {
+        return slots::fail();
+    };
+    let record = Block {
+        addr: addr(shrunk),
+        len: half.size(),
+        tag: record.tag,
+    };
+    // SAFETY: the first `half` bytes were kept.
+    if !unsafe { intact(&record) } {
+        return slots::fail();
+    }
+    slots::record(record);
+    // A scratch block, grown, then given back.
+    let Ok(scratch) = handle.allocate(l2) else {
+        return slots::fail();
+    };
+    // SAFETY: fresh, ours.
+    let s = unsafe { fill(scratch, l2.size(), u64::MAX) };
+    let big = layout(l2.size() * 3, l2.align());
+    // SAFETY: live block of `l2`, filled.
+    match unsafe { grow_checked(handle, &s, l2, big) } {
+        // SAFETY: ours, of `big`, given back once.
+        Some((g, true)) => unsafe { handle.deallocate(g.cast(), big) },
+        _ => slots::fail(),
+    }
+}
+
+/// One kept block of the main loop, with its layout (to grow, shrink or free it).
+struct Kept {
+    block: Block,
+    layout: Layout,
+}
+
+/// The main loop of the reentrancy storms: on `handle`, allocates, grows its most recent block
+/// (in place or moved), shrinks it, frees it, and grows a byte vector through it, while the
+/// handler does the same on the same handle. `rounds` fresh arenas; verifies each with the
+/// signal blocked.
+fn reentrancy_storm(handler: fn()) -> (u64, usize, usize) {
+    let _serial = storm::LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    slots::reset();
+    let timer = storm::Timer::start(handler);
+    let mut storm_time = std::time::Duration::ZERO;
+    let (mut checked, mut interrupted) = (0, 0);
+    let mut kept: Vec<Kept> = Vec::with_capacity(1 << 16);
+    let mut all: Vec<Block> = Vec::with_capacity(1 << 17);
+    let mut seq = 0u64;
+    while storm_time < storm::STORM {
+        // Small chunks: slabs are grown, replaced and given back often.
+        let arena: &'static VChain = Box::leak(Box::new(
+            VChain::new_in(4096, VirtualAllocator {})
+                .unwrap()
+                .with_max_chunk_size(64 << 10),
+        ));
+        let handle: *mut VHandle = Box::into_raw(Box::new(arena.local()));
+        HANDLE.store(handle, std::sync::atomic::Ordering::Release);
+        // SAFETY: freed below, after the handler can no longer reach it.
+        let local = unsafe { &*handle };
+        kept.clear();
+        let start = std::time::Instant::now();
+        storm::set_blocked(false);
+        let mut vec = allocator_api2::vec::Vec::<u8, _>::new_in(local);
+        for _ in 0..20_000 {
+            seq += 1;
+            match seq % 10 {
+                0..=4 => {
+                    let l = small_layout(seq);
+                    let b = local.allocate(l).expect("main allocation");
+                    // SAFETY: fresh, ours.
+                    let block = unsafe { fill(b, l.size(), common::blocks::tag(1, seq)) };
+                    kept.push(Kept { block, layout: l });
+                }
+                5 | 6 => {
+                    if let Some(last) = kept.pop() {
+                        let new = layout(last.layout.size() * 2 + 8, last.layout.align());
+                        // SAFETY: a live block of `local` with its layout, filled.
+                        let (g, ok) = unsafe { grow_checked(local, &last.block, last.layout, new) }
+                            .expect("main grow");
+                        assert!(ok, "grow lost the contents of block {:?}", last.block);
+                        // SAFETY: ours, of `new`.
+                        let block = unsafe { fill(g, new.size(), last.block.tag) };
+                        kept.push(Kept { block, layout: new });
+                    }
+                }
+                7 => {
+                    if let Some(last) = kept.pop() {
+                        let new = layout(last.layout.size().div_ceil(2), last.layout.align());
+                        let ptr = NonNull::new(last.block.addr as *mut u8).unwrap();
+                        // SAFETY: a live block with its layout.
+                        let s = unsafe { local.shrink(ptr, last.layout, new) }.expect("shrink");
+                        let block = Block {
+                            addr: addr(s),
+                            len: new.size(),
+                            ..last.block
+                        };
+                        // SAFETY: the prefix was kept.
+                        assert!(unsafe { intact(&block) }, "shrink lost contents");
+                        kept.push(Kept { block, layout: new });
+                    }
+                }
+                8 => {
+                    if let Some(last) = kept.pop() {
+                        let ptr = NonNull::new(last.block.addr as *mut u8).unwrap();
+                        // SAFETY: a live block with its layout, freed once.
+                        unsafe { local.deallocate(ptr, last.layout) };
+                    }
+                }
+                _ => {
+                    for _ in 0..24 {
+                        vec.push(seq as u8);
+                    }
+                    if vec.len() > 64 << 10 {
+                        vec = allocator_api2::vec::Vec::new_in(local);
+                    }
+                }
+            }
+            if let Some(last) = kept.last() {
+                // SAFETY: live, filled.
+                assert!(
+                    unsafe { intact(&last.block) },
+                    "a block changed under the main loop"
+                );
+            }
+        }
+        storm::set_blocked(true);
+        storm_time += start.elapsed();
+        all.clear();
+        all.extend(kept.iter().map(|k| k.block));
+        slots::drain(&mut all);
+        checked += all.len();
+        // SAFETY: every block is live (the arena is never reset).
+        assert_eq!(unsafe { verify(&mut all) }, Ok(()));
+        assert_eq!(
+            slots::FAILURES.load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        let payload: usize = all.iter().map(|b| b.len).sum();
+        assert!(arena.used_bytes() >= payload, "used_bytes misses blocks");
+        assert!(arena.used_bytes() >= local.used_bytes());
+        interrupted += local.interrupted_allocations();
+        drop(vec);
+        HANDLE.store(std::ptr::null_mut(), std::sync::atomic::Ordering::Release);
+        // SAFETY: the handler can no longer reach it (pointer cleared, signal blocked).
+        drop(unsafe { Box::from_raw(handle) });
+        // The arena is leaked on purpose: a handler block recorded late must stay mapped.
+    }
+    drop(timer);
+    let runs = slots::RUNS.load(std::sync::atomic::Ordering::Relaxed);
+    (runs, checked, interrupted)
+}
+
+/// Handlers that allocate, grow, shrink and free on the handle the main loop is allocating,
+/// growing, shrinking and freeing on: every block disjoint and intact, and some handlers did
+/// land inside a main-loop call (they were served by the arena).
+#[test]
+fn handlers_that_grow_shrink_and_free_on_the_interrupted_handle_never_overlap_it() {
+    let (runs, checked, interrupted) = reentrancy_storm(handler_allocates_grows_shrinks_and_frees);
+    println!("{runs} handler runs, {checked} blocks checked, {interrupted} landed in a call");
+    assert!(runs > 1000, "only {runs} handler runs");
+    assert!(
+        interrupted > 0,
+        "no handler landed inside a call on the handle"
+    );
+}
+
+/// A handler that creates its own handle on the arena the main loop's handle claims slabs from,
+/// allocates and grows through it, drops it (its slab's tail given back when still the arena's
+/// last claim, racing the interrupted handle's slab claim and growth), and also allocates from
+/// the interrupted handle.
+fn handler_creates_and_drops_its_own_handle() {
+    let handle = HANDLE.load(std::sync::atomic::Ordering::Acquire);
+    if handle.is_null() {
+        return;
+    }
+    // SAFETY: `HANDLE` points at a live handle while the signal is unblocked.
+    let interrupted = unsafe { &*handle };
+    let run = slots::RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let own = interrupted.arena().local();
+    for k in 0..3 {
+        let seq = run * 8 + k;
+        let l = small_layout(seq);
+        let from = if k == 1 { interrupted } else { &own };
+        let Ok(b) = from.allocate(l) else {
+            return slots::fail();
+        };
+        // SAFETY: fresh, ours.
+        slots::record(unsafe { fill(b, l.size(), common::blocks::tag(HANDLER_OWNER, seq)) });
+    }
+    // A scratch block of its own handle, given back before the handle goes.
+    let l = layout(64, 8);
+    if let Ok(b) = own.allocate(l) {
+        // SAFETY: ours, given back once.
+        unsafe {
+            fill(b, 64, u64::MAX);
+            own.deallocate(b.cast(), l);
+        }
+    }
+}
+
+#[test]
+fn handlers_that_create_and_drop_handles_on_the_same_arena_never_overlap_the_interrupted_one() {
+    let (runs, checked, _) = reentrancy_storm(handler_creates_and_drops_its_own_handle);
+    println!("{runs} handler runs, {checked} blocks checked");
+    assert!(runs > 1000, "only {runs} handler runs");
+}
+
+/// The slot a handle lives in for the drop storm, reached by the handler through `HANDLE`.
+fn handler_allocates_through_the_static_pointer() {
+    let handle = HANDLE.load(std::sync::atomic::Ordering::Acquire);
+    if handle.is_null() {
+        return;
+    }
+    let run = slots::RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: the slot's memory stays valid for the whole test (it is leaked); see the test.
+    let handle = unsafe { &*handle };
+    let l = layout(16, 8);
+    let Ok(b) = handle.allocate(l) else {
+        return slots::fail();
+    };
+    // SAFETY: fresh, ours.
+    slots::record(unsafe { fill(b, 16, common::blocks::tag(HANDLER_OWNER, run)) });
+}
+
+/// A profiler that reaches the thread's handle through a static pointer and drops the handle
+/// with the signal unblocked: a handler that lands while `drop` gives the slab's tail back
+/// (between its read of the cursor and the arena's compare-exchange) bumps a block out of that
+/// tail, which the drop then hands back to the arena: the next arena allocation overlaps it.
+///
+/// The drop takes `&mut`, so the handler's access is outside Rust's aliasing rules; the other
+/// operations of the handle are protected against exactly this by the mark, and `Drop` is the
+/// one that is not. With the mark set for good in `drop`, the handler takes the shared path.
+#[test]
+fn a_handler_that_lands_in_drop_gets_a_block_the_arena_does_not_hand_out_again() {
+    let _serial = storm::LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    slots::reset();
+    let timer = storm::Timer::start(handler_allocates_through_the_static_pointer);
+    let slot: &'static mut std::mem::MaybeUninit<VHandle> =
+        Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
+    let slot: *mut VHandle = slot.as_mut_ptr();
+    let mut storm_time = std::time::Duration::ZERO;
+    let mut main: Vec<Block> = Vec::with_capacity(1 << 16);
+    let mut all: Vec<Block> = Vec::with_capacity(1 << 17);
+    let mut seq = 0u64;
+    let mut drops = 0usize;
+    while storm_time < storm::STORM {
+        let arena: &'static VChain = Box::leak(Box::new(
+            VChain::new_in(1 << 20, VirtualAllocator {}).unwrap(),
+        ));
+        main.clear();
+        let start = std::time::Instant::now();
+        storm::set_blocked(false);
+        while main.len() < 8000 {
+            // SAFETY: the slot is empty (never written, or dropped in place below).
+            unsafe { slot.write(arena.local()) };
+            HANDLE.store(slot, std::sync::atomic::Ordering::Release);
+            // SAFETY: written just above.
+            let local = unsafe { &*slot };
+            for _ in 0..2 {
+                seq += 1;
+                let b = local.allocate(layout(8, 8)).unwrap();
+                // SAFETY: fresh, ours.
+                main.push(unsafe { fill(b, 8, common::blocks::tag(1, seq)) });
+            }
+            // SAFETY: dropped once; the slot's memory stays valid (leaked).
+            unsafe { std::ptr::drop_in_place(slot) };
+            HANDLE.store(std::ptr::null_mut(), std::sync::atomic::Ordering::Release);
+            drops += 1;
+            // What the arena hands out next: must not be a handler's block.
+            seq += 1;
+            let b = arena.allocate(layout(64, 8)).unwrap();
+            // SAFETY: fresh, ours.
+            main.push(unsafe { fill(b, 64, common::blocks::tag(2, seq)) });
+        }
+        storm::set_blocked(true);
+        storm_time += start.elapsed();
+        all.clear();
+        all.extend_from_slice(&main);
+        slots::drain(&mut all);
+        // SAFETY: every block is live (arenas are leaked).
+        assert_eq!(unsafe { verify(&mut all) }, Ok(()), "after {drops} drops");
+        assert_eq!(
+            slots::FAILURES.load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    }
+    drop(timer);
+    println!(
+        "{drops} drops, {} handler runs",
+        slots::RUNS.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
