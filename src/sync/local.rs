@@ -399,7 +399,13 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
 
 impl<A: LocalSource> Drop for LocalHandle<'_, A> {
     /// Gives the unused tail of the slab back to the arena, if the slab is still its last claim.
+    ///
+    /// Under the mark, set for good: a signal handler that still reaches the handle through a
+    /// pointer (a profiler that drops it with the signal unblocked) takes the shared path
+    /// instead of bumping a block out of the tail this gives back.
     fn drop(&mut self) {
+        self.busy.store(true, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
         let cur = self.cur.load(Ordering::Relaxed);
         let limit = self.limit.load(Ordering::Relaxed);
         if let Some(tail) = NonNull::new(cur) {
