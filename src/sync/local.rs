@@ -425,8 +425,22 @@ impl<A: LocalSource> core::fmt::Debug for LocalHandle<'_, A> {
     }
 }
 
-/// The handle's most recent block, for `resize.rs`: in place under the mark, only inside the
-/// current slab; a nested call leaves the block as it is.
+impl<A: LocalSource> LocalHandle<'_, A> {
+    /// Whether `block` (the address of a live block of this handle) lies in the current slab.
+    /// Under the mark. A block outside it is one the arena served directly, or one of an older
+    /// slab: the arena's in-place operations are right for both, as they act only on a block
+    /// that ends at the arena's cursor, and every byte past that cursor is free (a live slab
+    /// lies below it).
+    #[inline(always)]
+    fn in_slab(&self, block: usize) -> bool {
+        block >= self.slab_start.load(Ordering::Relaxed)
+            && block < self.limit.load(Ordering::Relaxed)
+    }
+}
+
+/// The handle's most recent block, for `resize.rs`: in place under the mark, inside the
+/// current slab by the handle's cursor, outside it by the arena's; a nested call leaves the
+/// block as it is.
 impl<A: LocalSource> LastBlock for LocalHandle<'_, A> {
     #[inline]
     fn release_if_last(&self, ptr: NonNull<u8>, size: usize) {
@@ -435,9 +449,14 @@ impl<A: LocalSource> LastBlock for LocalHandle<'_, A> {
         }
         let cur = self.cur.load(Ordering::Relaxed);
         let block = ptr.as_ptr().addr();
-        if block >= self.slab_start.load(Ordering::Relaxed) && block.wrapping_add(size) == cur.addr()
-        {
-            self.cur.store(cur.with_addr(block), Ordering::Relaxed);
+        if self.in_slab(block) {
+            if block.wrapping_add(size) == cur.addr() {
+                self.cur.store(cur.with_addr(block), Ordering::Relaxed);
+            }
+        } else {
+            // A block the arena served directly (large, or a fallback): the arena's own
+            // compare-exchange gives it back if it is still the arena's most recent block.
+            self.arena.release_last(ptr, size);
         }
         self.exit();
     }
@@ -454,16 +473,16 @@ impl<A: LocalSource> LastBlock for LocalHandle<'_, A> {
             return None;
         }
         let cur = self.cur.load(Ordering::Relaxed);
-        let resized = (block >= self.slab_start.load(Ordering::Relaxed))
-            .then(|| {
-                let limit = self.limit.load(Ordering::Relaxed);
-                resize_last(cur.addr(), limit, block, old_size, new.size())
-            })
-            .flatten()
-            .map(|new_cur| {
+        let resized = if self.in_slab(block) {
+            let limit = self.limit.load(Ordering::Relaxed);
+            resize_last(cur.addr(), limit, block, old_size, new.size()).map(|new_cur| {
                 self.cur.store(cur.with_addr(new_cur), Ordering::Relaxed);
                 NonNull::slice_from_raw_parts(ptr, new.size())
-            });
+            })
+        } else {
+            // Served by the arena directly: in place if it is the arena's most recent block.
+            self.arena.resize_last(ptr, old_size, new)
+        };
         self.exit();
         resized
     }
