@@ -14,8 +14,9 @@ use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicUsize, Ord
 const FIRST_SLAB: usize = 1 << 10;
 /// Slabs double up to this size.
 const MAX_SLAB: usize = 64 << 10;
-/// A request larger than the slab size divided by this goes to the shared arena directly, so
-/// that the tail a slab loses when it is replaced is at most this fraction of it.
+/// A request larger than the current slab's size divided by this (its alignment padding counted
+/// at its worst) goes to the shared arena directly, so that the tail a slab loses when it is
+/// replaced, which is smaller than the request that did not fit, is at most this fraction of it.
 const LARGE_FRACTION: usize = 8;
 
 mod sealed {
@@ -96,8 +97,10 @@ impl LocalSource for SyncVirtualArena {}
 /// the handle first grows its slab in place (when the slab is still the arena's most recent
 /// claim, the usual case for a thread alone); otherwise it gives the unused tail back (one
 /// compare-exchange, which succeeds when the slab is still the arena's last claim) and claims a
-/// new slab. A request larger than an eighth of the slab size is served by the shared arena
-/// directly and keeps the slab, so a replaced slab loses at most an eighth of itself. If the
+/// new slab. A request larger than an eighth of the current slab (its size plus its alignment
+/// minus one, the padding it may need; before the first slab, an eighth of that slab's size) is
+/// served by the shared arena directly and keeps the slab, so a replaced slab loses at most an
+/// eighth of itself. If the
 /// arena cannot give a whole slab, the handle asks it for the request alone: the handle fails
 /// only when the arena does.
 ///
@@ -348,12 +351,17 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
 
     fn refill_marked(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let slab = self.next_slab.load(Ordering::Relaxed);
-        if layout.size() > slab / LARGE_FRACTION {
-            return self.arena.allocate(layout);
-        }
         let cur = self.cur.load(Ordering::Relaxed);
         let limit = self.limit.load(Ordering::Relaxed);
         let start = self.slab_start.load(Ordering::Relaxed);
+        // The tail lost if the slab is replaced is below the request, padding included.
+        let current = match limit - start {
+            0 => slab,
+            len => len,
+        };
+        if layout.size().saturating_add(layout.align() - 1) > current / LARGE_FRACTION {
+            return self.arena.allocate(layout);
+        }
         if let Some(start_ptr) = NonNull::new(cur.with_addr(start)) {
             // Grow the slab in place while it is the arena's most recent claim.
             let len = limit - start;
