@@ -110,8 +110,11 @@ impl LocalSource for SyncVirtualArena {}
 /// a reentrant call, see below) count in the arena's statistics only. The arena counts a live
 /// handle's whole slab as used. When the handle is dropped it gives its slab's unused tail back
 /// if that slab is still the arena's last claim; a tail it could not give back (another thread
-/// claimed after it) stays counted as used by the arena. A single thread's handle therefore
-/// leaves the arena's `used_bytes` exactly as if it had allocated from the arena directly.
+/// claimed after it) stays counted as used by the arena. A handle alone on its arena whose
+/// slab stayed the arena's last claim (every request fit it, growing it in place) therefore
+/// leaves the arena's `used_bytes` exactly as if it had allocated from the arena directly; a
+/// request the arena served directly, or a slab that could not grow in place (the end of a
+/// `SyncChainAllocator` chunk), leaves that slab's unused tail counted as used.
 ///
 /// # Signal safety
 /// Reentrant on its own thread: a signal handler that interrupts the handle anywhere, even
