@@ -150,9 +150,11 @@ fn a_lone_handle_serving_a_large_request_leaves_the_arena_as_direct_allocation_p
     assert_eq!(arena.used_bytes(), direct.used_bytes() + tail);
 }
 
-/// The same claim across chunk boundaries of a small-chunked chain, small requests only.
+/// Across the chunk boundaries of a small-chunked chain (16 KiB), small requests only: the
+/// handle's slabs (up to 64 KiB) must not get chunks of their own past the chain's bound, and
+/// the handle must fill each chunk about as direct allocation does.
 #[test]
-fn a_lone_handle_across_chunks_leaves_the_arena_as_direct_allocation_would() {
+fn a_lone_handle_across_chunks_takes_no_more_memory_than_direct_allocation() {
     let direct = Chain::new_in(4096, System)
         .unwrap()
         .with_max_chunk_size(16 << 10);
@@ -167,9 +169,12 @@ fn a_lone_handle_across_chunks_leaves_the_arena_as_direct_allocation_would() {
             local.allocate(l).unwrap();
         }
     }
-    assert_eq!(
-        (arena.used_bytes(), arena.reserved_bytes()),
-        (direct.used_bytes(), direct.reserved_bytes())
+    let (used, reserved) = (arena.used_bytes(), arena.reserved_bytes());
+    assert!(
+        reserved <= direct.reserved_bytes() && used * 100 <= direct.used_bytes() * 101,
+        "through a handle {used} used / {reserved} reserved, directly {} / {}",
+        direct.used_bytes(),
+        direct.reserved_bytes()
     );
 }
 
