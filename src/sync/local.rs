@@ -29,6 +29,11 @@ mod sealed {
     pub trait Sealed: Allocator {
         /// Gives back `[ptr, ptr + size)` if it is the arena's most recent claim.
         fn release_last(&self, ptr: NonNull<u8>, size: usize);
+        /// The largest slab worth claiming: one that fits a regular chunk (a larger one would
+        /// get a chunk of its own, past the arena's chunk bound).
+        fn largest_slab(&self) -> usize {
+            usize::MAX
+        }
         /// Resizes the arena's most recent claim `[ptr, ptr + old_size)` in place.
         fn resize_last(
             &self,
@@ -52,6 +57,11 @@ impl<A: Allocator> sealed::Sealed for SyncChainAllocator<A> {
     #[inline]
     fn resize_last(&self, ptr: NonNull<u8>, old: usize, new: Layout) -> Option<NonNull<[u8]>> {
         LastBlock::resize_last_in_place(self, ptr, old, new)
+    }
+    fn largest_slab(&self) -> usize {
+        self.max_chunk_size()
+            .saturating_sub(Self::CHAIN_NODE_OVERHEAD)
+            .max(FIRST_SLAB)
     }
 }
 impl<A: Allocator> LocalSource for SyncChainAllocator<A> {}
@@ -93,7 +103,9 @@ impl LocalSource for SyncVirtualArena {}
 /// *arena* is reset or dropped: dropping the handle frees nothing handed out.
 ///
 /// # Slabs
-/// The first slab is 1 KiB; each new one doubles, up to 64 KiB. When a request does not fit,
+/// The first slab is 1 KiB; each new one doubles, up to 64 KiB (and, on a
+/// [`SyncChainAllocator`], to what a chunk of its maximum size holds, so that slabs never get
+/// chunks of their own). When a request does not fit,
 /// the handle first grows its slab in place (when the slab is still the arena's most recent
 /// claim, the usual case for a thread alone); otherwise it gives the unused tail back (one
 /// compare-exchange, which succeeds when the slab is still the arena's last claim) and claims a
@@ -325,8 +337,9 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
 
     /// Doubles the next slab's size, up to the bound.
     fn grow_next_slab(&self, slab: usize) {
+        let bound = MAX_SLAB.min(sealed::Sealed::largest_slab(self.arena));
         self.next_slab
-            .store(slab.saturating_mul(2).min(MAX_SLAB), Ordering::Relaxed);
+            .store(slab.saturating_mul(2).min(bound), Ordering::Relaxed);
     }
 
     /// Bumps `layout` out of `[cur, limit)` and stores the new cursor. Under the mark.
@@ -368,10 +381,16 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
         if let Some(start_ptr) = NonNull::new(cur.with_addr(start)) {
             // Grow the slab in place while it is the arena's most recent claim.
             let len = limit - start;
-            let grown = len
-                .checked_add(slab)
-                .and_then(|new_len| Layout::from_size_align(new_len, 1).ok())
-                .and_then(|new| self.arena.resize_last(start_ptr, len, new));
+            let grow_to = |new_len: usize| {
+                Layout::from_size_align(new_len, 1)
+                    .ok()
+                    .and_then(|new| self.arena.resize_last(start_ptr, len, new))
+            };
+            // By a slab, or else (the end of a chunk) by what the request needs, so that a
+            // lone handle fills a chunk as direct allocation would.
+            let grown = len.checked_add(slab).and_then(grow_to).or_else(|| {
+                fit(cur.addr(), usize::MAX, layout).and_then(|fit| grow_to(fit.new_cur - start))
+            });
             if let Some(grown) = grown {
                 let limit = start + grown.len();
                 self.limit.store(limit, Ordering::Relaxed);
