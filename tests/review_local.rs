@@ -685,3 +685,111 @@ fn a_handler_that_lands_in_drop_gets_a_block_the_arena_does_not_hand_out_again()
         slots::RUNS.load(std::sync::atomic::Ordering::Relaxed)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Real threads: handles dropped and recreated (their slab tails given back) while other threads
+// claim slabs and use the arena's own lock-free last-block path.
+// ---------------------------------------------------------------------------------------------
+
+/// What one thread of the race kept: its blocks, checked after all threads joined.
+fn race_thread<A: Allocator>(alloc: &A, owner: u64, steps: u64, kept: &mut Vec<Block>) {
+    let mut last: Option<(Block, Layout)> = None;
+    for seq in 0..steps {
+        let tag = common::blocks::tag(owner, seq);
+        match seq % 6 {
+            // Grow the most recent block (in place while it is last, else moved).
+            3 => {
+                if let Some((block, old)) = last.take() {
+                    let new = layout(old.size() * 2, old.align());
+                    // SAFETY: a live block of `alloc` with `old`, filled.
+                    if let Some((g, ok)) = unsafe { grow_checked(alloc, &block, old, new) } {
+                        assert!(ok, "grow lost contents");
+                        // SAFETY: ours, of `new`.
+                        last = Some((unsafe { fill(g, new.size(), block.tag) }, new));
+                    } else {
+                        last = Some((block, old));
+                    }
+                }
+            }
+            // Give the most recent block back (in place only if still last).
+            5 => {
+                if let Some((block, old)) = last.take() {
+                    let ptr = NonNull::new(block.addr as *mut u8).unwrap();
+                    // SAFETY: a live block with its layout, freed once.
+                    unsafe { alloc.deallocate(ptr, old) };
+                }
+            }
+            _ => {
+                let l = small_layout(seq ^ owner);
+                let Ok(b) = alloc.allocate(l) else { continue };
+                if let Some((block, _)) = last.take() {
+                    kept.push(block);
+                }
+                // SAFETY: fresh, ours.
+                last = Some((unsafe { fill(b, l.size(), tag) }, l));
+            }
+        }
+    }
+    kept.extend(last.map(|(b, _)| b));
+}
+
+/// Two threads allocate through handles they drop and recreate every few hundred steps (each
+/// drop gives its slab's tail back if the slab is still the arena's last claim), racing a third
+/// thread that allocates, grows and frees on the arena directly (`release_last` and
+/// `resize_last` on the same cursor): every kept block of every thread disjoint and intact.
+fn handles_dropped_and_recreated_race_direct_use<A>(arena: &A, local: fn(&A) -> LocalHandle<'_, A>)
+where
+    A: libdd_alloc::LocalSource + Sync + common::Stats,
+{
+    let steps = 200_000u64;
+    let mut kept: Vec<Vec<Block>> = std::thread::scope(|s| {
+        let mut threads = Vec::new();
+        for owner in 1..=2u64 {
+            threads.push(s.spawn(move || {
+                let mut kept = Vec::new();
+                for round in 0..steps / 300 {
+                    let local = local(arena);
+                    race_thread(&local, owner << 20 | round, 300, &mut kept);
+                }
+                kept
+            }));
+        }
+        threads.push(s.spawn(move || {
+            let mut kept = Vec::new();
+            race_thread(arena, 3, steps, &mut kept);
+            kept
+        }));
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let mut all: Vec<Block> = kept.iter_mut().flat_map(|k| k.drain(..)).collect();
+    let payload: usize = all.iter().map(|b| b.len).sum();
+    assert!(all.len() > 10_000);
+    // SAFETY: every block is live until the arena drops.
+    assert_eq!(unsafe { verify(&mut all) }, Ok(()));
+    let used = arena.used();
+    assert!(
+        used >= payload,
+        "used_bytes {used} misses blocks ({payload})"
+    );
+}
+
+#[test]
+fn handles_dropped_and_recreated_never_overlap_direct_use_of_a_sync_chain() {
+    let arena = VChain::new_in(4096, VirtualAllocator {})
+        .unwrap()
+        .with_max_chunk_size(64 << 10);
+    handles_dropped_and_recreated_race_direct_use(&arena, |a| a.local());
+}
+
+#[test]
+fn handles_dropped_and_recreated_never_overlap_direct_use_of_a_sync_linear_arena() {
+    // Large enough for most of the run, then full: the last steps fail and must change nothing.
+    let arena = SyncLinearAllocator::new_in(layout(16 << 20, 4096), System).unwrap();
+    handles_dropped_and_recreated_race_direct_use(&arena, |a| a.local());
+}
+
+#[test]
+fn handles_dropped_and_recreated_never_overlap_direct_use_of_a_sync_virtual_arena() {
+    let arena = SyncVirtualArena::new(1 << 30).unwrap();
+    handles_dropped_and_recreated_race_direct_use(&arena, |a| a.local());
+}
