@@ -793,3 +793,146 @@ fn handles_dropped_and_recreated_never_overlap_direct_use_of_a_sync_virtual_aren
     let arena = SyncVirtualArena::new(1 << 30).unwrap();
     handles_dropped_and_recreated_race_direct_use(&arena, |a| a.local());
 }
+
+// ---------------------------------------------------------------------------------------------
+// A backing allocator that re-enters the handle it backs, or panics, during a slab claim.
+// ---------------------------------------------------------------------------------------------
+
+mod reentrant {
+    use libdd_alloc::{AllocError, Allocator, Layout, VirtualAllocator};
+    use std::cell::Cell;
+    use std::ptr::NonNull;
+
+    /// 0: plain; 1: allocate 8 bytes from the handle in `HANDLE` (once per call); 2: panic.
+    pub const PLAIN: u8 = 0;
+    pub const REENTER: u8 = 1;
+    pub const PANIC: u8 = 2;
+
+    thread_local! {
+        pub static MODE: Cell<u8> = const { Cell::new(PLAIN) };
+        /// The handle to re-enter (a `*const Handle`).
+        pub static HANDLE: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
+        /// Blocks the re-entrant calls got, as (address, length).
+        pub static GOT: Cell<[(usize, usize); 64]> = const { Cell::new([(0, 0); 64]) };
+        pub static GOT_LEN: Cell<usize> = const { Cell::new(0) };
+        static INSIDE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub type Arena = libdd_alloc::SyncChainAllocator<Backing>;
+    pub type Handle = libdd_alloc::LocalHandle<'static, Arena>;
+
+    pub struct Backing;
+
+    // SAFETY: forwards to `VirtualAllocator`; the re-entrant call allocates from an arena,
+    // which hands out its own disjoint blocks.
+    unsafe impl Allocator for Backing {
+        fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+            match MODE.get() {
+                PANIC => panic!("backing allocator panics"),
+                REENTER if !INSIDE.get() => {
+                    INSIDE.set(true);
+                    let handle = HANDLE.get() as *const Handle;
+                    // SAFETY: the test sets it to a live handle for the call.
+                    if let Some(handle) = unsafe { handle.as_ref() } {
+                        let l = Layout::from_size_align(8, 8).unwrap();
+                        if let Ok(b) = handle.allocate(l) {
+                            let n = GOT_LEN.get();
+                            let mut got = GOT.get();
+                            got[n % 64] = (b.cast::<u8>().as_ptr() as usize, 8);
+                            GOT.set(got);
+                            GOT_LEN.set(n + 1);
+                        }
+                    }
+                    INSIDE.set(false);
+                }
+                _ => {}
+            }
+            VirtualAllocator {}.allocate(layout)
+        }
+        unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+            // SAFETY: forwarded caller contract.
+            unsafe { VirtualAllocator {}.deallocate(ptr, layout) }
+        }
+    }
+}
+
+/// A backing allocator that calls back into the handle during the handle's slab claim (the
+/// call finds the mark set and is served by the arena, which is itself mid-growth), then one
+/// that panics there: the handle stays consistent, the panic clears the mark (later calls bump
+/// in the slab again), and every block is disjoint and intact.
+#[test]
+fn a_backing_allocator_that_reenters_or_panics_during_a_slab_claim_leaves_the_handle_consistent() {
+    use reentrant::*;
+    let arena: &'static Arena = Box::leak(Box::new(
+        Arena::new_in(4096, Backing)
+            .unwrap()
+            .with_max_chunk_size(4096),
+    ));
+    let local: &'static Handle = Box::leak(Box::new(arena.local()));
+    HANDLE.set(local as *const Handle as *const ());
+    let mut blocks = Vec::new();
+    let mut seq = 0;
+    let alloc = |blocks: &mut Vec<Block>, seq: &mut u64| {
+        *seq += 1;
+        let seq = *seq;
+        let b = local.allocate(layout(40, 8)).unwrap();
+        // SAFETY: fresh, ours.
+        blocks.push(unsafe { fill(b, 40, common::blocks::tag(1, seq)) });
+    };
+    MODE.set(REENTER);
+    for _ in 0..2000 {
+        alloc(&mut blocks, &mut seq);
+    }
+    MODE.set(PLAIN);
+    let reentered = GOT_LEN.get();
+    assert!(
+        reentered > 10,
+        "the backing allocator re-entered {reentered} times"
+    );
+    assert_eq!(local.interrupted_allocations(), reentered);
+    // Panics until the slab is full and a claim calls the backing allocator.
+    MODE.set(PANIC);
+    let mut panicked = 0;
+    for _ in 0..100 {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            local.allocate(layout(40, 8))
+        }));
+        match r {
+            Err(_) => panicked += 1,
+            Ok(b) => {
+                seq += 1;
+                // SAFETY: fresh, ours.
+                blocks.push(unsafe { fill(b.unwrap(), 40, common::blocks::tag(2, seq)) });
+            }
+        }
+    }
+    MODE.set(PLAIN);
+    assert!(panicked > 0);
+    // The mark was cleared: these bump in the slab, none is "interrupted".
+    let interrupted = local.interrupted_allocations();
+    for _ in 0..2000 {
+        alloc(&mut blocks, &mut seq);
+    }
+    assert_eq!(local.interrupted_allocations(), interrupted);
+    let got = GOT.get();
+    blocks.extend(
+        got[..reentered.min(64)]
+            .iter()
+            .map(|&(addr, len)| Block { addr, len, tag: 0 }),
+    );
+    // The re-entrant blocks were not filled: check overlap on all, contents on ours.
+    let mut all = blocks.clone();
+    for b in all.iter_mut().filter(|b| b.tag == 0) {
+        // SAFETY: a live block of 8 bytes, ours now.
+        *b = unsafe {
+            fill(
+                NonNull::slice_from_raw_parts(NonNull::new(b.addr as *mut u8).unwrap(), 8),
+                8,
+                0xBEEF,
+            )
+        };
+    }
+    // SAFETY: all live (arena leaked).
+    assert_eq!(unsafe { verify(&mut all) }, Ok(()));
+    HANDLE.set(std::ptr::null());
+}
