@@ -327,6 +327,29 @@ mod slots {
     }
 }
 
+/// Values given a `'static` address for a test (handlers reach them through static pointers),
+/// freed at its end, newest first, once no handler can run.
+struct Reclaim(Vec<Box<dyn FnOnce()>>);
+
+impl Reclaim {
+    fn leak<T: 'static>(&mut self, value: T) -> &'static mut T {
+        let ptr = Box::into_raw(Box::new(value));
+        // SAFETY: freed once, by `free`, after every use.
+        self.0
+            .push(Box::new(move || drop(unsafe { Box::from_raw(ptr) })));
+        // SAFETY: live until `free`.
+        unsafe { &mut *ptr }
+    }
+
+    /// # Safety
+    /// Nothing refers to the values any more.
+    unsafe fn free(self) {
+        for free in self.0.into_iter().rev() {
+            free();
+        }
+    }
+}
+
 type VChain = SyncChainAllocator<VirtualAllocator>;
 type VHandle = LocalHandle<'static, VChain>;
 
@@ -441,13 +464,14 @@ fn reentrancy_storm(handler: fn()) -> (u64, usize, usize) {
     let mut kept: Vec<Kept> = Vec::with_capacity(1 << 16);
     let mut all: Vec<Block> = Vec::with_capacity(1 << 17);
     let mut seq = 0u64;
+    let mut arenas = Reclaim(Vec::new());
     while storm_time < storm::STORM {
         // Small chunks: slabs are grown, replaced and given back often.
-        let arena: &'static VChain = Box::leak(Box::new(
+        let arena: &'static VChain = arenas.leak(
             VChain::new_in(4096, VirtualAllocator {})
                 .unwrap()
                 .with_max_chunk_size(64 << 10),
-        ));
+        );
         let handle: *mut VHandle = Box::into_raw(Box::new(arena.local()));
         HANDLE.store(handle, std::sync::atomic::Ordering::Release);
         // SAFETY: freed below, after the handler can no longer reach it.
@@ -538,9 +562,11 @@ fn reentrancy_storm(handler: fn()) -> (u64, usize, usize) {
         HANDLE.store(std::ptr::null_mut(), std::sync::atomic::Ordering::Release);
         // SAFETY: the handler can no longer reach it (pointer cleared, signal blocked).
         drop(unsafe { Box::from_raw(handle) });
-        // The arena is leaked on purpose: a handler block recorded late must stay mapped.
+        // The arena is kept until the end: a handler block recorded late must stay mapped.
     }
     drop(timer);
+    // SAFETY: the timer is gone and every handle dropped.
+    unsafe { arenas.free() };
     let runs = slots::RUNS.load(std::sync::atomic::Ordering::Relaxed);
     (runs, checked, interrupted)
 }
@@ -630,8 +656,8 @@ fn a_handler_that_lands_in_drop_gets_a_block_the_arena_does_not_hand_out_again()
     let _serial = storm::LOCK.lock().unwrap_or_else(|e| e.into_inner());
     slots::reset();
     let timer = storm::Timer::start(handler_allocates_through_the_static_pointer);
-    let slot: &'static mut std::mem::MaybeUninit<VHandle> =
-        Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
+    let mut reclaim = Reclaim(Vec::new());
+    let slot = reclaim.leak(std::mem::MaybeUninit::<VHandle>::uninit());
     let slot: *mut VHandle = slot.as_mut_ptr();
     let mut storm_time = std::time::Duration::ZERO;
     let mut main: Vec<Block> = Vec::with_capacity(1 << 16);
@@ -639,9 +665,8 @@ fn a_handler_that_lands_in_drop_gets_a_block_the_arena_does_not_hand_out_again()
     let mut seq = 0u64;
     let mut drops = 0usize;
     while storm_time < storm::STORM {
-        let arena: &'static VChain = Box::leak(Box::new(
-            VChain::new_in(1 << 20, VirtualAllocator {}).unwrap(),
-        ));
+        let arena: &'static VChain =
+            reclaim.leak(VChain::new_in(1 << 20, VirtualAllocator {}).unwrap());
         main.clear();
         let start = std::time::Instant::now();
         storm::set_blocked(false);
@@ -680,6 +705,8 @@ fn a_handler_that_lands_in_drop_gets_a_block_the_arena_does_not_hand_out_again()
         );
     }
     drop(timer);
+    // SAFETY: the timer is gone and the slot's handle dropped.
+    unsafe { reclaim.free() };
     println!(
         "{drops} drops, {} handler runs",
         slots::RUNS.load(std::sync::atomic::Ordering::Relaxed)
@@ -863,12 +890,13 @@ mod reentrant {
 #[test]
 fn a_backing_allocator_that_reenters_or_panics_during_a_slab_claim_leaves_the_handle_consistent() {
     use reentrant::*;
-    let arena: &'static Arena = Box::leak(Box::new(
+    let mut reclaim = Reclaim(Vec::new());
+    let arena: &'static Arena = reclaim.leak(
         Arena::new_in(4096, Backing)
             .unwrap()
             .with_max_chunk_size(4096),
-    ));
-    let local: &'static Handle = Box::leak(Box::new(arena.local()));
+    );
+    let local: &'static Handle = reclaim.leak(arena.local());
     HANDLE.set(local as *const Handle as *const ());
     let mut blocks = Vec::new();
     let mut seq = 0;
@@ -935,4 +963,6 @@ fn a_backing_allocator_that_reenters_or_panics_during_a_slab_claim_leaves_the_ha
     // SAFETY: all live (arena leaked).
     assert_eq!(unsafe { verify(&mut all) }, Ok(()));
     HANDLE.set(std::ptr::null());
+    // SAFETY: nothing refers to the handle or the arena any more.
+    unsafe { reclaim.free() };
 }
