@@ -172,7 +172,11 @@ fn per_thread<S, M: Fn(usize) -> S + Sync, W: Fn(&S) -> Duration + Sync>(
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap()
     })
 }
 
@@ -217,7 +221,11 @@ fn bumpalo_per_thread(arenas: &mut Arenas, threads: usize) -> Duration {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap()
     })
 }
 
@@ -243,22 +251,82 @@ fn main() {
     // (name, run, index of the row it is compared with)
     let variants: [Variant; 17] = [
         ("ChainAllocator (Cell), 1 thread", chain_cell, 0),
-        ("SyncChainAllocator, 1 thread", |a| chain_sync(&mut a.sync_one, 1), 0),
-        ("SyncBlinkAlloc, 1 thread", |a| blink_sync(&mut a.blink_one, 1), 0),
-        ("LocalHandle on SyncChainAllocator, 1 thread", |a| chain_local(&mut a.local_one, 1), 0),
+        (
+            "SyncChainAllocator, 1 thread",
+            |a| chain_sync(&mut a.sync_one, 1),
+            0,
+        ),
+        (
+            "SyncBlinkAlloc, 1 thread",
+            |a| blink_sync(&mut a.blink_one, 1),
+            0,
+        ),
+        (
+            "LocalHandle on SyncChainAllocator, 1 thread",
+            |a| chain_local(&mut a.local_one, 1),
+            0,
+        ),
         ("bumpalo, 1 thread", |a| bumpalo_per_thread(a, 1), 0),
-        ("ChainAllocator, 2 threads, one arena each", chain_cell_per_thread, 5),
-        ("bumpalo, 2 threads, one arena each", |a| bumpalo_per_thread(a, 2), 6),
-        ("SyncChainAllocator, 2 threads, one shared arena", |a| chain_sync(&mut a.sync_two, 2), 6),
-        ("SyncBlinkAlloc, 2 threads, one shared arena", |a| blink_sync(&mut a.blink_two, 2), 6),
-        ("LocalHandle, 2 threads, one shared arena", |a| chain_local(&mut a.local_two, 2), 6),
-        ("SyncBlinkAlloc::local(), 2 threads, one shared arena", |a| blink_local(&mut a.blink_local_two, 2), 6),
-        ("bumpalo, 8 threads, one arena each", |a| bumpalo_per_thread(a, 8), 11),
-        ("SyncChainAllocator, 8 threads, one shared arena", |a| chain_sync(&mut a.sync_eight, 8), 11),
-        ("LocalHandle, 8 threads, one shared arena", |a| chain_local(&mut a.local_eight, 8), 11),
-        ("SyncBlinkAlloc::local(), 8 threads, one shared arena", |a| blink_local(&mut a.blink_local_eight, 8), 11),
-        ("floor: one atomic fetch_add per allocation", atomic_floor, 0),
-        ("LocalHandle, 1 thread (again, for the spread)", |a| chain_local(&mut a.local_one, 1), 0),
+        (
+            "ChainAllocator, 2 threads, one arena each",
+            chain_cell_per_thread,
+            5,
+        ),
+        (
+            "bumpalo, 2 threads, one arena each",
+            |a| bumpalo_per_thread(a, 2),
+            6,
+        ),
+        (
+            "SyncChainAllocator, 2 threads, one shared arena",
+            |a| chain_sync(&mut a.sync_two, 2),
+            6,
+        ),
+        (
+            "SyncBlinkAlloc, 2 threads, one shared arena",
+            |a| blink_sync(&mut a.blink_two, 2),
+            6,
+        ),
+        (
+            "LocalHandle, 2 threads, one shared arena",
+            |a| chain_local(&mut a.local_two, 2),
+            6,
+        ),
+        (
+            "SyncBlinkAlloc::local(), 2 threads, one shared arena",
+            |a| blink_local(&mut a.blink_local_two, 2),
+            6,
+        ),
+        (
+            "bumpalo, 8 threads, one arena each",
+            |a| bumpalo_per_thread(a, 8),
+            11,
+        ),
+        (
+            "SyncChainAllocator, 8 threads, one shared arena",
+            |a| chain_sync(&mut a.sync_eight, 8),
+            11,
+        ),
+        (
+            "LocalHandle, 8 threads, one shared arena",
+            |a| chain_local(&mut a.local_eight, 8),
+            11,
+        ),
+        (
+            "SyncBlinkAlloc::local(), 8 threads, one shared arena",
+            |a| blink_local(&mut a.blink_local_eight, 8),
+            11,
+        ),
+        (
+            "floor: one atomic fetch_add per allocation",
+            atomic_floor,
+            0,
+        ),
+        (
+            "LocalHandle, 1 thread (again, for the spread)",
+            |a| chain_local(&mut a.local_one, 1),
+            0,
+        ),
     ];
     let mut arenas = Arenas {
         cell: ChainAllocator::new_in(CHUNK, System).unwrap(),
@@ -275,7 +343,9 @@ fn main() {
         local_two: SyncChainAllocator::new_in(CHUNK, System).unwrap(),
         local_eight: SyncChainAllocator::new_in(4 * CHUNK, System).unwrap(),
         sync_eight: SyncChainAllocator::new_in(4 * CHUNK, System).unwrap(),
-        bumpalo_per_thread: (0..8).map(|_| bumpalo::Bump::with_capacity(CHUNK)).collect(),
+        bumpalo_per_thread: (0..8)
+            .map(|_| bumpalo::Bump::with_capacity(CHUNK))
+            .collect(),
         blink_local_two: blink_alloc::SyncBlinkAlloc::new(),
         blink_local_eight: blink_alloc::SyncBlinkAlloc::new(),
     };
@@ -309,7 +379,9 @@ fn local_memory() {
                         x ^= x << 13;
                         x ^= x >> 7;
                         x ^= x << 17;
-                        let layout = Layout::from_size_align(1 + (x % 128) as usize, 1 << ((x >> 8) % 5)).unwrap();
+                        let layout =
+                            Layout::from_size_align(1 + (x % 128) as usize, 1 << ((x >> 8) % 5))
+                                .unwrap();
                         let block = local.allocate(layout).unwrap();
                         touch(block);
                         requested += layout.size();

@@ -5,7 +5,9 @@
 # deallocate, grow, grow_zeroed, shrink for VirtualAllocator, PageAllocator, VirtualArena,
 # SyncVirtualArena, and LinearAllocator, ChainAllocator, SyncLinearAllocator and
 # SyncChainAllocator on VirtualAllocator; their constructors and builders, reset,
-# reset_and_release, checkpoint/rewind, statistics and drop; and os::page_size). Its panic handler calls `libdd_alloc_panic_is_reachable`, which is defined
+# reset_and_release, checkpoint/rewind, statistics and drop; LocalHandle on SyncChainAllocator,
+# SyncLinearAllocator and SyncVirtualArena (local(), the Allocator methods, statistics, drop); and
+# os::page_size). Its panic handler calls `libdd_alloc_panic_is_reachable`, which is defined
 # nowhere. It is built with panic = "abort", fat LTO and one codegen unit, so code that no
 # export can reach is dropped: the symbol is left undefined in the library exactly when some
 # export can reach a panic. The script fails if it is, and checks that the method works by

@@ -12,6 +12,7 @@
 //! | [`SyncLinearAllocator<A>`] | as `LinearAllocator`, lock-free | `Err` | threads, signal handlers |
 //! | [`SyncChainAllocator<A>`] | as `ChainAllocator`, lock-free | publishes a new chunk | threads, signal handlers |
 //! | [`SyncVirtualArena`] | as `VirtualArena`, lock-free | `Err` at the reservation | a large contiguous region for threads or a crash handler |
+//! | [`LocalHandle`] | slabs of a `Sync*` arena, from its `local()` | claims another slab | one thread's allocations at `Cell` speed, still signal-reentrant |
 //!
 //! All implement the [`allocator_api2`] [`Allocator`] trait (re-exported here with [`Layout`],
 //! [`AllocError`], [`Global`] and, with the `std` feature, [`System`]), so `&arena` works with
@@ -62,6 +63,11 @@
 //! one raw `mprotect` and no lock, so a crash handler can bump through one large contiguous
 //! region even while the code it interrupted was allocating from it.
 //!
+//! A thread that allocates a lot from a shared arena takes a [`LocalHandle`] with `local()`:
+//! it bumps inside a slab of the arena with plain loads and stores (no locked instruction), and
+//! a signal handler that interrupts it and allocates from the same handle is still handed a
+//! disjoint block (its `# Signal safety` section has the argument).
+//!
 //! # Features
 //! - `std` (default): [`AllocError`] implements `std::error::Error`, and [`System`] is available
 //!   as a backing allocator. Without it the crate uses neither `std` nor `alloc`.
@@ -110,7 +116,9 @@ mod virtual_arena;
 pub use chain::ChainAllocator;
 pub use linear::LinearAllocator;
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
-pub use sync::{LocalHandle, LocalSource, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena};
+pub use sync::{
+    LocalHandle, LocalSource, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena,
+};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;
 pub use virtual_arena::VirtualArena;

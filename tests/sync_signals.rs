@@ -301,7 +301,12 @@ impl HandleOnArena {
         arena: &SyncChainAllocator<VirtualAllocator>,
     ) -> ManuallyDrop<LocalHandle<'static, SyncChainAllocator<VirtualAllocator>>> {
         // SAFETY: the arena is boxed and outlives the handle (dropped first in `reset` and drop).
-        ManuallyDrop::new(unsafe { std::mem::transmute(arena.local()) })
+        ManuallyDrop::new(unsafe {
+            std::mem::transmute::<
+                LocalHandle<'_, SyncChainAllocator<VirtualAllocator>>,
+                LocalHandle<'static, SyncChainAllocator<VirtualAllocator>>,
+            >(arena.local())
+        })
     }
 
     fn reset(&mut self) {

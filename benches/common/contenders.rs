@@ -13,8 +13,7 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use libdd_alloc::{
     Allocator, ChainAllocator, LinearAllocator, LocalHandle, PageAllocator, PageOptions,
-    SyncChainAllocator,
-    SyncLinearAllocator, System, VirtualAllocator, VirtualArena,
+    SyncChainAllocator, SyncLinearAllocator, System, VirtualAllocator, VirtualArena,
 };
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -189,7 +188,12 @@ impl OursLocal {
     ) -> core::mem::ManuallyDrop<LocalHandle<'static, SyncChainAllocator<System>>> {
         // SAFETY: the arena is boxed (it does not move) and outlives the handle: `reset` and
         // drop drop the handle before they touch or drop the arena.
-        core::mem::ManuallyDrop::new(unsafe { core::mem::transmute(arena.local()) })
+        core::mem::ManuallyDrop::new(unsafe {
+            core::mem::transmute::<
+                LocalHandle<'_, SyncChainAllocator<System>>,
+                LocalHandle<'static, SyncChainAllocator<System>>,
+            >(arena.local())
+        })
     }
 }
 

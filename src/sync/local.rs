@@ -133,14 +133,16 @@ impl LocalSource for SyncVirtualArena {}
 /// inside an allocation, and allocates from the same handle gets a disjoint block. The handle's
 /// state is a mark `busy`, its cursor `cur` and the slab's end `limit`, all relaxed atomics
 /// (plain loads and stores) ordered by [`compiler_fence`]s, as that function's docs describe for
-/// signal handlers. Every operation that touches the slab runs the same protocol:
+/// signal handlers. Every operation that writes the slab state (allocation, deallocation,
+/// in-place resizing, slab refill) runs the same protocol; the statistics only read it, and a
+/// handler that reads them mid-refill gets a snapshot, never a panic.
 ///
-/// 1. load `busy`; if it is set, go to step 7;
+/// 1. load `busy`; if it is set, go to step 6;
 /// 2. store `busy = true`, then a compiler fence;
 /// 3. load `cur` and `limit`, compute the block with the shared bump arithmetic;
 /// 4. store the new `cur` (or, when the slab is full, replace the slab, still under the mark);
 /// 5. a compiler fence, then store `busy = false`; return.
-/// 7. (nested) use the shared arena's own lock-free path, which hands out disjoint blocks by
+/// 6. (nested) use the shared arena's own lock-free path, which hands out disjoint blocks by
 ///    compare-exchange; a nested deallocation or in-place resize does nothing (the block stays
 ///    allocated; a grow moves it).
 ///
@@ -151,13 +153,13 @@ impl LocalSource for SyncVirtualArena {}
 ///   whole protocol and leaves `busy` clear and `cur`/`limit` consistent. The interrupted code
 ///   has read nothing but the mark (which H restored), so it proceeds on H's final state.
 /// - between step 2 and step 5's store (the marked window, which is every read and write of
-///   `cur` and `limit`): H sees the mark and takes step 7. It does not read or write the slab
+///   `cur` and `limit`): H sees the mark and takes step 6. It does not read or write the slab
 ///   state, so the interrupted read-compute-store is not disturbed, and its block comes from
 ///   the shared arena, disjoint from the slab (which the arena handed to this handle by
 ///   compare-exchange) and from every other block.
 /// - after step 5's store: the operation is complete; H starts from a consistent state.
 ///
-/// The same holds for a handler that interrupts a nested (step 7) call, or the slow path: the
+/// The same holds for a handler that interrupts a nested (step 6) call, or the slow path: the
 /// mark is still set. Replacing a slab calls the arena (and through it the backing allocator)
 /// with the mark set and the state consistent (the old slab's tail already given back or
 /// kept), so a backing allocator that fails, panics or calls back into this handle leaves it
@@ -189,6 +191,22 @@ impl LocalSource for SyncVirtualArena {}
 /// assert!(arena.used_bytes() >= 2 * 8000);
 /// # Ok::<(), libdd_alloc::AllocError>(())
 /// ```
+///
+/// A handle cannot be shared between threads (each thread takes its own):
+/// ```compile_fail
+/// use libdd_alloc::{SyncChainAllocator, System};
+/// let arena = SyncChainAllocator::new_in(4096, System).unwrap();
+/// let local = arena.local();
+/// std::thread::scope(|s| {
+///     s.spawn(|| drop(&local)); // error: `LocalHandle` is not `Sync`
+/// });
+/// ```
+///
+/// # Rewind
+/// A handle does not implement [`Rewind`](crate::Rewind): a checkpoint taken in an older slab
+/// could not be rolled back to (that slab's tail may belong to another thread by now), so
+/// `rewind` could not keep its promise of freeing everything allocated since. Roll back the
+/// arena itself (`&mut`, once the handles are dropped).
 pub struct LocalHandle<'a, A: LocalSource> {
     arena: &'a A,
     /// Set while an operation reads or writes the slab state (the mark of the protocol).
@@ -331,7 +349,8 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
     #[inline(never)]
     fn allocate_nested(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let count = self.interrupted.load(Ordering::Relaxed);
-        self.interrupted.store(count.wrapping_add(1), Ordering::Relaxed);
+        self.interrupted
+            .store(count.wrapping_add(1), Ordering::Relaxed);
         self.arena.allocate(layout)
     }
 
@@ -346,7 +365,8 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
     #[inline(always)]
     fn bump_in(&self, cur: *mut u8, limit: usize, layout: Layout) -> Option<NonNull<[u8]>> {
         let fit = fit(cur.addr(), limit, layout)?;
-        self.cur.store(cur.with_addr(fit.new_cur), Ordering::Relaxed);
+        self.cur
+            .store(cur.with_addr(fit.new_cur), Ordering::Relaxed);
         // SAFETY: `fit.start` lies in `[cur, limit)` of the slab (fit guarantees it), so it is
         // not null; `with_addr` keeps the slab's provenance, which `cur` carries.
         let start = unsafe { NonNull::new_unchecked(cur.with_addr(fit.start)) };
@@ -415,7 +435,8 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
             return self.arena.allocate(layout);
         };
         let new_start = memory.cast::<u8>().as_ptr();
-        self.earlier_used.store(self.used_bytes(), Ordering::Relaxed);
+        self.earlier_used
+            .store(self.used_bytes(), Ordering::Relaxed);
         // Install: the slab is ours alone (the arena handed it out by compare-exchange).
         self.slab_start.store(new_start.addr(), Ordering::Relaxed);
         self.cur.store(new_start, Ordering::Relaxed);
@@ -643,7 +664,7 @@ mod tests {
     fn is_send_but_not_sync() {
         fn send<T: Send>() {}
         send::<LocalHandle<'static, Chain>>();
-        // `!Sync` is pinned by the compile-fail test `local_handle_is_not_sync`.
+        // `!Sync` is pinned by the `compile_fail` example on `LocalHandle`.
     }
 
     #[test]
@@ -653,7 +674,11 @@ mod tests {
         let a = local.allocate(layout(8, 8)).unwrap();
         let b = local.allocate(layout(1, 1)).unwrap();
         let c = local.allocate(layout(8, 8)).unwrap();
-        let (a, b, c) = (a.cast::<u8>().as_ptr().addr(), b.cast::<u8>().as_ptr().addr(), c.cast::<u8>().as_ptr().addr());
+        let (a, b, c) = (
+            a.cast::<u8>().as_ptr().addr(),
+            b.cast::<u8>().as_ptr().addr(),
+            c.cast::<u8>().as_ptr().addr(),
+        );
         assert_eq!((b - a, c - a), (8, 16));
         assert_eq!(local.used_bytes(), 24);
         assert_eq!(local.remaining_capacity(), FIRST_SLAB - 24);
@@ -694,13 +719,25 @@ mod tests {
             if local.remaining_capacity() < 8 {
                 // Make every slab non-last, so that the next one is a fresh claim.
                 other.allocate(layout(1, 1)).unwrap();
-                drop(local.allocate(layout(8, 8)).unwrap());
+                local.allocate(layout(8, 8)).unwrap();
                 sizes.push(local.remaining_capacity() + 8);
             } else {
                 local.allocate(layout(8, 8)).unwrap();
             }
         }
-        assert_eq!(&sizes[..8], &[1 << 10, 2 << 10, 4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10, 64 << 10]);
+        assert_eq!(
+            &sizes[..8],
+            &[
+                1 << 10,
+                2 << 10,
+                4 << 10,
+                8 << 10,
+                16 << 10,
+                32 << 10,
+                64 << 10,
+                64 << 10
+            ]
+        );
     }
 
     #[test]
@@ -746,7 +783,9 @@ mod tests {
         let grown = unsafe { local.grow(block, small, big) }.unwrap();
         assert_eq!(grown.cast::<u8>(), block);
         // SAFETY: the first 16 bytes were kept.
-        assert!(unsafe { core::slice::from_raw_parts(block.as_ptr(), 16) }.iter().all(|&b| b == 7));
+        assert!(unsafe { core::slice::from_raw_parts(block.as_ptr(), 16) }
+            .iter()
+            .all(|&b| b == 7));
         assert_eq!(local.used_bytes(), 8 + 256);
         // SAFETY: now of `big`.
         let shrunk = unsafe { local.shrink(block, big, small) }.unwrap();
@@ -770,10 +809,14 @@ mod tests {
         unsafe { local.deallocate(old, l) };
         assert_eq!(local.used_bytes(), 32);
         // SAFETY: as above.
-        let moved = unsafe { local.grow(old, l, layout(64, 8)) }.unwrap().cast::<u8>();
+        let moved = unsafe { local.grow(old, l, layout(64, 8)) }
+            .unwrap()
+            .cast::<u8>();
         assert_ne!(moved, old);
         // SAFETY: 16 bytes were copied.
-        assert!(unsafe { core::slice::from_raw_parts(moved.as_ptr(), 16) }.iter().all(|&b| b == 3));
+        assert!(unsafe { core::slice::from_raw_parts(moved.as_ptr(), 16) }
+            .iter()
+            .all(|&b| b == 3));
     }
 
     #[test]
@@ -791,11 +834,16 @@ mod tests {
         // Outside the slab, and the slab state untouched.
         let slab = local.slab_start.load(Ordering::Relaxed);
         assert!(nested_addr >= slab + FIRST_SLAB || nested_addr + 8 <= slab);
-        assert_eq!((local.used_bytes(), local.remaining_capacity()), (used, remaining));
+        assert_eq!(
+            (local.used_bytes(), local.remaining_capacity()),
+            (used, remaining)
+        );
         // A nested give-back or resize leaves everything as it is.
         // SAFETY: `nested` is of `l`, from `local`.
         unsafe { local.deallocate(nested.cast(), l) };
-        assert!(local.resize_last_in_place(nested.cast(), 8, layout(16, 8)).is_none());
+        assert!(local
+            .resize_last_in_place(nested.cast(), 8, layout(16, 8))
+            .is_none());
         assert_eq!(local.used_bytes(), used);
         local.exit();
         local.allocate(l).unwrap();

@@ -12,6 +12,8 @@ mod chain;
 mod cursor;
 mod linear;
 mod local;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod virtual_arena;
 
 pub use chain::SyncChainAllocator;

@@ -127,7 +127,7 @@ pub struct SyncVirtualArena {
     page: usize,
     /// Under loom only: commits that would reach past this many bytes are refused, to model the
     /// OS saying no.
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     commit_limit: usize,
 }
 
@@ -168,7 +168,7 @@ impl SyncVirtualArena {
             dirty: AtomicUsize::new(0),
             max_commit_step: DEFAULT_MAX_COMMIT_STEP.max(page),
             page,
-            #[cfg(loom)]
+            #[cfg(all(test, loom))]
             commit_limit: usize::MAX,
         })
     }
@@ -193,9 +193,8 @@ impl SyncVirtualArena {
     }
 
     /// Under loom: refuse commits past `bytes`, as an OS out of memory would.
-    #[cfg(loom)]
-    #[doc(hidden)]
-    pub fn with_commit_limit_for_loom(mut self, bytes: usize) -> Self {
+    #[cfg(all(test, loom))]
+    pub(crate) fn with_commit_limit_for_loom(mut self, bytes: usize) -> Self {
         self.commit_limit = bytes;
         self
     }
@@ -430,7 +429,7 @@ impl SyncVirtualArena {
     /// # Safety
     /// `from <= to <= reservation`, both multiples of the page size.
     unsafe fn commit_range(&self, from: usize, to: usize) -> Result<usize, AllocError> {
-        #[cfg(loom)]
+        #[cfg(all(test, loom))]
         if to > self.commit_limit {
             return Err(AllocError);
         }

@@ -1,30 +1,33 @@
 //! Model check of the lock-free protocols with [loom](https://docs.rs/loom), which runs each
 //! scenario under every interleaving of its threads' atomic operations (up to a preemption
-//! bound). Run with:
+//! bound). Run with `scripts/loom.sh`, that is:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" cargo test --release --test loom_sync
+//! RUSTFLAGS="--cfg loom" cargo test --release --lib sync::loom_tests
 //! ```
 //!
-//! Under `cfg(loom)` the arenas' atomics come from loom (see `src/sync/atomic.rs`), so this is
-//! the real code, not a copy. Only the atomics are modelled: the tests check the ranges handed
-//! out and the chunk bookkeeping, not the bytes.
+//! Unit tests, not integration tests, so that loom stays a dev-dependency: the library's
+//! atomics come from loom only under `cfg(all(test, loom))` (see `atomic.rs`), so this is the
+//! real code, not a copy. Only the atomics are modelled: the tests check the ranges handed out
+//! and the chunk bookkeeping, not the bytes.
 //!
 //! `SyncVirtualArena` commits with the real `mprotect` (a syscall, invisible to loom, between
 //! the atomic steps loom interleaves): its tests write to both ends of every block, so a block
 //! handed out before its pages were read-write would crash the model run with SIGSEGV, and they
 //! check each block against the published frontier. A commit limit
 //! (`with_commit_limit_for_loom`) models the OS refusing a commit.
-#![cfg(loom)]
 
-use libdd_alloc::{
+use crate::{
     AllocError, Allocator, Layout, Rewind, SyncChainAllocator, SyncLinearAllocator,
     SyncVirtualArena, System,
 };
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::boxed::Box;
+use std::vec;
+use std::vec::Vec;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
@@ -344,7 +347,7 @@ fn rewind_after_racing_growth_returns_exactly_the_chunks_published_since() {
         assert_eq!(counting.live_chunks.load(Ordering::SeqCst), 3);
         // The newest chunk is at depth 3 with one block: what a `ChainAllocator` in the same
         // state reports (its checkpoint names a chunk by depth too).
-        let twin = libdd_alloc::ChainAllocator::new_in(128, System)
+        let twin = crate::ChainAllocator::new_in(128, System)
             .unwrap()
             .with_max_chunk_size(128);
         for _ in 0..3 {
@@ -360,5 +363,73 @@ fn rewind_after_racing_growth_returns_exactly_the_chunks_published_since() {
         );
         drop(arena);
         assert_eq!(counting.live_chunks.load(Ordering::SeqCst), 0);
+    });
+}
+
+/// Two threads, each with a `LocalHandle` on one chain arena: each claims a 1 KiB slab, then
+/// overflows it, so it either grows the slab in place (when it is still the arena's last claim)
+/// or gives the tail back (one compare-exchange that fails if the other thread claimed after
+/// it) and claims another; dropping the handle gives the last tail back. Under every
+/// interleaving the blocks are disjoint, the arena counts at least what was handed out, and
+/// every chunk goes back to the backing allocator.
+#[test]
+fn local_handles_claim_grow_and_give_back_slabs_disjointly() {
+    model(|| {
+        let counting: &'static Counting = Box::leak(Box::default());
+        let arena = Arc::new(SyncChainAllocator::new_in(4096, counting).unwrap());
+        let work = |arena: &SyncChainAllocator<&'static Counting>| {
+            let local = arena.local();
+            let mut ranges = Vec::new();
+            for size in [8usize, 120, 120, 120, 120, 120, 120, 120, 120, 120] {
+                let layout = Layout::from_size_align(size, 8).unwrap();
+                ranges.push(range(local.allocate(layout).unwrap()));
+            }
+            ranges
+        };
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || work(&arena))
+        };
+        let mut ranges = work(&arena);
+        ranges.extend(other.join().unwrap());
+        let handed_out: usize = ranges.iter().map(|(start, end)| end - start).sum();
+        assert!(arena.used_bytes() >= handed_out);
+        assert!(arena.used_bytes() <= arena.reserved_bytes());
+        assert_disjoint(ranges);
+        drop(arena);
+        assert_eq!(counting.live_chunks.load(Ordering::SeqCst), 0);
+    });
+}
+
+/// A lone handle's slab tail is given back on drop exactly when its slab is still the arena's
+/// last claim: with another thread allocating directly from the arena meanwhile, the arena ends
+/// with exactly the bytes handed out, plus the whole slab when the other thread claimed after it.
+#[test]
+fn a_dropped_handle_gives_its_tail_back_exactly_when_its_slab_is_the_last_claim() {
+    model(|| {
+        let counting: &'static Counting = Box::leak(Box::default());
+        let arena = Arc::new(SyncChainAllocator::new_in(8192, counting).unwrap());
+        let base = arena.used_bytes();
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || range(arena.allocate(Layout::new::<u64>()).unwrap()))
+        };
+        let (slab, block) = {
+            let local = arena.local();
+            let block = range(local.allocate(Layout::new::<[u64; 2]>()).unwrap());
+            (block.0, block)
+        };
+        let theirs = other.join().unwrap();
+        assert_disjoint(vec![block, theirs]);
+        let used = arena.used_bytes() - base;
+        if theirs.0 >= slab + 1024 {
+            // They claimed after the slab, before the handle was dropped: its tail stayed
+            // counted as used.
+            assert_eq!(used, 1024 + 8);
+        } else {
+            // Before the slab, or after the tail was given back (right behind our block).
+            assert!(theirs.1 <= slab || theirs.0 == slab + 16);
+            assert_eq!(used, 16 + 8);
+        }
     });
 }
