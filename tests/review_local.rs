@@ -10,8 +10,8 @@ mod common;
 use common::blocks::{fill, intact, verify, Block};
 use common::{addr, layout};
 use libdd_alloc::{
-    AllocError, Allocator, Arena, Layout, LocalHandle, Rewind, SyncChainAllocator,
-    SyncLinearAllocator, SyncVirtualArena, System, VirtualAllocator,
+    Allocator, Layout, LocalHandle, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena,
+    System, VirtualAllocator,
 };
 use std::ptr::NonNull;
 
@@ -536,10 +536,8 @@ fn reentrancy_storm(handler: fn()) -> (u64, usize, usize) {
             }
             if let Some(last) = kept.last() {
                 // SAFETY: live, filled.
-                assert!(
-                    unsafe { intact(&last.block) },
-                    "a block changed under the main loop"
-                );
+                let unchanged = unsafe { intact(&last.block) };
+                assert!(unchanged, "a block changed under the main loop");
             }
         }
         storm::set_blocked(true);
