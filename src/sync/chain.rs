@@ -260,6 +260,11 @@ impl<A: Allocator> SyncChainAllocator<A> {
         self.chunk_size_hint
     }
 
+    /// The bound on regular chunk sizes, for the slabs of a [`LocalHandle`](super::LocalHandle).
+    pub(super) fn max_chunk_size(&self) -> usize {
+        self.max_chunk_size
+    }
+
     /// The newest chunk, if any.
     #[inline(always)]
     fn top_chunk(&self) -> Option<&SyncChunk> {

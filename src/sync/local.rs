@@ -14,8 +14,9 @@ use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicUsize, Ord
 const FIRST_SLAB: usize = 1 << 10;
 /// Slabs double up to this size.
 const MAX_SLAB: usize = 64 << 10;
-/// A request larger than the slab size divided by this goes to the shared arena directly, so
-/// that the tail a slab loses when it is replaced is at most this fraction of it.
+/// A request larger than the current slab's size divided by this (its alignment padding counted
+/// at its worst) goes to the shared arena directly, so that the tail a slab loses when it is
+/// replaced, which is smaller than the request that did not fit, is at most this fraction of it.
 const LARGE_FRACTION: usize = 8;
 
 mod sealed {
@@ -28,6 +29,11 @@ mod sealed {
     pub trait Sealed: Allocator {
         /// Gives back `[ptr, ptr + size)` if it is the arena's most recent claim.
         fn release_last(&self, ptr: NonNull<u8>, size: usize);
+        /// The largest slab worth claiming: one that fits a regular chunk (a larger one would
+        /// get a chunk of its own, past the arena's chunk bound).
+        fn largest_slab(&self) -> usize {
+            usize::MAX
+        }
         /// Resizes the arena's most recent claim `[ptr, ptr + old_size)` in place.
         fn resize_last(
             &self,
@@ -51,6 +57,11 @@ impl<A: Allocator> sealed::Sealed for SyncChainAllocator<A> {
     #[inline]
     fn resize_last(&self, ptr: NonNull<u8>, old: usize, new: Layout) -> Option<NonNull<[u8]>> {
         LastBlock::resize_last_in_place(self, ptr, old, new)
+    }
+    fn largest_slab(&self) -> usize {
+        self.max_chunk_size()
+            .saturating_sub(Self::CHAIN_NODE_OVERHEAD)
+            .max(FIRST_SLAB)
     }
 }
 impl<A: Allocator> LocalSource for SyncChainAllocator<A> {}
@@ -92,12 +103,16 @@ impl LocalSource for SyncVirtualArena {}
 /// *arena* is reset or dropped: dropping the handle frees nothing handed out.
 ///
 /// # Slabs
-/// The first slab is 1 KiB; each new one doubles, up to 64 KiB. When a request does not fit,
+/// The first slab is 1 KiB; each new one doubles, up to 64 KiB (and, on a
+/// [`SyncChainAllocator`], to what a chunk of its maximum size holds, so that slabs never get
+/// chunks of their own). When a request does not fit,
 /// the handle first grows its slab in place (when the slab is still the arena's most recent
 /// claim, the usual case for a thread alone); otherwise it gives the unused tail back (one
 /// compare-exchange, which succeeds when the slab is still the arena's last claim) and claims a
-/// new slab. A request larger than an eighth of the slab size is served by the shared arena
-/// directly and keeps the slab, so a replaced slab loses at most an eighth of itself. If the
+/// new slab. A request larger than an eighth of the current slab (its size plus its alignment
+/// minus one, the padding it may need; before the first slab, an eighth of that slab's size) is
+/// served by the shared arena directly and keeps the slab, so a replaced slab loses at most an
+/// eighth of itself. If the
 /// arena cannot give a whole slab, the handle asks it for the request alone: the handle fails
 /// only when the arena does.
 ///
@@ -107,8 +122,11 @@ impl LocalSource for SyncVirtualArena {}
 /// a reentrant call, see below) count in the arena's statistics only. The arena counts a live
 /// handle's whole slab as used. When the handle is dropped it gives its slab's unused tail back
 /// if that slab is still the arena's last claim; a tail it could not give back (another thread
-/// claimed after it) stays counted as used by the arena. A single thread's handle therefore
-/// leaves the arena's `used_bytes` exactly as if it had allocated from the arena directly.
+/// claimed after it) stays counted as used by the arena. A handle alone on its arena whose
+/// slab stayed the arena's last claim (every request fit it, growing it in place) therefore
+/// leaves the arena's `used_bytes` exactly as if it had allocated from the arena directly; a
+/// request the arena served directly, or a slab that could not grow in place (the end of a
+/// `SyncChainAllocator` chunk), leaves that slab's unused tail counted as used.
 ///
 /// # Signal safety
 /// Reentrant on its own thread: a signal handler that interrupts the handle anywhere, even
@@ -338,8 +356,9 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
 
     /// Doubles the next slab's size, up to the bound.
     fn grow_next_slab(&self, slab: usize) {
+        let bound = MAX_SLAB.min(sealed::Sealed::largest_slab(self.arena));
         self.next_slab
-            .store(slab.saturating_mul(2).min(MAX_SLAB), Ordering::Relaxed);
+            .store(slab.saturating_mul(2).min(bound), Ordering::Relaxed);
     }
 
     /// Bumps `layout` out of `[cur, limit)` and stores the new cursor. Under the mark.
@@ -368,19 +387,30 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
 
     fn refill_marked(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let slab = self.next_slab.load(Ordering::Relaxed);
-        if layout.size() > slab / LARGE_FRACTION {
-            return self.arena.allocate(layout);
-        }
         let cur = self.cur.load(Ordering::Relaxed);
         let limit = self.limit.load(Ordering::Relaxed);
         let start = self.slab_start.load(Ordering::Relaxed);
+        // The tail lost if the slab is replaced is below the request, padding included.
+        let current = match limit - start {
+            0 => slab,
+            len => len,
+        };
+        if layout.size().saturating_add(layout.align() - 1) > current / LARGE_FRACTION {
+            return self.arena.allocate(layout);
+        }
         if let Some(start_ptr) = NonNull::new(cur.with_addr(start)) {
             // Grow the slab in place while it is the arena's most recent claim.
             let len = limit - start;
-            let grown = len
-                .checked_add(slab)
-                .and_then(|new_len| Layout::from_size_align(new_len, 1).ok())
-                .and_then(|new| self.arena.resize_last(start_ptr, len, new));
+            let grow_to = |new_len: usize| {
+                Layout::from_size_align(new_len, 1)
+                    .ok()
+                    .and_then(|new| self.arena.resize_last(start_ptr, len, new))
+            };
+            // By a slab, or else (the end of a chunk) by what the request needs, so that a
+            // lone handle fills a chunk as direct allocation would.
+            let grown = len.checked_add(slab).and_then(grow_to).or_else(|| {
+                fit(cur.addr(), usize::MAX, layout).and_then(|fit| grow_to(fit.new_cur - start))
+            });
             if let Some(grown) = grown {
                 let limit = start + grown.len();
                 self.limit.store(limit, Ordering::Relaxed);
@@ -420,7 +450,13 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
 
 impl<A: LocalSource> Drop for LocalHandle<'_, A> {
     /// Gives the unused tail of the slab back to the arena, if the slab is still its last claim.
+    ///
+    /// Under the mark, set for good: a signal handler that still reaches the handle through a
+    /// pointer (a profiler that drops it with the signal unblocked) takes the shared path
+    /// instead of bumping a block out of the tail this gives back.
     fn drop(&mut self) {
+        self.busy.store(true, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
         let cur = self.cur.load(Ordering::Relaxed);
         let limit = self.limit.load(Ordering::Relaxed);
         if let Some(tail) = NonNull::new(cur) {
@@ -440,8 +476,22 @@ impl<A: LocalSource> core::fmt::Debug for LocalHandle<'_, A> {
     }
 }
 
-/// The handle's most recent block, for `resize.rs`: in place under the mark, only inside the
-/// current slab; a nested call leaves the block as it is.
+impl<A: LocalSource> LocalHandle<'_, A> {
+    /// Whether `block` (the address of a live block of this handle) lies in the current slab.
+    /// Under the mark. A block outside it is one the arena served directly, or one of an older
+    /// slab: the arena's in-place operations are right for both, as they act only on a block
+    /// that ends at the arena's cursor, and every byte past that cursor is free (a live slab
+    /// lies below it).
+    #[inline(always)]
+    fn in_slab(&self, block: usize) -> bool {
+        block >= self.slab_start.load(Ordering::Relaxed)
+            && block < self.limit.load(Ordering::Relaxed)
+    }
+}
+
+/// The handle's most recent block, for `resize.rs`: in place under the mark, inside the
+/// current slab by the handle's cursor, outside it by the arena's; a nested call leaves the
+/// block as it is.
 impl<A: LocalSource> LastBlock for LocalHandle<'_, A> {
     #[inline]
     fn release_if_last(&self, ptr: NonNull<u8>, size: usize) {
@@ -450,10 +500,14 @@ impl<A: LocalSource> LastBlock for LocalHandle<'_, A> {
         }
         let cur = self.cur.load(Ordering::Relaxed);
         let block = ptr.as_ptr().addr();
-        if block >= self.slab_start.load(Ordering::Relaxed)
-            && block.wrapping_add(size) == cur.addr()
-        {
-            self.cur.store(cur.with_addr(block), Ordering::Relaxed);
+        if self.in_slab(block) {
+            if block.wrapping_add(size) == cur.addr() {
+                self.cur.store(cur.with_addr(block), Ordering::Relaxed);
+            }
+        } else {
+            // A block the arena served directly (large, or a fallback): the arena's own
+            // compare-exchange gives it back if it is still the arena's most recent block.
+            self.arena.release_last(ptr, size);
         }
         self.exit();
     }
@@ -470,16 +524,16 @@ impl<A: LocalSource> LastBlock for LocalHandle<'_, A> {
             return None;
         }
         let cur = self.cur.load(Ordering::Relaxed);
-        let resized = (block >= self.slab_start.load(Ordering::Relaxed))
-            .then(|| {
-                let limit = self.limit.load(Ordering::Relaxed);
-                resize_last(cur.addr(), limit, block, old_size, new.size())
-            })
-            .flatten()
-            .map(|new_cur| {
+        let resized = if self.in_slab(block) {
+            let limit = self.limit.load(Ordering::Relaxed);
+            resize_last(cur.addr(), limit, block, old_size, new.size()).map(|new_cur| {
                 self.cur.store(cur.with_addr(new_cur), Ordering::Relaxed);
                 NonNull::slice_from_raw_parts(ptr, new.size())
-            });
+            })
+        } else {
+            // Served by the arena directly: in place if it is the arena's most recent block.
+            self.arena.resize_last(ptr, old_size, new)
+        };
         self.exit();
         resized
     }
