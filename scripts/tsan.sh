@@ -29,6 +29,9 @@ cargo +nightly test -Zbuild-std --target "$target" --release \
 # interrupted thread's own handle (the single-thread storm is in sync_signals above).
 cargo +nightly test -Zbuild-std --target "$target" --release \
     --test local_handle -- never_overlap
+# The review's attacks on LocalHandle: handlers that resize and free on the interrupted handle,
+# handles dropped and recreated on threads racing the arena's own last-block path.
+cargo +nightly test -Zbuild-std --target "$target" --release --test review_local
 # Only the thread tests of SyncVirtualArena: its other tests measure the resident set, which
 # TSan's shadow memory inflates.
 cargo +nightly test -Zbuild-std --target "$target" --release \
