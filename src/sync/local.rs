@@ -170,6 +170,11 @@ impl LocalSource for SyncVirtualArena {}
 /// Whether a slab refill is async-signal-safe depends on the arena's backing allocator, as
 /// described on the arena; inside a slab an allocation calls nothing.
 ///
+/// The argument covers one thread and its own signal handlers only. A handle is `Send`, not
+/// `Sync`: after moving it to another thread, a handler of the old thread that still holds a
+/// pointer to it races the new owner (a data race, the caller's to prevent, e.g. by clearing
+/// the pointer with the signal blocked before the move).
+///
 /// # Examples
 /// ```
 /// use libdd_alloc::{Allocator, Arena, Layout, SyncChainAllocator, VirtualAllocator};
