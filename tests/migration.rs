@@ -9,13 +9,14 @@ mod common;
 
 #[test]
 fn code_for_1_0_compiles_there_breaks_on_2x_as_documented_and_the_replacements_run() {
+    // Only on the pinned stable release: the `breaks` stderr is worded for it, and the other
+    // runs (cross suites, cargo-careful) use nightly with a target trybuild cannot build for.
+    if let Err(version) = common::rustc::is_pinned_release() {
+        eprintln!("skipped: the migration cases run on rustc 1.95 (host CI), this is {version}");
+        return;
+    }
     let t = trybuild::TestCases::new();
     t.pass("tests/migration/on_1_0/*.rs");
     t.pass("tests/migration/replacement/*.rs");
-    match common::rustc::is_pinned_release() {
-        Ok(()) => t.compile_fail("tests/migration/breaks/*.rs"),
-        Err(version) => {
-            eprintln!("skipped tests/migration/breaks: stderr is pinned for rustc 1.95, this is {version}")
-        }
-    }
+    t.compile_fail("tests/migration/breaks/*.rs");
 }
