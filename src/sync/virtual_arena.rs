@@ -4,8 +4,10 @@ use super::atomic::{AtomicUsize, Ordering};
 use super::cursor::AtomicCursor;
 use crate::bump::{self, dangling};
 use crate::resize::LastBlock;
-use crate::virtual_arena::{commit_target, max_commit_step, DEFAULT_MAX_COMMIT_STEP};
-use crate::{os, AllocError, Allocator, Checkpoint, Rewind};
+use crate::virtual_arena::{
+    charge_and_commit, commit_target, max_commit_step, DEFAULT_MAX_COMMIT_STEP,
+};
+use crate::{os, AllocError, Allocator, Budget, Checkpoint, Rewind};
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -58,6 +60,21 @@ use core::ptr::NonNull;
 /// if that fails too and no other thread has committed the range meanwhile, allocation returns
 /// `Err` *without having claimed anything*: the cursor is untouched, no bytes are lost, and
 /// smaller allocations that fit the committed part still succeed.
+///
+/// # Memory budget
+/// [`new_with_budget`](Self::new_with_budget) charges a [`Budget`] for every committed byte,
+/// as on [`VirtualArena`](crate::VirtualArena#memory-budget): before the `mprotect`, with the
+/// bare-need fallback charged separately, credited on a refused commit, on drop and on
+/// [`reset_and_release`](Self::reset_and_release). Two threads (or a handler and the code it
+/// interrupted) that commit overlapping ranges at once each charge their own range first; each
+/// then credits the part that `fetch_max` shows was already published, so what stays charged
+/// is exactly what each one added to the frontier. Consequences, while commits race:
+/// - the budget never counts less than `committed_bytes()`: every range is charged before it is
+///   committed, and only the part someone else already published is credited;
+/// - it may count more, by at most the overlapping ranges of the commits in flight (one commit
+///   step each), until those commits return; so a charge may be refused up to one commit step
+///   early while another thread is committing the same pages. Once commits stop,
+///   `budget.used()` counts `committed_bytes()` exactly, and it never passes the limit.
 ///
 /// # Statistics
 /// As for `VirtualArena`, all O(1): [`used_bytes`](Self::used_bytes),
@@ -125,6 +142,8 @@ pub struct SyncVirtualArena {
     dirty: AtomicUsize,
     max_commit_step: usize,
     page: usize,
+    /// Charged for every committed byte (see the type's "Memory budget").
+    budget: Option<&'static Budget>,
     /// Under loom only: commits that would reach past this many bytes are refused, to model the
     /// OS saying no.
     #[cfg(all(test, loom))]
@@ -168,9 +187,65 @@ impl SyncVirtualArena {
             dirty: AtomicUsize::new(0),
             max_commit_step: DEFAULT_MAX_COMMIT_STEP.max(page),
             page,
+            budget: None,
             #[cfg(all(test, loom))]
             commit_limit: usize::MAX,
         })
+    }
+
+    /// As [`new`](Self::new), and every byte the arena commits is charged to `budget` (see
+    /// [Memory budget](Self#memory-budget)). The reservation itself is not charged. `'static`
+    /// because the budget must outlive the arena (a `static`, or `Box::leak`).
+    ///
+    /// # Errors
+    /// As for [`new`](Self::new). Allocations are then refused with `Err` when their commit
+    /// would take the budget past its limit.
+    ///
+    /// # Signal safety
+    /// Charging and crediting are atomic compare-exchange loops: allocation stays
+    /// async-signal-safe and lock-free.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{Allocator, Budget, Layout, SyncVirtualArena};
+    ///
+    /// static CRASH: Budget = Budget::new(256 << 10);
+    /// let arena = SyncVirtualArena::new_with_budget(1 << 30, &CRASH)?;
+    /// std::thread::scope(|s| {
+    ///     for _ in 0..2 {
+    ///         s.spawn(|| arena.allocate(Layout::array::<u8>(100 << 10).unwrap()).map(|_| ()));
+    ///     }
+    /// });
+    /// assert_eq!(CRASH.used(), arena.committed_bytes());
+    /// assert!(arena.allocate(Layout::array::<u8>(100 << 10)?).is_err()); // past 256 KiB
+    /// drop(arena);
+    /// assert_eq!((CRASH.used(), CRASH.peak() <= 256 << 10), (0, true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new_with_budget(
+        reservation_bytes: usize,
+        budget: &'static Budget,
+    ) -> Result<Self, AllocError> {
+        let mut arena = Self::new(reservation_bytes)?;
+        arena.budget = Some(budget);
+        Ok(arena)
+    }
+
+    /// The budget this arena's commits are charged to, if it was made with
+    /// [`new_with_budget`](Self::new_with_budget). O(1).
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{Budget, SyncVirtualArena};
+    /// static BUDGET: Budget = Budget::new(1 << 20);
+    /// let arena = SyncVirtualArena::new_with_budget(1 << 30, &BUDGET)?;
+    /// assert!(arena.budget().is_some_and(|b| core::ptr::eq(b, &BUDGET)));
+    /// assert!(SyncVirtualArena::new(1 << 30)?.budget().is_none());
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    #[inline]
+    pub fn budget(&self) -> Option<&'static Budget> {
+        self.budget
     }
 
     /// Bounds the commit step: the arena commits at most `bytes` (rounded up to pages, at least
@@ -323,6 +398,10 @@ impl SyncVirtualArena {
     /// for pages that are still read-write), because on Windows a refused recommit leaves the
     /// pages decommitted.
     ///
+    /// On an arena with a [budget](Self::new_with_budget), the released pages are credited to
+    /// the budget and the arena counts nothing as committed (`committed_bytes()` is 0): refilling
+    /// commits and charges again, step by step, and may then be refused by the budget.
+    ///
     /// ```
     /// # use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
     /// let mut arena = SyncVirtualArena::new(1 << 20)?;
@@ -348,9 +427,22 @@ impl SyncVirtualArena {
         if touched == 0 || unsafe { os::release_pages(self.base, touched) }.is_ok() {
             self.dirty.store(0, Ordering::Relaxed);
         } else {
-            self.committed.store(0, Ordering::Relaxed);
+            self.forget_commit();
+        }
+        // The budget gets the pages back; refilling charges them again as it recommits.
+        if self.budget.is_some() {
+            self.forget_commit();
         }
         self.cursor.rewind(self.base);
+    }
+
+    /// Counts nothing as committed any more, crediting the budget for what was. `&mut self`:
+    /// no commit is in flight.
+    fn forget_commit(&mut self) {
+        let committed = self.committed.swap(0, Ordering::Relaxed);
+        if let Some(budget) = self.budget {
+            budget.credit(committed);
+        }
     }
 
     #[inline(always)]
@@ -390,9 +482,17 @@ impl SyncVirtualArena {
     fn commit_through(&self, end: usize) -> Result<(), AllocError> {
         let needed = end
             .checked_sub(self.base.as_ptr().addr())
-            .filter(|&needed| needed <= self.reservation)
             .ok_or(AllocError)?;
-        let committed = self.committed.load(Ordering::Acquire);
+        self.commit_from(self.committed.load(Ordering::Acquire), needed)
+    }
+
+    /// [`commit_through`](Self::commit_through) the offset `needed`, from a snapshot
+    /// `committed` of the frontier that this thread loaded (it may be stale by now).
+    #[inline]
+    fn commit_from(&self, committed: usize, needed: usize) -> Result<(), AllocError> {
+        if needed > self.reservation {
+            return Err(AllocError);
+        }
         if needed <= committed {
             return Ok(());
         }
@@ -405,20 +505,31 @@ impl SyncVirtualArena {
             self.page,
             self.reservation,
         );
-        // SAFETY: `committed <= needed <= wanted <= reservation`, all multiples of the page size.
-        let grew = unsafe { self.commit_range(committed, wanted) }.or_else(|_| {
-            // The generous step was refused; the bare need may still pass.
-            // SAFETY: as above.
-            unsafe { self.commit_range(committed, needed) }
+        // Charged before the `mprotect`, credited back if it fails.
+        let commit = |from, to| {
+            // SAFETY: `committed <= needed <= wanted <= reservation`, all multiples of the page
+            // size: the only ranges passed below.
+            unsafe { self.commit_range(from, to) }
+        };
+        let grew = charge_and_commit(self.budget, committed, wanted, commit).or_else(|_| {
+            // The generous step was refused (by the OS or the budget); the bare need may pass.
+            charge_and_commit(self.budget, committed, needed, commit)
         });
         match grew {
             Ok(frontier) => {
                 // `[0, committed)` was read-write (whoever published it had committed it) and
                 // this thread just made `[committed, frontier)` read-write.
-                self.committed.fetch_max(frontier, Ordering::AcqRel);
+                let prev = self.committed.fetch_max(frontier, Ordering::AcqRel);
+                // `[committed, prev)` was published, and charged, by another committer: this
+                // thread's charge for the overlap goes back, so that what stays charged is what
+                // it added to the frontier, `frontier - max(prev, committed)` (maybe 0).
+                if let Some(budget) = self.budget {
+                    budget.credit(prev.min(frontier).saturating_sub(committed));
+                }
                 Ok(())
             }
-            // Another thread, or a handler that interrupted this one, committed it meanwhile.
+            // Another thread, or a handler that interrupted this one, committed it meanwhile
+            // (the charge for the refused range went back already).
             Err(_) if needed <= self.committed.load(Ordering::Acquire) => Ok(()),
             Err(error) => Err(error),
         }
@@ -552,6 +663,7 @@ impl Drop for SyncVirtualArena {
         // SAFETY: the reservation is ours, made by `os::reserve`, and the arena is going away,
         // so no block is borrowed.
         unsafe { os::unmap(self.base, self.reservation) };
+        self.forget_commit();
     }
 }
 
