@@ -810,6 +810,121 @@ mod tests {
         assert_eq!(arena.dirty.load(Ordering::Relaxed), 0);
     }
 
+    const STEP: usize = 64 << 10;
+
+    /// A budget that lives as long as the test process, as `new_with_budget` needs.
+    fn leaked_budget(limit: usize) -> &'static Budget {
+        std::boxed::Box::leak(std::boxed::Box::new(Budget::new(limit)))
+    }
+
+    #[test]
+    fn a_budget_is_charged_exactly_the_committed_bytes_and_credited_on_drop() {
+        let budget = leaked_budget(1 << 30);
+        let arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        assert_eq!(budget.used(), 0, "the reservation is not charged");
+        for size in [8, 100_000, 1 << 20, 3 << 20] {
+            arena.allocate(Layout::array::<u8>(size).unwrap()).unwrap();
+            assert_eq!(budget.used(), arena.committed_bytes());
+        }
+        drop(arena);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_committer_with_a_stale_frontier_keeps_only_what_it_added() {
+        let budget = leaked_budget(1 << 20);
+        let arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        // Another committer published 128 KiB while this one still saw 0.
+        arena.commit_from(0, 2 * STEP).unwrap();
+        assert_eq!(
+            (arena.committed_bytes(), budget.used()),
+            (2 * STEP, 2 * STEP)
+        );
+        // Stale and covered: it charges [0, 64 KiB), finds it published, credits it all.
+        arena.commit_from(0, STEP).unwrap();
+        assert_eq!(
+            (arena.committed_bytes(), budget.used()),
+            (2 * STEP, 2 * STEP)
+        );
+        // Stale and further: it charges [0, 192 KiB) (its own step from 0: 64 KiB, so it asks
+        // for exactly the need), keeps the 64 KiB it added and credits the 128 KiB overlap.
+        arena.commit_from(0, 3 * STEP).unwrap();
+        assert_eq!(
+            (arena.committed_bytes(), budget.used()),
+            (3 * STEP, 3 * STEP)
+        );
+        assert_eq!(
+            budget.peak(),
+            5 * STEP,
+            "the overlap was charged until fetch_max"
+        );
+    }
+
+    #[test]
+    fn a_stale_committer_near_the_limit_may_be_refused_one_step_early() {
+        let budget = leaked_budget(3 * STEP);
+        let arena = SyncVirtualArena::new_with_budget(1 << 30, budget)
+            .unwrap()
+            .with_max_commit_step(STEP);
+        arena.commit_from(0, 2 * STEP).unwrap();
+        // From its stale snapshot it would charge 192 KiB on top of the 128 KiB published: the
+        // budget refuses, though only 64 KiB were really missing. Nothing stays charged.
+        assert_eq!(arena.commit_from(0, 3 * STEP), Err(AllocError));
+        assert_eq!(
+            (arena.committed_bytes(), budget.used()),
+            (2 * STEP, 2 * STEP)
+        );
+        // With the current frontier the same commit passes.
+        arena
+            .commit_through(arena.base.as_ptr().addr() + 3 * STEP)
+            .unwrap();
+        assert_eq!(
+            (arena.committed_bytes(), budget.used()),
+            (3 * STEP, 3 * STEP)
+        );
+    }
+
+    #[test]
+    fn a_refused_commit_claims_nothing_and_the_arena_stays_usable_below_the_limit() {
+        let budget = leaked_budget(256 << 10);
+        let arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        arena.allocate(Layout::array::<u8>(100).unwrap()).unwrap();
+        let (used, committed) = (arena.used_bytes(), arena.committed_bytes());
+        let big = Layout::array::<u8>(300 << 10).unwrap();
+        assert_eq!(arena.allocate(big), Err(AllocError));
+        assert_eq!(
+            (arena.used_bytes(), arena.committed_bytes()),
+            (used, committed)
+        );
+        assert_eq!(budget.used(), committed);
+        arena
+            .allocate(Layout::array::<u8>(150 << 10).unwrap())
+            .unwrap();
+        assert_eq!(budget.used(), arena.committed_bytes());
+        assert!(budget.peak() <= 256 << 10);
+    }
+
+    #[test]
+    fn reset_and_release_credits_the_budget_and_refilling_charges_again() {
+        let budget = leaked_budget(1 << 20);
+        let mut arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        let layout = Layout::array::<u8>(700 << 10).unwrap();
+        arena.allocate(layout).unwrap();
+        assert_eq!(budget.used(), arena.committed_bytes());
+        arena.reset_and_release();
+        assert_eq!((budget.used(), arena.committed_bytes()), (0, 0));
+        budget.try_charge(600 << 10).unwrap();
+        assert_eq!(arena.allocate(layout), Err(AllocError));
+        budget.credit(600 << 10);
+        let block = arena.allocate_zeroed(layout).unwrap();
+        // SAFETY: the block is ours.
+        unsafe { block.cast::<u8>().write_bytes(1, 700 << 10) };
+        assert_eq!(budget.used(), arena.committed_bytes());
+        arena.reset();
+        assert_eq!(budget.used(), arena.committed_bytes());
+        assert!(budget.used() > 0);
+    }
+
     #[test]
     fn max_commit_step_is_shared_with_virtual_arena() {
         let page = os::page_size().unwrap();
