@@ -111,8 +111,9 @@ pub(crate) fn charge_and_commit(
 ///
 /// # Errors
 /// Allocation fails with `Err(AllocError)` when the reservation is exhausted or the OS refuses a
-/// commit (out of memory under strict accounting, `RLIMIT_DATA`, `vm.max_map_count`). The first
-/// is final for this arena; the second may pass when memory is freed elsewhere.
+/// commit (out of memory under strict accounting, `RLIMIT_DATA`, `vm.max_map_count`), or the
+/// arena's [budget](Self::new_with_budget) refuses it. The first is final for this arena; the
+/// others may pass when memory (or budget) is freed elsewhere.
 ///
 /// # Signal safety
 /// Not reentrant: the cursor is a `Cell`, so a signal handler must not allocate from an arena the

@@ -93,8 +93,8 @@ use core::ptr::NonNull;
 ///
 /// # Errors
 /// Allocation fails with `Err(AllocError)` when the reservation is exhausted or the OS refuses a
-/// commit (out of memory under strict accounting, `RLIMIT_DATA`, `vm.max_map_count`), and then
-/// changes nothing.
+/// commit (out of memory under strict accounting, `RLIMIT_DATA`, `vm.max_map_count`), or the
+/// arena's [budget](Self::new_with_budget) refuses it, and then changes nothing.
 ///
 /// # Signal safety
 /// Async-signal-safe and reentrant on Linux. The hot path is a load and a compare-exchange loop;
