@@ -442,8 +442,11 @@ impl VirtualArena {
         self.cursor.set(self.base, self.committed.get());
     }
 
-    /// Counts nothing as committed any more, crediting the budget for what was.
+    /// Counts nothing as committed any more, crediting the budget for what was. The cursor
+    /// poisoned the free part of those pages (feature `asan-poison`); drop unpoisons only what
+    /// is then committed, so the poison is lifted here.
     fn forget_commit(&self) {
+        bump::unpoison_chunk(self.base, self.committed.get());
         if let Some(budget) = self.budget {
             budget.credit(self.committed.get());
         }
@@ -577,7 +580,10 @@ impl Drop for VirtualArena {
         // SAFETY: the reservation is ours, made by `os::reserve`, and the arena is going away,
         // so no block is borrowed.
         unsafe { os::unmap(self.base, self.reservation) };
-        self.forget_commit();
+        // Only once the pages are gone, so that the budget never counts less than is mapped.
+        if let Some(budget) = self.budget {
+            budget.credit(self.committed.get());
+        }
     }
 }
 

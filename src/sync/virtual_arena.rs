@@ -663,6 +663,7 @@ impl Drop for SyncVirtualArena {
         // SAFETY: the reservation is ours, made by `os::reserve`, and the arena is going away,
         // so no block is borrowed.
         unsafe { os::unmap(self.base, self.reservation) };
+        // Only once the pages are gone, so that the budget never counts less than is mapped.
         self.forget_commit();
     }
 }
