@@ -327,8 +327,8 @@ fn threads_racing_on_a_budgeted_sync_virtual_arena_never_exceed_the_limit() {
                                 mixed_layout(seq ^ t)
                             };
                             match arena.allocate(l) {
-                                // SAFETY: a fresh block, ours, of at least `l.size()` bytes.
                                 Ok(block) => {
+                                    // SAFETY: a fresh block, ours, of at least `l.size()` bytes.
                                     blocks.push(unsafe { fill(block, l.size(), tag(t, seq)) })
                                 }
                                 Err(AllocError) => refused += 1,
