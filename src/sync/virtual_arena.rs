@@ -71,10 +71,11 @@ use core::ptr::NonNull;
 /// is exactly what each one added to the frontier. Consequences, while commits race:
 /// - the budget never counts less than `committed_bytes()`: every range is charged before it is
 ///   committed, and only the part someone else already published is credited;
-/// - it may count more, by at most the overlapping ranges of the commits in flight (one commit
-///   step each), until those commits return; so a charge may be refused up to one commit step
-///   early while another thread is committing the same pages. Once commits stop,
-///   `budget.used()` counts `committed_bytes()` exactly, and it never passes the limit.
+/// - it may count more, by at most the overlapping ranges of the commits in flight (each one
+///   commit step, or the size of the allocation that needed it if that is larger), until those
+///   commits return; so a charge may be refused up to one commit early while another thread
+///   is committing the same pages. Once commits stop, `budget.used()` counts
+///   `committed_bytes()` exactly, and it never passes the limit.
 ///
 /// # Statistics
 /// As for `VirtualArena`, all O(1): [`used_bytes`](Self::used_bytes),
