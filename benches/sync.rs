@@ -1,5 +1,8 @@
-//! ns per allocation of the lock-free `SyncChainAllocator` against the `Cell` `ChainAllocator`
-//! and blink-alloc's `SyncBlinkAlloc`, with one and two threads.
+//! ns per allocation of the lock-free `SyncChainAllocator` (shared, and through thread-owned
+//! `LocalHandle`s) against the `Cell` `ChainAllocator`, bumpalo with an arena per thread and
+//! blink-alloc's `SyncBlinkAlloc` (shared, and through its `local()` handles), with 1, 2 and 8
+//! threads. Each row's ratio is to the row named in its last column, measured in the same run.
+//! Then the memory of 8 threads x 100,000 mixed allocations through handles on one arena.
 //!
 //! ```text
 //! cargo bench --bench sync
@@ -12,7 +15,7 @@
 //! runs and warmed up, so that a run measures the allocation path, not page faults on fresh
 //! chunks (after `reset` each arena keeps its largest chunk).
 
-use libdd_alloc::{ChainAllocator, Layout, SyncChainAllocator, System};
+use libdd_alloc::{Allocator, ChainAllocator, Layout, SyncChainAllocator, System};
 use std::hint::black_box;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +24,8 @@ use std::time::Duration;
 
 const ALLOCATIONS: usize = 1_000_000;
 const RUNS: usize = 11;
-/// One chunk holds a whole run (28 MB), so that no run allocates (and page-faults) a new chunk.
+/// One chunk holds a whole single-thread run (28 MB; 4 chunks for 8 threads' 224 MB), so that no
+/// run allocates (and page-faults) a new chunk.
 const CHUNK: usize = 64 << 20;
 
 #[inline(always)]
@@ -44,6 +48,7 @@ fn touch(block: NonNull<[u8]>) {
 
 /// CPU time of the calling thread: unlike wall time, it does not count the time the thread
 /// waits for a core on a loaded machine.
+#[cfg(unix)]
 fn thread_cpu_time() -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
@@ -52,6 +57,14 @@ fn thread_cpu_time() -> Duration {
     // SAFETY: clock_gettime writes the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// Off Unix, wall time since the first call (std has no thread CPU clock); the bench is only
+/// compiled there, never measured.
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Duration {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
 }
 
 /// CPU time of `ALLOCATIONS` allocations through `allocate` on this thread.
@@ -97,6 +110,13 @@ struct Arenas {
     blink_one: blink_alloc::SyncBlinkAlloc,
     blink_two: blink_alloc::SyncBlinkAlloc,
     floor_buffer: Vec<u8>,
+    local_one: SyncChainAllocator<System>,
+    local_two: SyncChainAllocator<System>,
+    local_eight: SyncChainAllocator<System>,
+    sync_eight: SyncChainAllocator<System>,
+    bumpalo_per_thread: Vec<bumpalo::Bump>,
+    blink_local_two: blink_alloc::SyncBlinkAlloc,
+    blink_local_eight: blink_alloc::SyncBlinkAlloc,
 }
 
 fn chain_cell(arenas: &mut Arenas) -> Duration {
@@ -131,7 +151,6 @@ fn chain_cell_per_thread(arenas: &mut Arenas) -> Duration {
 }
 
 fn chain_sync(arena: &mut SyncChainAllocator<System>, threads: usize) -> Duration {
-    use libdd_alloc::Allocator;
     arena.reset();
     let arena = &*arena;
     timed(threads, |l| arena.allocate(l).unwrap())
@@ -141,6 +160,82 @@ fn blink_sync(arena: &mut blink_alloc::SyncBlinkAlloc, threads: usize) -> Durati
     arena.reset();
     let arena = &*arena;
     timed(threads, |l| arena.allocate(l).unwrap())
+}
+
+/// `threads` threads started together, each running `work` on its own state made by `make`
+/// (outside the clock): the CPU time of the slowest.
+fn per_thread<S, M: Fn(usize) -> S + Sync, W: Fn(&S) -> Duration + Sync>(
+    threads: usize,
+    make: M,
+    work: W,
+) -> Duration {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (barrier, make, work) = (&barrier, &make, &work);
+                s.spawn(move || {
+                    let state = make(t);
+                    barrier.wait();
+                    work(&state)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap()
+    })
+}
+
+/// Each thread takes a `LocalHandle` on one shared `SyncChainAllocator`.
+fn chain_local(arena: &mut SyncChainAllocator<System>, threads: usize) -> Duration {
+    arena.reset();
+    let arena = &*arena;
+    per_thread(
+        threads,
+        |_| arena.local(),
+        |local| single(|l| local.allocate(l).unwrap()),
+    )
+}
+
+/// Each thread takes blink-alloc's `local()` proxy on one shared `SyncBlinkAlloc`.
+fn blink_local(arena: &mut blink_alloc::SyncBlinkAlloc, threads: usize) -> Duration {
+    arena.reset();
+    let arena = &*arena;
+    per_thread(
+        threads,
+        |_| arena.local(),
+        |local| single(|l| local.allocate(l).unwrap()),
+    )
+}
+
+/// bumpalo, one arena per thread (what a profiler does without a shareable fast arena).
+fn bumpalo_per_thread(arenas: &mut Arenas, threads: usize) -> Duration {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = arenas.bumpalo_per_thread[..threads]
+            .iter_mut()
+            .map(|bump| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    bump.reset();
+                    barrier.wait();
+                    let bump = &*bump;
+                    single(|l| {
+                        let ptr = bump.try_alloc_layout(l).unwrap();
+                        NonNull::slice_from_raw_parts(ptr, l.size())
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap()
+    })
 }
 
 /// The floor of any arena that moves its cursor with an atomic read-modify-write: one
@@ -162,25 +257,85 @@ fn median(mut samples: Vec<Duration>) -> f64 {
 }
 
 fn main() {
-    let variants: [Variant; 7] = [
-        ("ChainAllocator (Cell), 1 thread", chain_cell),
-        ("SyncChainAllocator, 1 thread", |a| {
-            chain_sync(&mut a.sync_one, 1)
-        }),
-        ("SyncBlinkAlloc, 1 thread", |a| {
-            blink_sync(&mut a.blink_one, 1)
-        }),
+    // (name, run, index of the row it is compared with)
+    let variants: [Variant; 17] = [
+        ("ChainAllocator (Cell), 1 thread", chain_cell, 0),
+        (
+            "SyncChainAllocator, 1 thread",
+            |a| chain_sync(&mut a.sync_one, 1),
+            0,
+        ),
+        (
+            "SyncBlinkAlloc, 1 thread",
+            |a| blink_sync(&mut a.blink_one, 1),
+            0,
+        ),
+        (
+            "LocalHandle on SyncChainAllocator, 1 thread",
+            |a| chain_local(&mut a.local_one, 1),
+            0,
+        ),
+        ("bumpalo, 1 thread", |a| bumpalo_per_thread(a, 1), 0),
         (
             "ChainAllocator, 2 threads, one arena each",
             chain_cell_per_thread,
+            5,
         ),
-        ("SyncChainAllocator, 2 threads, one shared arena", |a| {
-            chain_sync(&mut a.sync_two, 2)
-        }),
-        ("SyncBlinkAlloc, 2 threads, one shared arena", |a| {
-            blink_sync(&mut a.blink_two, 2)
-        }),
-        ("floor: one atomic fetch_add per allocation", atomic_floor),
+        (
+            "bumpalo, 2 threads, one arena each",
+            |a| bumpalo_per_thread(a, 2),
+            6,
+        ),
+        (
+            "SyncChainAllocator, 2 threads, one shared arena",
+            |a| chain_sync(&mut a.sync_two, 2),
+            6,
+        ),
+        (
+            "SyncBlinkAlloc, 2 threads, one shared arena",
+            |a| blink_sync(&mut a.blink_two, 2),
+            6,
+        ),
+        (
+            "LocalHandle, 2 threads, one shared arena",
+            |a| chain_local(&mut a.local_two, 2),
+            6,
+        ),
+        (
+            "SyncBlinkAlloc::local(), 2 threads, one shared arena",
+            |a| blink_local(&mut a.blink_local_two, 2),
+            6,
+        ),
+        (
+            "bumpalo, 8 threads, one arena each",
+            |a| bumpalo_per_thread(a, 8),
+            11,
+        ),
+        (
+            "SyncChainAllocator, 8 threads, one shared arena",
+            |a| chain_sync(&mut a.sync_eight, 8),
+            11,
+        ),
+        (
+            "LocalHandle, 8 threads, one shared arena",
+            |a| chain_local(&mut a.local_eight, 8),
+            11,
+        ),
+        (
+            "SyncBlinkAlloc::local(), 8 threads, one shared arena",
+            |a| blink_local(&mut a.blink_local_eight, 8),
+            11,
+        ),
+        (
+            "floor: one atomic fetch_add per allocation",
+            atomic_floor,
+            0,
+        ),
+        (
+            "LocalHandle, 1 thread (again, for the spread)",
+            |a| chain_local(&mut a.local_one, 1),
+            0,
+        ),
     ];
     let mut arenas = Arenas {
         cell: ChainAllocator::new_in(CHUNK, System).unwrap(),
@@ -193,25 +348,81 @@ fn main() {
         blink_one: blink_alloc::SyncBlinkAlloc::new(),
         blink_two: blink_alloc::SyncBlinkAlloc::new(),
         floor_buffer: vec![0; ALLOCATIONS * 40],
+        local_one: SyncChainAllocator::new_in(CHUNK, System).unwrap(),
+        local_two: SyncChainAllocator::new_in(CHUNK, System).unwrap(),
+        local_eight: SyncChainAllocator::new_in(4 * CHUNK, System).unwrap(),
+        sync_eight: SyncChainAllocator::new_in(4 * CHUNK, System).unwrap(),
+        bumpalo_per_thread: (0..8)
+            .map(|_| bumpalo::Bump::with_capacity(CHUNK))
+            .collect(),
+        blink_local_two: blink_alloc::SyncBlinkAlloc::new(),
+        blink_local_eight: blink_alloc::SyncBlinkAlloc::new(),
     };
+    let only_write = std::env::args().any(|a| a == "--write-only");
     for write in [true, false] {
+        if !write && only_write {
+            continue;
+        }
         WRITE.store(write, Ordering::Relaxed);
         report(&variants, &mut arenas, write);
     }
+    local_memory();
 }
 
-type Variant = (&'static str, fn(&mut Arenas) -> Duration);
+/// 8 threads x 100,000 mixed allocations (sizes 1..=128, alignments 1..=16, fixed seed) through
+/// `LocalHandle`s on one `SyncChainAllocator` (4 MiB chunks): bytes reserved from the backing
+/// allocator over bytes requested.
+fn local_memory() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 100_000;
+    let arena = SyncChainAllocator::new_in(4 << 20, System).unwrap();
+    let requested: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let arena = &arena;
+                s.spawn(move || {
+                    let local = arena.local();
+                    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (t as u64 + 1);
+                    let mut requested = 0;
+                    for _ in 0..PER_THREAD {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let layout =
+                            Layout::from_size_align(1 + (x % 128) as usize, 1 << ((x >> 8) % 5))
+                                .unwrap();
+                        let block = local.allocate(layout).unwrap();
+                        touch(block);
+                        requested += layout.size();
+                    }
+                    requested
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    println!(
+        "memory: {THREADS} threads x {PER_THREAD} mixed allocations through LocalHandles on one SyncChainAllocator: \
+         reserved {} / requested {requested} = {:.3}; used {} = {:.3}",
+        arena.reserved_bytes(),
+        arena.reserved_bytes() as f64 / requested as f64,
+        arena.used_bytes(),
+        arena.used_bytes() as f64 / requested as f64,
+    );
+}
+
+type Variant = (&'static str, fn(&mut Arenas) -> Duration, usize);
 
 fn report(variants: &[Variant], arenas: &mut Arenas, write: bool) {
     // Warm-up: after a few rounds each arena keeps one chunk big enough for a whole run.
     for _ in 0..3 {
-        for (_, run) in variants {
+        for (_, run, _) in variants {
             run(arenas);
         }
     }
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
     for _ in 0..RUNS {
-        for (i, (_, run)) in variants.iter().enumerate() {
+        for (i, (_, run, _)) in variants.iter().enumerate() {
             samples[i].push(run(arenas));
         }
     }
@@ -224,10 +435,11 @@ fn report(variants: &[Variant], arenas: &mut Arenas, write: bool) {
     println!(
         "{what}: CPU ns per allocation per thread (median of {RUNS} interleaved runs, {ALLOCATIONS} allocations each)"
     );
-    for ((name, _), ns) in variants.iter().zip(&medians) {
+    for ((name, _, reference), ns) in variants.iter().zip(&medians) {
         println!(
-            "  {name:<50} {ns:>7.2} ns   {:>5.2}x ChainAllocator",
-            ns / medians[0]
+            "  {name:<54} {ns:>7.2} ns   {:>5.2}x {}",
+            ns / medians[*reference],
+            variants[*reference].0
         );
     }
 }

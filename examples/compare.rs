@@ -456,6 +456,7 @@ fn color(name: &str) -> &'static str {
         "ours Chain" => "#4292c6",
         "ours SyncLinear" => "#006d5b",
         "ours SyncChain" => "#41b6a4",
+        "ours Local" => "#00441b",
         "ours VirtualArena" => "#6a51a3",
         "ours Virtual" => "#74c476",
         "ours Page" => "#238b45",
@@ -670,7 +671,8 @@ fn markdown(results: &Results, options: &Options, tables: &str) -> String {
          kept) for the same reason; its string table uses a fresh 1 GiB reservation per \
          repetition, commits and page faults included. threads: two threads allocate from one \
          shared arena (`SyncLinear`, `SyncChain`, blink's `SyncBlinkAlloc`; `malloc` for \
-         System). pages: `VirtualAllocator` and `PageAllocator` (default options) map and \
+         System), or each through its own handle on one shared arena (`ours Local`: a \
+         `LocalHandle` on a `SyncChainAllocator`; `blink`: `SyncBlinkAlloc::local()`). pages: `VirtualAllocator` and `PageAllocator` (default options) map and \
          unmap each block; `malloc` reuses its heap. small, \
          mixed and reset fit in the arena's first chunk: they measure the fast path. Every \
          allocation has its first byte written and its pointer passed through \

@@ -12,6 +12,10 @@
 //! cargo run --example crash_report -- overflow   # overflow the stack
 //! ```
 //! Either way the process prints the report on stderr and exits with status 42.
+//!
+//! POSIX only (`sigaction`, `sigaltstack`): on Windows the example says so and exits with 2.
+
+#![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 
 use libdd_alloc::{format_in, Allocator, Layout, SyncLinearAllocator, VirtualAllocator};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -28,12 +32,14 @@ static ARENA: AtomicPtr<Arena> = AtomicPtr::new(std::ptr::null_mut());
 /// Where the alternate stack lives, to tell in the report whether the handler runs on it.
 static ALTERNATE_STACK: AtomicUsize = AtomicUsize::new(0);
 
+#[cfg(unix)]
 fn write_stderr(bytes: &[u8]) {
     // SAFETY: writing a valid buffer to fd 2; a short or failed write is all we can accept here.
     unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
 }
 
 /// The `SIGSEGV`/`SIGBUS` handler. Async-signal-safe: atomics, the arena, `write`, `_exit`.
+#[cfg(unix)]
 extern "C" fn report_crash(
     signal: libc::c_int,
     info: *mut libc::siginfo_t,
@@ -80,6 +86,7 @@ extern "C" fn report_crash(
 
 /// Prepares everything the handler needs, then installs it for `SIGSEGV` and `SIGBUS` on an
 /// alternate stack for the calling thread.
+#[cfg(unix)]
 pub fn prepare() {
     libdd_alloc::os::page_size().expect("page size");
     let arena = Arena::new_in(
@@ -122,6 +129,7 @@ pub fn prepare() {
 }
 
 /// Writes to a page mapped without access; prints its address first, for checking the report.
+#[cfg(unix)]
 fn crash_on_protected_page() -> ! {
     // SAFETY: a fresh anonymous PROT_NONE mapping.
     let page = unsafe {
@@ -150,6 +158,7 @@ fn recurse(depth: u64) -> u64 {
 }
 
 /// Prepares the handler and crashes in the chosen way (`segv` or `overflow`).
+#[cfg(unix)]
 pub fn run(mode: &str) -> ! {
     prepare();
     match mode {
@@ -161,8 +170,15 @@ pub fn run(mode: &str) -> ! {
     }
 }
 
+#[cfg(unix)]
 #[allow(dead_code)]
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "segv".into());
     run(&mode);
+}
+
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("crash_report: needs POSIX signals (sigaction, sigaltstack)");
+    std::process::exit(2);
 }

@@ -117,13 +117,19 @@ fn main() -> Result<(), Box<dyn Error>> {
         shared.reserved_bytes()
     );
 
-    // 5. VirtualArena: 64 GiB of address space reserved, committed only as the cursor gets there.
-    let mut big = VirtualArena::new(64 << 30)?;
+    // 5. VirtualArena: 64 GiB of address space reserved (1 GiB on 32-bit), committed only as the
+    // cursor gets there.
+    let reservation_gib = if cfg!(target_pointer_width = "64") {
+        64
+    } else {
+        1
+    };
+    let mut big = VirtualArena::new(reservation_gib << 30)?;
     let mut samples: Vec<u64, _> = Vec::new_in(&big);
     samples.extend(0..1_000_000u64);
     let first = samples.as_ptr();
     samples.extend(1_000_000..4_000_000u64);
-    println!("\nVirtualArena (64 GiB reserved)");
+    println!("\nVirtualArena ({reservation_gib} GiB reserved)");
     println!(
         "  a Vec of {} u64 grew in place: {}",
         samples.len(),

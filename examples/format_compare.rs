@@ -29,7 +29,8 @@ fn args(i: usize) -> (u32, u64, &'static str, u32, usize, &'static str, u64) {
         black_box(17 + (i % 8) as u64),
         black_box("SIGPROF"),
         27,
-        black_box(0x7f3a_1c2b_4e80 + i * 64),
+        // A typical user-space address; 32-bit targets keep its low bits.
+        black_box((0x7f3a_1c2b_4e80_u64 as usize).wrapping_add(i * 64)),
         black_box("tokio::runtime::park"),
         black_box(12_345 + i as u64),
     )

@@ -5,9 +5,11 @@
 # deallocate, grow, grow_zeroed, shrink for VirtualAllocator, PageAllocator, VirtualArena,
 # SyncVirtualArena (with and without a Budget: new_with_budget, budget), and LinearAllocator, ChainAllocator, SyncLinearAllocator and
 # SyncChainAllocator on VirtualAllocator; their constructors and builders, reset,
-# reset_and_release, checkpoint/rewind, statistics and drop; os::page_size; Budget and a Budgeted
-# VirtualAllocator; ArenaString's fallible methods, into_str and drop, and format_in! with
-# integers, a hex address, a &str and a char, which links core::fmt::write). Its panic handler calls `libdd_alloc_panic_is_reachable`, which is defined
+# reset_and_release, checkpoint/rewind, statistics and drop; LocalHandle on SyncChainAllocator,
+# SyncLinearAllocator and SyncVirtualArena (local(), the Allocator methods, statistics, drop);
+# os::page_size; Budget and a Budgeted VirtualAllocator; ArenaString's fallible methods, into_str
+# and drop, and format_in! with integers, a hex address, a &str and a char, which links
+# core::fmt::write). Its panic handler calls `libdd_alloc_panic_is_reachable`, which is defined
 # nowhere. It is built with panic = "abort", fat LTO and one codegen unit, so code that no
 # export can reach is dropped: the symbol is left undefined in the library exactly when some
 # export can reach a panic. The script fails if it is, and checks that the method works by

@@ -25,6 +25,13 @@ export TSAN_OPTIONS="halt_on_error=1 report_signal_unsafe=1"
 export CARGO_TARGET_DIR=target/tsan
 cargo +nightly test -Zbuild-std --target "$target" --release \
     --test sync_threads --test sync_signals
+# LocalHandle: threads with a handle each, and threads plus signal handlers allocating from the
+# interrupted thread's own handle (the single-thread storm is in sync_signals above).
+cargo +nightly test -Zbuild-std --target "$target" --release \
+    --test local_handle -- never_overlap
+# The review's attacks on LocalHandle: handlers that resize and free on the interrupted handle,
+# handles dropped and recreated on threads racing the arena's own last-block path.
+cargo +nightly test -Zbuild-std --target "$target" --release --test review_local
 # Only the thread tests of SyncVirtualArena: its other tests measure the resident set, which
 # TSan's shadow memory inflates.
 cargo +nightly test -Zbuild-std --target "$target" --release \

@@ -46,6 +46,10 @@ struct ChunkHeader {
 /// All O(1): [`reserved_bytes`](Self::reserved_bytes) counts every chunk; the unused tails of
 /// older chunks count as used, since they will not be handed out.
 ///
+/// # Soundness of `reset`
+/// Why a safe `reset(&mut self)` (and `rewind`) next to `Allocator` for the owned arena is
+/// sound: see the [crate docs](crate#why-a-safe-resetmut-self-next-to-allocator-is-sound).
+///
 /// # Signal safety
 /// Not reentrant: the cursor is a `Cell`. A signal handler must not allocate from an arena the
 /// interrupted code may be using; use `SyncChainAllocator` for that. Allocation never locks or
@@ -260,15 +264,9 @@ impl<A: Allocator> ChainAllocator<A> {
     /// its backing allocator) and returns the others. O(number of chunks). Taking `&mut self`
     /// proves that no reference into the arena is alive.
     ///
-    /// # Blocks held by a container that owns the arena
-    /// `&mut self` proves that nothing *borrows* the arena, not that every block was given back:
-    /// blocks from [`Allocator::allocate`] are raw pointers. A container that owns the arena by
-    /// value as its allocator (`Vec<T, ChainAllocator<A>>`) and handed out `&mut` to it would let `reset` free
-    /// blocks the container still uses. Not doing so is that container's (unsafe) part of the
-    /// `Allocator` contract, under which a block stays valid while it is allocated; the
-    /// collections of allocator-api2, hashbrown and std only ever expose `&A`, and bump-scope
-    /// and blink-alloc share this design. References from the [`Arena`](crate::Arena) methods
-    /// borrow the arena, so safe code cannot run into this.
+    /// `&mut self` proves that nothing borrows the arena; why that is enough, although raw
+    /// blocks from [`Allocator::allocate`] are not borrows, is in the
+    /// [crate docs](crate#why-a-safe-resetmut-self-next-to-allocator-is-sound).
     ///
     /// ```
     /// # use libdd_alloc::{Allocator, ChainAllocator, Layout, System};
@@ -283,46 +281,52 @@ impl<A: Allocator> ChainAllocator<A> {
     /// # Ok::<(), libdd_alloc::AllocError>(())
     /// ```
     pub fn reset(&mut self) {
-        let mut largest: Option<NonNull<ChunkHeader>> = None;
-        let mut chunk = self.top.get();
+        // First the bookkeeping, then the backing allocator: from the moment the first chunk goes
+        // back to `A`, the arena links only the kept chunk. A backing `deallocate` that panics
+        // part-way then leaks the chunks not yet freed, and frees nothing twice.
+        let old_top = self.top.get();
+        let mut largest: Option<(NonNull<ChunkHeader>, usize)> = None;
+        let mut chunk = old_top;
         while let Some(header) = chunk {
             // SAFETY: every linked header is a live chunk owned by this arena.
             let (prev, size) =
                 unsafe { ((*header.as_ptr()).prev, (*header.as_ptr()).layout.size()) };
-            let keep = match largest {
-                // SAFETY: as above.
-                Some(best) => size > unsafe { (*best.as_ptr()).layout.size() },
-                None => true,
-            };
-            let freed = if keep {
-                largest.replace(header)
-            } else {
-                Some(header)
-            };
-            if let Some(freed) = freed {
-                // SAFETY: `freed` is a chunk we own that nothing borrows (`&mut self`); it is
-                // unlinked from our bookkeeping below.
-                unsafe { self.free_chunk(freed) };
+            if largest.is_none_or(|(_, best)| size > best) {
+                largest = Some((header, size));
             }
             chunk = prev;
         }
-        self.top.set(largest);
-        match largest {
-            Some(header) => {
-                // SAFETY: the kept chunk is live and ours.
-                unsafe {
-                    (*header.as_ptr()).prev = None;
-                    (*header.as_ptr()).depth = 1;
-                };
-                // SAFETY: as above.
-                let size = unsafe { (*header.as_ptr()).layout.size() };
-                self.reserved.set(size);
-                self.point_cursor_at(header, size);
+        let kept = largest.map(|(header, size)| {
+            // SAFETY: the kept chunk is live and ours; read its link before it is cut.
+            let below = unsafe { (*header.as_ptr()).prev };
+            // SAFETY: as above.
+            unsafe {
+                (*header.as_ptr()).prev = None;
+                (*header.as_ptr()).depth = 1;
+            };
+            self.reserved.set(size);
+            self.point_cursor_at(header, size);
+            (header, below)
+        });
+        self.top.set(kept.map(|(header, _)| header));
+        if kept.is_none() {
+            self.reserved.set(0);
+            self.cursor.set(NonNull::dangling(), 0);
+        }
+        // The old chain, minus the kept chunk: nothing links these any more.
+        let mut chunk = old_top;
+        while let Some(header) = chunk {
+            if let Some((kept, below)) = kept {
+                if header == kept {
+                    chunk = below;
+                    continue;
+                }
             }
-            None => {
-                self.reserved.set(0);
-                self.cursor.set(NonNull::dangling(), 0);
-            }
+            // SAFETY: an unlinked chunk of the old chain, live until freed just below; read its
+            // link first.
+            chunk = unsafe { (*header.as_ptr()).prev };
+            // SAFETY: `&mut self`: nothing borrows the chunk, and it is unlinked above.
+            unsafe { self.free_chunk(header) };
         }
     }
 
@@ -344,6 +348,20 @@ impl<A: Allocator> ChainAllocator<A> {
             size - Self::CHAIN_NODE_OVERHEAD,
             used,
         );
+    }
+
+    /// Makes `header` (or no chunk) the newest one with nothing left to hand out: the state of
+    /// an older chunk, whose unused tail is abandoned. What the arena falls back to while the
+    /// chunk above it is being given back or grown by the backing allocator.
+    fn point_cursor_at_end_of(&self, header: Option<NonNull<ChunkHeader>>) {
+        match header {
+            Some(header) => {
+                // SAFETY: a linked header is a live chunk owned by this arena.
+                let size = unsafe { (*header.as_ptr()).layout.size() };
+                self.point_cursor_into(header, size, usize::MAX);
+            }
+            None => self.cursor.set(NonNull::dangling(), 0),
+        }
     }
 
     /// The first byte after the header of a chunk.
@@ -445,23 +463,44 @@ impl<A: Allocator> ChainAllocator<A> {
             return None;
         }
         let new_layout = Layout::from_size_align(size, chunk_layout.align()).ok()?;
+        // Unlink the chunk before `A` sees it: `A::grow` may move or free it, and it may call
+        // back into this arena (to log, say) or panic. While it runs the arena is as if the
+        // chunk had never been taken: the one below is the newest, full, so a re-entrant
+        // allocation takes a chunk of its own, and a checkpoint, a statistic or a resize sees
+        // only live chunks. If `A` panics, the chunk leaks; nothing dangles.
+        // SAFETY: the header of the newest chunk is live.
+        let below = unsafe { (*header.as_ptr()).prev };
+        self.top.set(below);
+        self.reserved.set(self.reserved.get() - chunk_layout.size());
+        self.point_cursor_at_end_of(below);
         crate::bump::unpoison_chunk(chunk, chunk_layout.size());
         // SAFETY: the chunk came from `self.allocator` with `chunk_layout`; `size` is larger. The
-        // only block in it is the caller's, which the `grow` contract lets us move.
-        let Ok(grown) = (unsafe { self.allocator.grow(chunk, chunk_layout, new_layout) }) else {
-            self.cursor.poison_free();
-            return None;
+        // only block in it is the caller's, which the `grow` contract lets us move; the arena no
+        // longer refers to the chunk.
+        let grown = unsafe { self.allocator.grow(chunk, chunk_layout, new_layout) };
+        let (header, len, used) = match grown {
+            Ok(grown) => (grown.cast::<ChunkHeader>(), grown.len(), 0),
+            // `A` left the chunk as it was: link it back, with the caller's block still in it.
+            Err(AllocError) => (header, chunk_layout.size(), old.size()),
         };
-        let header = grown.cast::<ChunkHeader>();
-        // SAFETY: the header moved with the chunk and is live; we own it.
+        // Link the chunk (grown or not) above whatever is the newest now: the one below it, or
+        // chunks a re-entrant call took meanwhile (their free tails are abandoned).
+        let depth = self.depth() + 1;
+        // SAFETY: the header is live (it moved with the chunk, or did not move) and ours; no
+        // one else refers to it.
         unsafe {
-            (*header.as_ptr()).layout =
-                Layout::from_size_align_unchecked(grown.len(), chunk_layout.align())
+            header.as_ptr().write(ChunkHeader {
+                prev: self.top.get(),
+                depth,
+                layout: Layout::from_size_align_unchecked(len, chunk_layout.align()),
+            })
         };
         self.top.set(Some(header));
-        self.reserved
-            .set(self.reserved.get() - chunk_layout.size() + grown.len());
-        self.point_cursor_at(header, grown.len());
+        self.reserved.set(self.reserved.get() + len);
+        self.point_cursor_into(header, len, used);
+        if grown.is_err() {
+            return None;
+        }
         // Cannot miss: the cursor is at chunk + CHAIN_NODE_OVERHEAD, aligned for `new` (checked
         // above), with `grown.len() - CHAIN_NODE_OVERHEAD >= new.size()` bytes after it. So the
         // block lands exactly where its bytes moved to.
@@ -513,8 +552,11 @@ impl<A: Allocator> Rewind for ChainAllocator<A> {
                 }
                 return;
             }
+            // Unlink first, cursor included: if the backing `deallocate` panics, the arena
+            // points only at live chunks (the one being freed leaks at worst).
             self.top.set(prev);
             self.reserved.set(self.reserved.get() - size);
+            self.point_cursor_at_end_of(prev);
             // SAFETY: `&mut self`: nothing borrows the chunk, and it is unlinked above.
             unsafe { self.free_chunk(header) };
         }
@@ -529,6 +571,9 @@ impl<A: Allocator> Drop for ChainAllocator<A> {
             // SAFETY: every linked header is a live chunk owned by this arena; read the link
             // before the chunk is freed.
             chunk = unsafe { (*header.as_ptr()).prev };
+            // Unlinked before it is freed, as everywhere: a panicking backing `deallocate`
+            // leaves the arena linking only chunks not yet freed, which leak.
+            self.top.set(chunk);
             // SAFETY: the arena is going away, so nothing uses the chunk.
             unsafe { self.free_chunk(header) };
         }

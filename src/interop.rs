@@ -8,10 +8,12 @@
 
 /// Implements one foreign `Allocator` trait (`$api::Allocator`, error `$api::AllocError`) for a
 /// type by forwarding every method to its allocator-api2 0.2 implementation.
+/// `$feature` names the feature that enables it, for the docs.rs badge.
 macro_rules! forward_one {
-    ($($api:ident)::+; impl[$($generics:tt)*] $ty:ty) => {
+    ($feature:literal, $($api:ident)::+; impl[$($generics:tt)*] $ty:ty) => {
         // SAFETY: every method forwards to the type's allocator-api2 0.2 `Allocator`
         // implementation, whose contract is this trait's, word for word; the blocks are the same.
+        #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
         unsafe impl<$($generics)*> $($api)::+::Allocator for $ty {
             #[inline(always)]
             fn allocate(
@@ -82,11 +84,11 @@ macro_rules! forward_one {
 macro_rules! forward_allocator {
     (impl[$($generics:tt)*] $ty:ty) => {
         #[cfg(feature = "allocator-api2-03")]
-        forward_one!(allocator_api2_03::alloc; impl[$($generics)*] $ty);
+        forward_one!("allocator-api2-03", allocator_api2_03::alloc; impl[$($generics)*] $ty);
         #[cfg(feature = "allocator-api2-04")]
-        forward_one!(allocator_api2_04::alloc; impl[$($generics)*] $ty);
+        forward_one!("allocator-api2-04", allocator_api2_04::alloc; impl[$($generics)*] $ty);
         #[cfg(feature = "nightly")]
-        forward_one!(core::alloc; impl[$($generics)*] $ty);
+        forward_one!("nightly", core::alloc; impl[$($generics)*] $ty);
     };
 }
 
@@ -100,3 +102,4 @@ forward_allocator!(impl[] crate::VirtualArena);
 forward_allocator!(impl[A: crate::Allocator] crate::SyncLinearAllocator<A>);
 forward_allocator!(impl[A: crate::Allocator] crate::SyncChainAllocator<A>);
 forward_allocator!(impl[] crate::SyncVirtualArena);
+forward_allocator!(impl['a, A: crate::LocalSource] crate::LocalHandle<'a, A>);

@@ -12,10 +12,17 @@
 //! | [`SyncLinearAllocator<A>`] | as `LinearAllocator`, lock-free | `Err` | threads, signal handlers |
 //! | [`SyncChainAllocator<A>`] | as `ChainAllocator`, lock-free | publishes a new chunk | threads, signal handlers |
 //! | [`SyncVirtualArena`] | as `VirtualArena`, lock-free | `Err` at the reservation | a large contiguous region for threads or a crash handler |
+//! | [`LocalHandle`] | slabs of a `Sync*` arena, from its `local()` | claims another slab | one thread's allocations at `Cell` speed, still signal-reentrant |
 //!
-//! All implement the [`allocator_api2`] [`Allocator`] trait (re-exported here with [`Layout`],
-//! [`AllocError`], [`Global`] and, with the `std` feature, [`System`]), so `&arena` works with
+//! All implement the [`allocator_api2`] [`Allocator`] trait, so `&arena` works with
 //! `allocator_api2::vec::Vec`, `allocator_api2::boxed::Box` and `hashbrown` collections.
+//! This crate re-exports `allocator_api2::alloc::*`, as libdd-alloc 1.0 did:
+//! - always: [`Allocator`], [`AllocError`], [`Layout`], [`LayoutError`] and [`GlobalAlloc`];
+//! - with the `std` feature (the default), which turns on allocator-api2's `std`: also
+//!   [`Global`], [`System`] and the free functions `alloc`, `alloc_zeroed`, `dealloc`,
+//!   `realloc` and `handle_alloc_error`. Without `std` the crate links no `alloc`, so `Global`
+//!   and the free functions are missing (unless another crate in the build turns on
+//!   allocator-api2's `alloc` feature, which adds them), and `System` is missing.
 //!
 //! # Typed allocation, checkpoints and scopes
 //! The [`Arena`] trait (implemented by every arena) adds safe, fallible typed allocation on top of
@@ -45,14 +52,45 @@
 //! - Every failure is `Err(AllocError)`: exhaustion, a backing allocator that fails, sizes near
 //!   `isize::MAX`, alignments up to 2^31 that cannot be met. No allocation path panics, aborts,
 //!   takes a lock or calls the global allocator (unless the backing allocator `A` does).
+//! - A backing allocator `A` is user code: it may fail, panic, or call back into the arena it
+//!   backs (to log an allocation, say). A re-entrant call gets memory that stays valid, or
+//!   `Err`; a panic out of `A` leaves the arena consistent and usable, leaking at worst the
+//!   chunk `A` was handling, never freeing twice or leaving a dangling block. The arena updates
+//!   its bookkeeping before each call into `A`; tests/fault_injection.rs fails, panics and
+//!   re-enters at every backing call of a workload, for every arena that takes an `A`.
 //! - Zero-size layouts succeed with a dangling, well-aligned pointer and use no arena bytes.
 //! - Statistics (`used_bytes`, `reserved_bytes`, `remaining_capacity`, `has_capacity_for`) are O(1).
+//!
+//! # Why a safe `reset(&mut self)` next to `Allocator` is sound
+//! Every arena here implements [`Allocator`] for itself, owned, and also frees all its blocks
+//! at once from safe code: `reset`, [`Rewind::rewind`], `reset_and_release`, and drop. `&mut
+//! self` proves that nothing *borrows* the arena, not that every block was given back: blocks
+//! from [`Allocator::allocate`] are raw pointers. So could a container that owns an arena as its
+//! allocator (`allocator_api2::vec::Vec<T, ChainAllocator<A>>`) have its buffer freed by a
+//! `reset` from safe code?
+//!
+//! Only if the container hands out `&mut` to its allocator while it holds blocks, and such a
+//! container is unsound with *any* allocator that owns its memory: with `&mut A`, safe code can
+//! `core::mem::replace` the allocator by another one and drop the original, which frees every
+//! block (an arena returns its chunks, a pool its pages). `reset` does nothing that `replace`
+//! and drop do not already do. Keeping blocks valid while they are allocated is the container's
+//! side of the unsafe [`Allocator`] contract, so a sound container never exposes `&mut A`: the
+//! collections of allocator-api2 and hashbrown, and std's, give out only `&A`
+//! (`Vec::allocator(&self) -> &A`). bump-scope's `Bump` and blink-alloc's `BlinkAlloc` make the
+//! same choice: `Allocator` for the owned arena, and a safe `reset(&mut self)`.
+//!
+//! Safe code never runs into this: the references the [`Arena`] methods return borrow the
+//! arena, so the borrow checker forbids `reset` or `rewind` while one lives, and a block from
+//! [`Allocator::allocate`] can only be used through `unsafe` code, whose author takes on the
+//! contract.
 //!
 //! # Signal safety
 //! [`LinearAllocator`] and [`ChainAllocator`] keep their cursor in a `Cell`: they are not
 //! reentrant. A signal handler may allocate from an arena only if the code it interrupts never
 //! uses that same arena. [`VirtualAllocator`] is async-signal-safe on Linux (raw syscalls, `errno`
-//! untouched, cached page size); `System` and `Global` are not (they may take malloc's lock).
+//! untouched, no libc call: the page size is cached, and even its first read is raw syscalls,
+//! except on 32-bit x86, see [`os::page_size`]); `System` and `Global` are not (they may take
+//! malloc's lock).
 //! [`PageAllocator`] is as safe as `VirtualAllocator`; [`VirtualArena`] is a `Cell` arena like
 //! `LinearAllocator`, whose commit step is one raw `mprotect`.
 //!
@@ -65,10 +103,17 @@
 //! [`SyncLinearAllocator`] and [`SyncChainAllocator`] are reentrant: their cursors move by
 //! compare-exchange, with no lock, so a handler may allocate from the very arena the code it
 //! interrupted was allocating from. Backed by [`VirtualAllocator`], `SyncChainAllocator` grows
-//! with one raw `mmap` and stays async-signal-safe; see each type's `# Signal safety` section.
+//! with raw syscalls and stays async-signal-safe: one `mmap`, plus up to two `munmap`s that trim
+//! it when the chunk must be aligned past a page, plus one `munmap` of a chunk that lost the race
+//! to publish; see each type's `# Signal safety` section.
 //! [`SyncVirtualArena`] is the reentrant `VirtualArena`: it commits before it hands out, with
 //! one raw `mprotect` and no lock, so a crash handler can bump through one large contiguous
 //! region even while the code it interrupted was allocating from it.
+//!
+//! A thread that allocates a lot from a shared arena takes a [`LocalHandle`] with `local()`:
+//! it bumps inside a slab of the arena with plain loads and stores (no locked instruction), and
+//! a signal handler that interrupts it and allocates from the same handle is still handed a
+//! disjoint block (its `# Signal safety` section has the argument).
 //!
 //! # Features
 //! - `std` (default): [`AllocError`] implements `std::error::Error`, and [`System`] is available
@@ -86,6 +131,8 @@
 //!   `-Zsanitizer=address` (nightly): without the ASan runtime the crate does not link.
 #![no_std]
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
+// docs.rs (`--cfg docsrs`, nightly): badges naming the feature that enables an item.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), deny(clippy::panic))]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![cfg_attr(not(test), deny(clippy::expect_used))]
@@ -124,7 +171,9 @@ pub use page_alloc::{HugePages, PageAllocator, PageOptions};
 #[doc(hidden)]
 pub use string::format_capacity_hint as __format_capacity_hint;
 pub use string::ArenaString;
-pub use sync::{SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena};
+pub use sync::{
+    LocalHandle, LocalSource, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena,
+};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;
 pub use virtual_arena::VirtualArena;

@@ -17,6 +17,10 @@ use core::ptr::NonNull;
 /// everything at once; dropping the arena returns the buffer to `A`. Destructors of values placed
 /// in the arena are not run by the arena.
 ///
+/// # Soundness of `reset`
+/// Why a safe `reset(&mut self)` (and `rewind`) next to `Allocator` for the owned arena is
+/// sound: see the [crate docs](crate#why-a-safe-resetmut-self-next-to-allocator-is-sound).
+///
 /// # Signal safety
 /// Not reentrant: the cursor is a `Cell`, so a signal handler that allocates from the same arena
 /// as the code it interrupted can hand out the same bytes twice. Give a handler its own arena, or
@@ -104,7 +108,7 @@ impl<A: Allocator> LinearAllocator<A> {
     /// # use libdd_alloc::{Allocator, LinearAllocator, Layout, System};
     /// let arena = LinearAllocator::new_in(Layout::from_size_align(64, 8)?, System)?;
     /// arena.allocate(Layout::new::<u8>())?;
-    /// arena.allocate(Layout::new::<u64>())?;
+    /// arena.allocate(Layout::from_size_align(8, 8)?)?;
     /// assert_eq!(arena.used_bytes(), 16); // 1 byte, 7 of padding, 8 bytes
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -157,15 +161,9 @@ impl<A: Allocator> LinearAllocator<A> {
     /// Frees every allocation at once and makes the whole buffer available again. O(1); the
     /// buffer is kept. Taking `&mut self` proves that no reference into the arena is alive.
     ///
-    /// # Blocks held by a container that owns the arena
-    /// `&mut self` proves that nothing *borrows* the arena, not that every block was given back:
-    /// blocks from [`Allocator::allocate`] are raw pointers. A container that owns the arena by
-    /// value as its allocator (`Vec<T, LinearAllocator<A>>`) and handed out `&mut` to it would let `reset` free
-    /// blocks the container still uses. Not doing so is that container's (unsafe) part of the
-    /// `Allocator` contract, under which a block stays valid while it is allocated; the
-    /// collections of allocator-api2, hashbrown and std only ever expose `&A`, and bump-scope
-    /// and blink-alloc share this design. References from the [`Arena`](crate::Arena) methods
-    /// borrow the arena, so safe code cannot run into this.
+    /// `&mut self` proves that nothing borrows the arena; why that is enough, although raw
+    /// blocks from [`Allocator::allocate`] are not borrows, is in the
+    /// [crate docs](crate#why-a-safe-resetmut-self-next-to-allocator-is-sound).
     ///
     /// ```
     /// # use libdd_alloc::{Allocator, LinearAllocator, Layout, System};

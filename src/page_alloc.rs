@@ -138,8 +138,7 @@ impl PageOptions {
 ///
 /// It behaves like [`VirtualAllocator`](crate::VirtualAllocator) otherwise: sizes round up to
 /// whole pages (whole huge pages with [`HugePages::Explicit`]) and the block reports its
-/// rounded length; fresh pages are zero; alignments above a page are honoured (on Windows up to
-/// the 64 KiB allocation granularity, and only without guard pages before); zero-size layouts
+/// rounded length; fresh pages are zero; alignments above a page are honoured; zero-size layouts
 /// map nothing. It implements [`Allocator`], so it can back a
 /// [`LinearAllocator`](crate::LinearAllocator) or [`ChainAllocator`](crate::ChainAllocator).
 /// Growing or shrinking a block stays in place while its rounded length is unchanged, and
@@ -268,7 +267,7 @@ impl PageAllocator {
         let transparent = match self.options.huge_pages {
             HugePages::Normal => false,
             // Only where transparent huge pages exist: elsewhere the huge alignment buys
-            // nothing, and on Windows (above the 64 KiB granularity) it cannot be had at all.
+            // nothing (Windows has none).
             HugePages::Transparent => os::TRANSPARENT_HUGE_PAGES && geometry.len >= huge,
             HugePages::Explicit | HugePages::ExplicitOnly => {
                 // Explicit huge pages start on a huge page boundary.

@@ -428,6 +428,12 @@ pub trait Rewind: Arena {
 /// collections work on it; their results borrow the handle. [`arena`](Scope::arena) reads the
 /// arena's statistics; [`scope`](Scope::scope) nests another scope over the same arena.
 ///
+/// # Panics
+/// Never by itself. The rewind at the end of the scope may call the arena's backing allocator
+/// (to free chunks taken inside the scope); if the closure is unwinding from a panic and that
+/// backing allocator panics too, Rust aborts the process (a panic during a panic). The arena is
+/// never left inconsistent: a backing panic outside unwinding only leaks the chunks not yet freed.
+///
 /// # Examples
 /// ```
 /// use libdd_alloc::{Arena, LinearAllocator, Layout, Rewind, System};

@@ -14,8 +14,10 @@ use core::ptr::NonNull;
 ///
 /// - Sizes are rounded up to whole pages; the returned block reports its rounded length.
 /// - Fresh pages are zero, so [`allocate_zeroed`](Allocator::allocate_zeroed) costs no memset.
-/// - Alignments up to a page are free. Larger ones are honoured on Unix (map extra, unmap the
-///   misaligned head and tail); on Windows up to the 64 KiB allocation granularity, `Err` beyond.
+/// - Alignments up to a page are free. Larger ones are honoured: on Unix by mapping extra and
+///   unmapping the misaligned head and tail; on Windows up to the 64 KiB allocation granularity
+///   for free, beyond it by reserving a probe range, releasing it and reserving the aligned part
+///   (retried if another thread maps into the range meanwhile; `Err` after 16 lost races).
 /// - On Linux, [`grow`](Allocator::grow) uses `mremap`: the kernel moves page tables, not bytes.
 ///   [`shrink`](Allocator::shrink) unmaps the tail in place.
 /// - Zero-size layouts get a dangling, aligned pointer and map nothing.

@@ -115,6 +115,10 @@ pub(crate) fn charge_and_commit(
 /// arena's [budget](Self::new_with_budget) refuses it. The first is final for this arena; the
 /// others may pass when memory (or budget) is freed elsewhere.
 ///
+/// # Soundness of `reset`
+/// Why a safe `reset(&mut self)` (and `rewind`) next to `Allocator` for the owned arena is
+/// sound: see the [crate docs](crate#why-a-safe-resetmut-self-next-to-allocator-is-sound).
+///
 /// # Signal safety
 /// Not reentrant: the cursor is a `Cell`, so a signal handler must not allocate from an arena the
 /// interrupted code may be using. The allocation path never locks or calls the global allocator;
@@ -166,8 +170,8 @@ impl VirtualArena {
     /// # Examples
     /// ```
     /// use libdd_alloc::VirtualArena;
-    /// let arena = VirtualArena::new(64 << 30)?; // 64 GiB: address space, not memory
-    /// assert_eq!(arena.reservation_bytes(), 64 << 30);
+    /// let arena = VirtualArena::new(1 << 30)?; // 1 GiB: address space, not memory
+    /// assert_eq!(arena.reservation_bytes(), 1 << 30);
     /// assert_eq!(arena.reserved_bytes(), 0);
     /// # Ok::<(), libdd_alloc::AllocError>(())
     /// ```
@@ -264,7 +268,7 @@ impl VirtualArena {
     /// # use libdd_alloc::{Allocator, Layout, VirtualArena};
     /// let arena = VirtualArena::new(1 << 20)?;
     /// arena.allocate(Layout::new::<u8>())?;
-    /// arena.allocate(Layout::new::<u64>())?;
+    /// arena.allocate(Layout::from_size_align(8, 8)?)?;
     /// assert_eq!(arena.used_bytes(), 16); // 1 byte, 7 of padding, 8 bytes
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -695,11 +699,11 @@ mod tests {
     #[test]
     fn max_commit_step_is_rounded_to_pages_and_at_least_the_first_step() {
         let page = os::page_size().unwrap();
-        let arena = VirtualArena::new(1 << 30).unwrap();
+        let arena = VirtualArena::new(1 << 28).unwrap();
         assert_eq!(arena.max_commit_step, DEFAULT_MAX_COMMIT_STEP);
-        let tiny = VirtualArena::new(1 << 30).unwrap().with_max_commit_step(1);
+        let tiny = VirtualArena::new(1 << 28).unwrap().with_max_commit_step(1);
         assert_eq!(tiny.max_commit_step, MIN_COMMIT_STEP);
-        let odd = VirtualArena::new(1 << 30)
+        let odd = VirtualArena::new(1 << 28)
             .unwrap()
             .with_max_commit_step(MIN_COMMIT_STEP + 1);
         assert_eq!(odd.max_commit_step, MIN_COMMIT_STEP + page);

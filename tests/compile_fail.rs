@@ -5,14 +5,12 @@
 //! CI uses (1.95); regenerate with `TRYBUILD=overwrite cargo +1.95 test --test compile_fail`.
 //! Other compilers word errors differently, so this test runs only when `rustc` is 1.95.
 
+#[allow(dead_code)] // each test binary uses a subset of the helpers
+mod common;
+
 #[test]
 fn lifetimes_of_arena_references_are_enforced() {
-    let version = std::process::Command::new(std::env::var("RUSTC").unwrap_or("rustc".into()))
-        .arg("--version")
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
-        .unwrap_or_default();
-    if !version.starts_with("rustc 1.95.") {
+    if let Err(version) = common::rustc::is_pinned_release() {
         eprintln!("skipped: stderr snapshots are for rustc 1.95, this is {version}");
         return;
     }

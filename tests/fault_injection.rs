@@ -2,22 +2,33 @@
 //! and the address space is capped with `RLIMIT_AS` in a child process. Every failure must come
 //! back as `Err` (never a panic or an abort), leave the arena's statistics and live blocks as they
 //! were, leave the arena usable, and leak nothing.
+//!
+//! Then the scripted suite: at every call index k of the workload, the k-th backing call
+//! (whatever its method) fails, panics (before or after doing its work), or re-enters the
+//! arena it backs. After each run every
+//! live block (the re-entrant ones included) holds its pattern, no two overlap, nothing was
+//! freed twice, and a panic leaks at most what the backing allocator had handed out.
+#![cfg_attr(not(unix), allow(unused_imports, dead_code))] // the RLIMIT_AS test is POSIX only
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
 use common::counting::SyncCounting;
 use common::fill::{fill, holds};
+#[cfg(unix)] // fork and setrlimit
 use common::process::{in_child, mapped_pages, set_limit, under_valgrind, Ended};
+use common::scripted::{quiet_scripted_panics, Action, Scripted, ScriptedPanic};
 use libdd_alloc::{
     AllocError, Allocator, ChainAllocator, HugePages, Layout, LinearAllocator, PageAllocator,
-    PageOptions, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, System,
+    PageOptions, Rewind, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, System,
     VirtualAllocator, VirtualArena,
 };
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 
 /// The statistics every arena has, so one workload drives them all.
-trait Arena: Allocator {
+trait Arena: Allocator + Rewind {
     fn stats(&self) -> (usize, usize, usize);
     fn reset_all(&mut self);
 }
@@ -82,29 +93,94 @@ struct Live {
 }
 
 /// Drives an arena through allocations that take several chunks, grows (in place, of a chunk's
-/// only block, and by moving), grow_zeroed, shrinks, deallocations and a reset, checking after
-/// every failed step that nothing changed. With `retry_must_succeed` (a one-shot fault), the step
-/// is retried and must then succeed: the arena is still usable after a failure.
+/// only block, and by moving), grow_zeroed, shrinks, deallocations, a rewind and a reset,
+/// checking after every failed step that nothing changed. With `retry_must_succeed` (a one-shot
+/// fault), the step is retried and must then succeed: the arena is still usable after a failure.
+///
+/// The arena sits in a `RefCell`, as a backing allocator that re-enters it would need: `&self`
+/// calls borrow it, `reset` and `rewind` borrow it mutably (a re-entry then panics, as a
+/// `RefCell` user's would).
 struct Workload<'a, T: Arena> {
-    arena: &'a mut T,
+    arena: &'a RefCell<T>,
     live: Vec<Live>,
     next_seed: u8,
     retry_must_succeed: bool,
     failures: usize,
+    /// The scripted backing allocator, if any: the blocks its re-entry hook got are checked
+    /// with the workload's own.
+    scripted: Option<&'a Scripted>,
+    /// The live block being resized: after a panic out of the resize its state is unknown (a
+    /// backing `grow` may have moved it before panicking), so it is dropped from `live`.
+    in_flight: Option<usize>,
 }
 
-impl<T: Arena> Workload<'_, T> {
+impl<'a, T: Arena> Workload<'a, T> {
+    fn new(arena: &'a RefCell<T>, retry_must_succeed: bool) -> Self {
+        Self {
+            arena,
+            live: Vec::new(),
+            next_seed: 1,
+            retry_must_succeed,
+            failures: 0,
+            scripted: None,
+            in_flight: None,
+        }
+    }
+
+    /// After a panic: forgets the block whose resize the panic interrupted.
+    fn forget_in_flight(&mut self) {
+        if let Some(index) = self.in_flight.take() {
+            self.live.remove(index);
+        }
+    }
+
+    /// Every live block holds its pattern, and no two overlap (re-entrant blocks included).
     fn verify_all(&self) {
+        let mut ranges = Vec::new();
         for block in &self.live {
             // SAFETY: every `Live` is a block of the arena that the workload owns.
             assert!(unsafe { holds(block.ptr, block.layout.size(), usize::from(block.seed)) });
+            ranges.push((block.ptr.as_ptr().addr(), block.layout.size()));
+        }
+        if let Some(scripted) = self.scripted {
+            scripted.check_reentered();
+            let reentered = scripted.reentered();
+            ranges.extend(
+                reentered
+                    .iter()
+                    .map(|&(ptr, len)| (ptr.as_ptr().addr(), len)),
+            );
+            for &(addr, len) in &ranges {
+                assert!(
+                    !scripted.is_freed(addr, len),
+                    "a live block at {addr:#x}+{len} lies in memory the arena gave back"
+                );
+            }
+        }
+        ranges.sort_unstable();
+        for pair in ranges.windows(2) {
+            assert!(
+                pair[0].0 + pair[0].1 <= pair[1].0,
+                "blocks overlap: {:#x}+{} and {:#x}",
+                pair[0].0,
+                pair[0].1,
+                pair[1].0
+            );
+        }
+    }
+
+    /// Checks everything, then forgets the re-entrant blocks: the arena is about to free them.
+    fn before_freeing(&self) {
+        self.verify_all();
+        if let Some(scripted) = self.scripted {
+            scripted.forget_reentered();
         }
     }
 
     /// Checks a failure changed nothing and counts it.
     fn failed(&mut self, before: (usize, usize, usize)) {
         assert_eq!(
-            self.arena.stats(),
+            self.arena.borrow().stats(),
             before,
             "a failed call changed the statistics"
         );
@@ -114,17 +190,17 @@ impl<T: Arena> Workload<'_, T> {
 
     fn allocate(&mut self, size: usize, align: usize) {
         let layout = Layout::from_size_align(size, align).unwrap();
-        let before = self.arena.stats();
-        let block = match self.arena.allocate(layout) {
+        let before = self.arena.borrow().stats();
+        let result = self.arena.borrow().allocate(layout);
+        let block = match result {
             Ok(block) => block,
             Err(AllocError) => {
                 self.failed(before);
                 if !self.retry_must_succeed {
                     return;
                 }
-                self.arena
-                    .allocate(layout)
-                    .expect("allocation after a failure")
+                let retry = self.arena.borrow().allocate(layout);
+                retry.expect("allocation after a failure")
             }
         };
         let ptr = block.cast::<u8>();
@@ -155,18 +231,24 @@ impl<T: Arena> Workload<'_, T> {
                 }
             }
         };
-        let before = self.arena.stats();
-        let block = match call(self.arena) {
+        let before = self.arena.borrow().stats();
+        self.in_flight = Some(index);
+        let result = call(&self.arena.borrow());
+        let block = match result {
             Ok(block) => block,
             Err(AllocError) => {
                 // The old block is still the caller's, contents intact (checked by `failed`).
+                self.in_flight = None;
                 self.failed(before);
                 if !self.retry_must_succeed {
                     return;
                 }
-                call(self.arena).expect("resize after a failure")
+                self.in_flight = Some(index);
+                let retry = call(&self.arena.borrow());
+                retry.expect("resize after a failure")
             }
         };
+        self.in_flight = None;
         let ptr = block.cast::<u8>();
         assert_eq!(ptr.as_ptr().addr() % align, 0);
         let kept = old.size().min(new.size());
@@ -193,16 +275,38 @@ impl<T: Arena> Workload<'_, T> {
         if index < self.live.len() {
             let block = self.live.remove(index);
             // SAFETY: the block is live, from the arena, with this layout.
-            unsafe { self.arena.deallocate(block.ptr, block.layout) };
+            unsafe { self.arena.borrow().deallocate(block.ptr, block.layout) };
         }
     }
 
     fn reset(&mut self) {
-        self.verify_all();
+        self.before_freeing();
         self.live.clear();
-        self.arena.reset_all();
-        let (used, reserved, remaining) = self.arena.stats();
+        self.arena.borrow_mut().reset_all();
+        let (used, reserved, remaining) = self.arena.borrow().stats();
         assert_eq!(used + remaining, reserved);
+    }
+
+    /// Takes a checkpoint, runs `scratch` (which only allocates and resizes blocks of its own),
+    /// and rewinds: the blocks from before the checkpoint stay, the scratch ones are freed.
+    fn rewind_after(&mut self, scratch: impl FnOnce(&mut Self)) {
+        let checkpoint = self.arena.borrow().checkpoint();
+        let kept = self.live.len();
+        let before = self.arena.borrow().stats();
+        scratch(self);
+        self.before_freeing();
+        self.live.truncate(kept);
+        self.arena.borrow_mut().rewind(checkpoint);
+        self.verify_all();
+        let after = self.arena.borrow().stats();
+        assert_eq!(after.0 + after.2, after.1, "used + remaining != reserved");
+        // The checkpoint's own chunk is never grown in place here (the scratch blocks follow a
+        // block in it), so the rewind restores the statistics exactly; unless a re-entrant
+        // call took a chunk while the backing allocator was growing one, which links the grown
+        // chunk one deeper (see `ChainAllocator`'s grow).
+        if self.scripted.is_none_or(|s| !s.reentered_yet()) {
+            assert_eq!(after, before, "rewind did not restore the statistics");
+        }
     }
 
     fn run(&mut self) {
@@ -220,6 +324,18 @@ impl<T: Arena> Workload<'_, T> {
         self.deallocate(self.live.len().saturating_sub(1));
         self.deallocate(0);
         self.allocate(64 << 10, 64);
+        self.rewind_after(|w| {
+            for i in 0..6 {
+                w.allocate(100 + i * 700, 16);
+            }
+            let last = w.live.len().saturating_sub(1);
+            w.resize(last, 40 << 10, 16, false);
+            w.allocate(20 << 10, 8);
+            // Last, a small block in a fresh chunk with room to spare: a rewind that freed that
+            // chunk but left the cursor in it would hand the room out again.
+            w.allocate(100, 8);
+        });
+        self.allocate(300, 8);
         self.reset();
         for i in 0..20 {
             self.allocate(1 + (i * 91) % 3000, 1 << (i % 5));
@@ -238,20 +354,14 @@ fn workload<A: Allocator, T: Arena>(
     arena: Result<T, AllocError>,
     retry: bool,
 ) -> usize {
-    let mut arena = match arena {
-        Ok(arena) => arena,
+    let arena = match arena {
+        Ok(arena) => RefCell::new(arena),
         Err(AllocError) => {
             assert_eq!(backing.live_blocks(), 0, "failed constructor leaked");
             return 1;
         }
     };
-    let mut workload = Workload {
-        arena: &mut arena,
-        live: Vec::new(),
-        next_seed: 1,
-        retry_must_succeed: retry,
-        failures: 0,
-    };
+    let mut workload = Workload::new(&arena, retry);
     workload.run();
     let failures = workload.failures;
     drop(arena);
@@ -432,16 +542,11 @@ fn sync_linear_constructor_failure_is_an_error_and_leaks_nothing() {
 #[test]
 fn sync_linear_stays_usable_after_failures_from_running_out_of_room() {
     let backing = SyncCounting::new(System);
-    let mut arena =
+    let arena =
         SyncLinearAllocator::new_in(Layout::from_size_align(16 << 10, 64).unwrap(), &backing)
             .unwrap();
-    let mut workload = Workload {
-        arena: &mut arena,
-        live: Vec::new(),
-        next_seed: 1,
-        retry_must_succeed: false,
-        failures: 0,
-    };
+    let arena = RefCell::new(arena);
+    let mut workload = Workload::new(&arena, false);
     workload.run();
     // 16 KiB cannot hold the workload: allocations and grows failed, each leaving the arena
     // unchanged (checked in `failed`), and later steps still succeeded.
@@ -463,15 +568,10 @@ fn linear_constructor_failure_is_an_error_and_leaks_nothing() {
 #[test]
 fn linear_stays_usable_after_failures_from_running_out_of_room() {
     let backing = SyncCounting::new(System);
-    let mut arena =
+    let arena =
         LinearAllocator::new_in(Layout::from_size_align(16 << 10, 64).unwrap(), &backing).unwrap();
-    let mut workload = Workload {
-        arena: &mut arena,
-        live: Vec::new(),
-        next_seed: 1,
-        retry_must_succeed: false,
-        failures: 0,
-    };
+    let arena = RefCell::new(arena);
+    let mut workload = Workload::new(&arena, false);
     workload.run();
     // 16 KiB cannot hold the workload: allocations and grows failed, each leaving the arena
     // unchanged (checked in `failed`), and later steps still succeeded.
@@ -515,6 +615,7 @@ const HEADROOM: usize = 64 << 20;
 /// at what it has plus 64 MiB, then checks that every allocator that maps memory answers `Err`
 /// past the cap (`VirtualAllocator` and the arenas on it, `VirtualArena`, `SyncVirtualArena`,
 /// `PageAllocator`). Exit codes name the failed check.
+#[cfg(unix)]
 fn address_space_capped_child() -> i32 {
     let Ok(page) = libdd_alloc::os::page_size() else {
         return 2;
@@ -652,7 +753,12 @@ fn address_space_capped_child() -> i32 {
     0
 }
 
+#[cfg(unix)] // RLIMIT_AS in a forked child
 #[test]
+#[cfg_attr(
+    qemu_user,
+    ignore = "qemu-user accepts setrlimit(RLIMIT_AS/RLIMIT_DATA) but does not apply it"
+)]
 fn rlimit_as_makes_virtual_memory_allocators_return_err() {
     if under_valgrind() {
         // Valgrind manages the address space itself, and checks a forked child for leaks of the
@@ -665,5 +771,264 @@ fn rlimit_as_makes_virtual_memory_allocators_return_err() {
         ended,
         Ended::Exited(0),
         "address-space-capped child failed check {ended:?}"
+    );
+}
+
+// ---- The scripted suite: fail, panic or re-enter at every backing call ----
+
+/// The suite's re-entry hook: allocates 24 bytes from the arena in the `RefCell` at `context`,
+/// borrowing it as any `RefCell` user would. While the arena is borrowed mutably (`reset`,
+/// `rewind`) the borrow fails and the hook gives up, as a `try_borrow` user would (a panicking
+/// one is the `Panic` action at the same call).
+///
+/// # Safety
+/// `context` is the address of a live `RefCell<T>`.
+unsafe fn reenter<T: Arena>(context: *const ()) -> Option<NonNull<[u8]>> {
+    // SAFETY: per the caller.
+    let cell = unsafe { &*context.cast::<RefCell<T>>() };
+    let arena = cell.try_borrow().ok()?;
+    arena.allocate(Layout::from_size_align(24, 8).unwrap()).ok()
+}
+
+/// Runs `f`; `true` if the script's panic came out of it. Any other panic (a failed check)
+/// goes on unwinding: `catch_unwind` must not swallow the test's own assertions.
+fn scripted_panic_in(f: impl FnOnce()) -> bool {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => false,
+        Err(payload) if payload.is::<ScriptedPanic>() => true,
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+/// What one scripted run saw.
+#[derive(Default)]
+struct Outcome {
+    panicked: bool,
+    /// Blocks the re-entry hook got (each checked until the arena freed it).
+    reentered_blocks: usize,
+    leaked_blocks: usize,
+    leaked_bytes: usize,
+}
+
+/// Runs the workload on the arena `make` builds over `backing`, with `backing`'s script, then
+/// uses the arena again and drops it (each phase under `catch_unwind`), and checks: every live
+/// block, the re-entrant ones included, holds its pattern and none overlap (in
+/// `Workload::verify_all`), nothing was freed twice, and nothing leaked unless a panic was
+/// raised, in which case the leak is at most what the backing allocator ever had out.
+fn scripted_run<'s, T: Arena + 's>(
+    backing: &'s Scripted,
+    make: impl FnOnce(&'s Scripted) -> Result<T, AllocError>,
+) -> Outcome {
+    quiet_scripted_panics();
+    let mut outcome = Outcome::default();
+    let mut built = None;
+    outcome.panicked = scripted_panic_in(|| built = Some(make(backing)));
+    let arena = match built {
+        Some(Ok(arena)) => RefCell::new(arena),
+        _ => {
+            // The constructor failed or panicked: it left nothing behind, except the block a
+            // backing allocator allocated before panicking.
+            let leak = usize::from(outcome.panicked);
+            assert!(backing.live_blocks() <= leak, "a failed constructor leaked");
+            assert_eq!(backing.bad_frees(), 0);
+            outcome.leaked_blocks = backing.live_blocks();
+            outcome.leaked_bytes = backing.live_bytes();
+            return outcome;
+        }
+    };
+    // SAFETY: `arena` outlives the hook, which is removed before `arena` is dropped.
+    unsafe { backing.set_hook(Some((reenter::<T>, (&arena as *const RefCell<T>).cast()))) };
+    let mut workload = Workload::new(&arena, true);
+    workload.scripted = Some(backing);
+    outcome.panicked |= scripted_panic_in(|| workload.run());
+    workload.forget_in_flight();
+    // Used again, whatever happened: the blocks still live are intact (checked first), and
+    // the arena still serves, resizes and resets.
+    outcome.panicked |= scripted_panic_in(|| {
+        workload.verify_all();
+        workload.allocate(8, 8);
+        workload.allocate(3000, 64);
+        let last = workload.live.len().saturating_sub(1);
+        workload.resize(last, 70_000, 64, true);
+        workload.allocate(10, 1);
+        workload.verify_all();
+        workload.reset();
+        workload.allocate(500, 8);
+        workload.verify_all();
+    });
+    workload.forget_in_flight();
+    workload.before_freeing();
+    drop(workload);
+    // SAFETY: no hook: nothing refers to `arena` from the backing allocator any more.
+    unsafe { backing.set_hook(None) };
+    outcome.panicked |= scripted_panic_in(|| drop(arena));
+
+    assert_eq!(
+        backing.bad_frees(),
+        0,
+        "a block was freed twice (or never allocated)"
+    );
+    assert_eq!(
+        outcome.panicked,
+        backing.panics() > 0,
+        "a panic that the script did not raise"
+    );
+    outcome.reentered_blocks = backing.reentered_total();
+    outcome.leaked_blocks = backing.live_blocks();
+    outcome.leaked_bytes = backing.live_bytes();
+    if !outcome.panicked {
+        assert_eq!(outcome.leaked_blocks, 0, "leaked without a panic");
+    }
+    assert!(
+        outcome.leaked_bytes <= backing.peak_bytes(),
+        "leaked more than was ever allocated"
+    );
+    outcome
+}
+
+/// The number of backing calls of a clean scripted run of the arena `$make` builds.
+macro_rules! clean_calls {
+    ($make:expr) => {{
+        let backing = Scripted::new();
+        let outcome = scripted_run(&backing, $make);
+        assert!(!outcome.panicked && outcome.leaked_blocks == 0);
+        backing.calls()
+    }};
+}
+
+/// Runs [`scripted_run`] for each action at each call index of a clean run (and one past it),
+/// for the arena `$make` builds over a `&Scripted`; prints and returns the totals.
+macro_rules! every_scripted_call {
+    ($name:expr, $make:expr) => {{
+        let calls = clean_calls!($make);
+        let mut totals = Totals::default();
+        for at in 0..=calls {
+            for action in [
+                Action::Fail,
+                Action::Panic,
+                Action::PanicAfter,
+                Action::Reenter,
+            ] {
+                let backing = Scripted::at(at, action);
+                let outcome = scripted_run(&backing, $make);
+                assert_eq!(
+                    backing.fired().len(),
+                    usize::from(at < calls),
+                    "call {at} of {calls} not reached ({action:?})"
+                );
+                totals.add(action, &outcome);
+            }
+        }
+        totals.report($name, calls);
+        totals
+    }};
+}
+
+#[derive(Default, Debug)]
+struct Totals {
+    runs: usize,
+    panics: usize,
+    reentered_blocks: usize,
+    leaky_runs: usize,
+    max_leaked_blocks: usize,
+    max_leaked_bytes: usize,
+}
+
+impl Totals {
+    fn add(&mut self, action: Action, outcome: &Outcome) {
+        self.runs += 1;
+        self.panics += usize::from(outcome.panicked);
+        if action == Action::Reenter {
+            self.reentered_blocks += outcome.reentered_blocks;
+        }
+        if outcome.leaked_blocks > 0 {
+            self.leaky_runs += 1;
+        }
+        self.max_leaked_blocks = self.max_leaked_blocks.max(outcome.leaked_blocks);
+        self.max_leaked_bytes = self.max_leaked_bytes.max(outcome.leaked_bytes);
+    }
+
+    fn report(&self, name: &str, calls: usize) {
+        eprintln!(
+            "{name}: {calls} backing calls x 4 actions = {} runs; {} panicked, {} re-entrant \
+             blocks stayed valid; {} runs leaked (after a panic), at most {} blocks / {} bytes",
+            self.runs,
+            self.panics,
+            self.reentered_blocks,
+            self.leaky_runs,
+            self.max_leaked_blocks,
+            self.max_leaked_bytes
+        );
+    }
+}
+
+#[test]
+fn chain_survives_a_failure_panic_or_reentry_at_every_backing_call() {
+    for lazy in [false, true] {
+        let totals = every_scripted_call!("ChainAllocator", |b| small_chain(b, lazy));
+        assert!(totals.panics > 0 && totals.reentered_blocks > 0);
+    }
+}
+
+#[test]
+fn sync_chain_survives_a_failure_panic_or_reentry_at_every_backing_call() {
+    for lazy in [false, true] {
+        let totals = every_scripted_call!("SyncChainAllocator", |b| small_sync_chain(b, lazy));
+        assert!(totals.panics > 0 && totals.reentered_blocks > 0);
+    }
+}
+
+/// The buffer of the linear arenas: room for the whole workload.
+fn linear_buffer() -> Layout {
+    Layout::from_size_align(1 << 20, 64).unwrap()
+}
+
+#[test]
+fn linear_survives_a_failure_panic_or_reentry_at_every_backing_call() {
+    let totals = every_scripted_call!("LinearAllocator", |b| LinearAllocator::new_in(
+        linear_buffer(),
+        b
+    ));
+    // The constructor's allocation and drop's deallocation: both may panic.
+    assert!(totals.panics >= 2);
+}
+
+#[test]
+fn sync_linear_survives_a_failure_panic_or_reentry_at_every_backing_call() {
+    let totals = every_scripted_call!("SyncLinearAllocator", |b| SyncLinearAllocator::new_in(
+        linear_buffer(),
+        b
+    ));
+    assert!(totals.panics >= 2);
+}
+
+/// A re-entrant allocation inside the lock-free arena's `allocate` publishes a chunk first; the
+/// outer call then loses the race, carves its block from the winner's chunk and gives its own
+/// chunk back. Re-entry at every call, and a panic one or two calls later: at the re-entrant
+/// call's own allocation, or at the deallocation that follows (the lost-race chunk when the
+/// outer block fits the winner's chunk, or a `reset`/`rewind`/drop one); each leaks at most.
+#[test]
+fn sync_chain_panic_right_after_a_reentrant_allocation_only_leaks() {
+    let calls = clean_calls!(|b| small_sync_chain(b, true));
+    let mut lost_race_panics = 0;
+    for at in 0..calls {
+        for later in 1..=2 {
+            let script = [(at, Action::Reenter), (at + later, Action::Panic)];
+            let backing = Scripted::over(System, &script);
+            let outcome = scripted_run(&backing, |b| small_sync_chain(b, true));
+            if backing.fired() == [("allocate", Action::Reenter), ("deallocate", Action::Panic)]
+                && outcome.panicked
+            {
+                lost_race_panics += 1;
+                assert!(outcome.leaked_blocks >= 1);
+            }
+        }
+    }
+    eprintln!(
+        "{lost_race_panics} runs re-entered in `allocate` and panicked in the next `deallocate`"
+    );
+    assert!(
+        lost_race_panics > 0,
+        "no run gave a chunk back right after re-entering"
     );
 }

@@ -2,11 +2,12 @@
 //! guard pages (in child processes), huge pages and limits the system may enforce. Every test
 //! holds `exclusive()`: the sweeps check that freed addresses are unmapped, which another test
 //! mapping pages at the same moment could make look false.
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", windows))] // residency and unmapping are read per platform
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
+#[cfg(target_os = "linux")] // fork, setrlimit, /proc
 use common::process::{
     drop_root, in_child, read_proc_number, set_limit, statm, Ended, CANNOT_DROP_ROOT,
 };
@@ -36,27 +37,41 @@ fn options_under_test() -> [(PageOptions, usize, usize); 4] {
 /// Allocates every size of 1-32 pages at every power-of-two alignment of 1-32 pages, keeps one
 /// row of blocks alive at a time, fills each whole block with its own byte, checks that no fill
 /// overwrote another block, then frees the row and checks that every page (guards included)
-/// is gone from the address space.
-fn sweep(allocator: &impl Allocator, guard_before: usize, guard_after: usize) {
+/// is gone from the address space. Uses no heap and does not panic, so that it can run in a
+/// forked child: `Err` names the property that failed.
+fn sweep(
+    allocator: &impl Allocator,
+    guard_before: usize,
+    guard_after: usize,
+) -> Result<(), SweepFailure> {
     let page = page();
-    let aligns: Vec<usize> = (0..=5).map(|shift| page << shift).collect();
     for size_pages in 1..=32usize {
-        let mut blocks: Vec<(NonNull<[u8]>, Layout, u8)> = Vec::new();
-        for (i, &align) in aligns.iter().enumerate() {
-            let layout = Layout::from_size_align(size_pages * page, align).unwrap();
-            let block = allocator.allocate(layout).unwrap();
+        let mut blocks = [(NonNull::<[u8]>::from(&mut [][..]), Layout::new::<()>(), 0u8); 6];
+        for (i, slot) in blocks.iter_mut().enumerate() {
+            let align = page << i;
+            let layout = Layout::from_size_align(size_pages * page, align)
+                .map_err(|_| SweepFailure::Refused)?;
+            let block = allocator
+                .allocate(layout)
+                .map_err(|_| SweepFailure::Refused)?;
             let start = block.cast::<u8>().as_ptr();
-            assert_eq!(start.addr() % align, 0, "{size_pages} pages at {align}");
-            assert_eq!(block.len(), size_pages * page);
+            if start.addr() % align != 0 {
+                return Err(SweepFailure::Misaligned);
+            }
+            if block.len() != size_pages * page {
+                return Err(SweepFailure::WrongLength);
+            }
             let fill = (size_pages * 8 + i) as u8;
             // SAFETY: the block is ours and `block.len()` bytes long.
             unsafe { std::ptr::write_bytes(start, fill, block.len()) };
-            blocks.push((block, layout, fill));
+            *slot = (block, layout, fill);
         }
         for &(block, _, fill) in &blocks {
             // SAFETY: still allocated.
             let bytes = unsafe { block.as_ref() };
-            assert!(bytes.iter().all(|&b| b == fill), "a block was overwritten");
+            if !bytes.iter().all(|&b| b == fill) {
+                return Err(SweepFailure::Overwritten);
+            }
         }
         for (block, layout, _) in blocks {
             let start = block.cast::<u8>().as_ptr();
@@ -64,26 +79,76 @@ fn sweep(allocator: &impl Allocator, guard_before: usize, guard_after: usize) {
             unsafe { allocator.deallocate(block.cast(), layout) };
             let mapping = start.wrapping_sub(guard_before * page);
             let mapping_len = (guard_before + size_pages + guard_after) * page;
-            assert!(all_unmapped(mapping, mapping_len), "left pages mapped");
+            if !all_unmapped(mapping, mapping_len) {
+                return Err(SweepFailure::LeftMapped);
+            }
         }
+    }
+    Ok(())
+}
+
+/// What a sweep found wrong; the discriminant is a forked child's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SweepFailure {
+    Refused = 10,
+    Misaligned,
+    WrongLength,
+    Overwritten,
+    LeftMapped,
+}
+
+/// Runs `sweep` where no other thread can map pages into the ranges it has just freed (which
+/// would make "every freed page is unmapped" look false: the test harness's threads map their
+/// stacks and malloc arenas at any time). On Linux that is a forked child, which has one thread;
+/// on Windows, the process, under `exclusive()`.
+fn sweep_alone(
+    allocator: &impl Allocator,
+    guard_before: usize,
+    guard_after: usize,
+) -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        let ended = in_child(|| match sweep(allocator, guard_before, guard_after) {
+            Ok(()) => 0,
+            Err(failure) => failure as i32,
+        });
+        match ended {
+            Ended::Exited(0) => Ok(()),
+            other => Err(format!(
+                "sweep child ended with {other:?} (an exit status is a SweepFailure discriminant)"
+            )),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        sweep(allocator, guard_before, guard_after).map_err(|failure| format!("{failure:?}"))
     }
 }
 
 #[test]
 fn virtual_allocator_alignment_sweep_maps_aligned_writable_blocks_and_unmaps_them() {
     let _guard = exclusive();
-    sweep(&VirtualAllocator::default(), 0, 0);
+    assert_eq!(sweep_alone(&VirtualAllocator::default(), 0, 0), Ok(()));
 }
 
 #[test]
 fn page_allocator_alignment_sweep_holds_for_every_option() {
     let _guard = exclusive();
     for (options, before, after) in options_under_test() {
-        sweep(&PageAllocator::new(options).unwrap(), before, after);
+        let allocator = PageAllocator::new(options).unwrap();
+        assert_eq!(
+            sweep_alone(&allocator, before, after),
+            Ok(()),
+            "{options:?}"
+        );
     }
 }
 
 #[test]
+#[cfg_attr(
+    qemu_user,
+    ignore = "qemu-user 7.2 ignores madvise other than MADV_DONTNEED and returns success"
+)]
 fn prefaulted_block_is_resident_before_it_is_touched() {
     let _guard = exclusive();
     let page = page();
@@ -102,6 +167,10 @@ fn prefaulted_block_is_resident_before_it_is_touched() {
 }
 
 #[test]
+#[cfg_attr(
+    qemu_user,
+    ignore = "qemu-user 7.2 ignores madvise other than MADV_DONTNEED and returns success"
+)]
 fn prefault_populates_the_block_but_not_its_guard_pages() {
     let _guard = exclusive();
     let page = page();
@@ -133,6 +202,7 @@ fn locked_block_is_resident_before_it_is_touched() {
 }
 
 /// Allocates a guarded block in the parent, then has a child write at `offset` from its start.
+#[cfg(target_os = "linux")] // fork
 fn child_writes_at(options: PageOptions, offset: isize) -> Ended {
     let page = page();
     let layout = Layout::from_size_align(2 * page, 8).unwrap();
@@ -150,6 +220,7 @@ fn child_writes_at(options: PageOptions, offset: isize) -> Ended {
     ended
 }
 
+#[cfg(target_os = "linux")] // fork and SIGSEGV
 #[test]
 fn write_one_byte_past_a_guarded_block_kills_the_child_with_sigsegv() {
     let _guard = exclusive();
@@ -159,6 +230,7 @@ fn write_one_byte_past_a_guarded_block_kills_the_child_with_sigsegv() {
     assert_eq!(child_writes_at(after, end), Ended::Signaled(libc::SIGSEGV));
 }
 
+#[cfg(target_os = "linux")] // fork and SIGSEGV
 #[test]
 fn write_one_byte_before_a_guarded_block_kills_the_child_with_sigsegv() {
     let _guard = exclusive();
@@ -167,6 +239,7 @@ fn write_one_byte_before_a_guarded_block_kills_the_child_with_sigsegv() {
     assert_eq!(child_writes_at(before, -1), Ended::Signaled(libc::SIGSEGV));
 }
 
+#[cfg(target_os = "linux")] // RLIMIT_MEMLOCK
 #[test]
 fn mlock_past_rlimit_memlock_is_an_error_and_leaks_no_mapping() {
     let _guard = exclusive();
@@ -202,12 +275,14 @@ fn mlock_past_rlimit_memlock_is_an_error_and_leaks_no_mapping() {
     assert_eq!(ended, Ended::Exited(0));
 }
 
+#[cfg(target_os = "linux")] // /proc/sys/vm
 fn explicit_huge_pages_configured() -> bool {
     let pool = read_proc_number("/proc/sys/vm/nr_hugepages").unwrap_or(0);
     let overcommit = read_proc_number("/proc/sys/vm/nr_overcommit_hugepages").unwrap_or(0);
     pool + overcommit > 0
 }
 
+#[cfg(target_os = "linux")] // the pool is read from /proc
 #[test]
 fn explicit_only_huge_pages_fail_cleanly_when_the_pool_is_empty() {
     let _guard = exclusive();
@@ -222,6 +297,7 @@ fn explicit_only_huge_pages_fail_cleanly_when_the_pool_is_empty() {
     }
 }
 
+#[cfg(target_os = "linux")] // the fallback keeps the huge alignment only with THP
 #[test]
 fn explicit_huge_pages_fall_back_to_normal_pages_of_the_same_shape() {
     let _guard = exclusive();
@@ -249,6 +325,7 @@ fn guard_pages_with_explicit_huge_pages_are_refused_up_front() {
 }
 
 /// The `THPeligible` line of the mapping that starts at `addr`, from `/proc/self/smaps`.
+#[cfg(target_os = "linux")]
 fn thp_eligible(addr: usize) -> Option<bool> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
     let header = format!("{addr:x}-");
@@ -258,7 +335,12 @@ fn thp_eligible(addr: usize) -> Option<bool> {
     Some(line.ends_with('1'))
 }
 
+#[cfg(target_os = "linux")] // transparent huge pages
 #[test]
+#[cfg_attr(
+    qemu_user,
+    ignore = "qemu-user 7.2 ignores madvise other than MADV_DONTNEED and returns success"
+)]
 fn transparent_huge_pages_align_large_blocks_and_advise_the_kernel() {
     let _guard = exclusive();
     let huge = 2 << 20;

@@ -3,6 +3,7 @@
 //! The test binary re-runs itself as the child (with `CRASH_CHILD_MODE` set, filtered to the one
 //! test), and that test then calls the example's `run`: the child runs the example's own code,
 //! compiled into this binary, so no separate example build has to be found.
+#![cfg(unix)] // POSIX only: the example's SIGSEGV handler on an alternate signal stack.
 
 #[path = "../examples/crash_report.rs"]
 #[allow(dead_code)]
@@ -18,7 +19,20 @@ fn crash_child(test: &str, mode: &str) -> Output {
     if let Ok(mode) = std::env::var(CHILD_MODE) {
         crash_report::run(&mode);
     }
-    Command::new(std::env::current_exe().unwrap())
+    // Under qemu-user the x86 host cannot exec this aarch64 binary by itself (no binfmt_misc
+    // here): scripts/test-aarch64.sh names its emulator command in CROSS_TEST_RUNNER.
+    let runner = std::env::var("CROSS_TEST_RUNNER").unwrap_or_default();
+    let mut runner = runner.split_whitespace();
+    let exe = std::env::current_exe().unwrap();
+    let mut command = match runner.next() {
+        Some(emulator) => {
+            let mut command = Command::new(emulator);
+            command.args(runner).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
+    command
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_MODE, mode)
         .output()

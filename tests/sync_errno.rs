@@ -2,6 +2,7 @@
 //! including a growth that makes an `mmap` syscall and a growth that the kernel refuses, leaves
 //! the interrupted code's `errno` as it was. (C code that interrupted between a failing call and
 //! its `errno` check would otherwise report the wrong error.)
+#![cfg(unix)] // POSIX only: signal handlers and errno; Windows has neither to interrupt a thread with.
 
 use libdd_alloc::{Allocator, Layout, SyncChainAllocator, VirtualAllocator};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
@@ -15,6 +16,19 @@ static GREW: AtomicBool = AtomicBool::new(false);
 static REFUSED: AtomicBool = AtomicBool::new(false);
 
 const MARKER: i32 = 4242;
+
+/// A mapping the kernel refuses with ENOMEM, which libc would store in errno: 64 TiB, once.
+#[cfg(target_pointer_width = "64")]
+const ABSURD: (usize, usize) = (1 << 46, 1);
+/// On 32-bit no size up to `isize::MAX` is absurd by itself: 1.5 GiB three times, which a 4 GiB
+/// address space cannot hold.
+#[cfg(target_pointer_width = "32")]
+const ABSURD: (usize, usize) = (3 << 29, 3);
+/// A length no address space holds, for the libc control (which takes any `size_t`).
+#[cfg(target_pointer_width = "64")]
+const LIBC_ABSURD: usize = 1 << 46;
+#[cfg(target_pointer_width = "32")]
+const LIBC_ABSURD: usize = usize::MAX & !0xFFFF;
 
 fn errno() -> i32 {
     // SAFETY: the calling thread's errno location is always valid.
@@ -37,9 +51,10 @@ extern "C" fn allocate_in_handler(_signal: libc::c_int) {
         unsafe { block.cast::<u8>().write_bytes(1, 64) };
         GREW.store(arena.reserved_bytes() > reserved, Ordering::Relaxed);
     }
-    // 64 TiB: the kernel refuses the mmap with ENOMEM, which libc would store in errno.
-    let absurd = Layout::from_size_align(1 << 46, 8).unwrap_or(Layout::new::<u8>());
-    REFUSED.store(arena.allocate(absurd).is_err(), Ordering::Relaxed);
+    let (size, tries) = ABSURD;
+    let absurd = Layout::from_size_align(size, 8).unwrap_or(Layout::new::<u8>());
+    let refused = (0..tries).any(|_| arena.allocate(absurd).is_err());
+    REFUSED.store(refused, Ordering::Relaxed);
     ERRNO_AT_EXIT.store(errno(), Ordering::Relaxed);
 }
 
@@ -94,7 +109,7 @@ fn refused_mmap_through_libc_would_clobber_errno() {
     let result = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            1 << 46,
+            LIBC_ABSURD,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,

@@ -2,6 +2,7 @@
 //! (including growth), verifies its blocks and the parent's, and reports through its exit status.
 //! The child uses only the arena and raw syscalls: after `fork` in a threaded process, `malloc`
 //! may be locked forever by a thread that does not exist in the child.
+#![cfg(unix)] // POSIX only: fork; Windows has no way to copy a process.
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;

@@ -163,3 +163,37 @@ fn budgeted_virtual_arenas_commit_refuse_release_and_drop_with_no_global_allocat
     assert_eq!(calls, 0);
     assert_eq!(BUDGET.used(), 0);
 }
+
+#[test]
+fn local_handles_allocate_refill_and_drop_with_no_global_allocation() {
+    libdd_alloc::os::page_size().unwrap();
+    let calls = global_calls_during(|| {
+        let mut arena = SyncChainAllocator::new_in(4096, VirtualAllocator {})
+            .unwrap()
+            .with_max_chunk_size(64 << 10);
+        {
+            let local = arena.local();
+            workload(&local);
+            assert!(local.used_bytes() > 1 << 20);
+        }
+        arena.reset();
+        workload(&arena.local());
+        let virtual_arena = libdd_alloc::SyncVirtualArena::new(1 << 30).unwrap();
+        workload(&virtual_arena.local());
+    });
+    assert_eq!(calls, 0);
+}
+
+#[test]
+fn local_handles_on_threads_make_no_global_allocation() {
+    let arena = SyncChainAllocator::new_in(4096, VirtualAllocator {})
+        .unwrap()
+        .with_max_chunk_size(32 << 10);
+    let calls: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| global_calls_during(|| workload(&arena.local()))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(calls, 0);
+}

@@ -89,7 +89,7 @@ fn try_alloc_of_zero_size_type_uses_no_bytes() {
     let empty = arena.try_alloc([0u64; 0]).unwrap();
     assert_eq!(*a, Marker);
     assert_eq!(*unit, ());
-    assert_eq!(addr(empty) % 8, 0);
+    assert_eq!(addr(empty) % align_of::<u64>(), 0);
     assert_eq!(arena.used_bytes(), 0);
 }
 
@@ -135,7 +135,7 @@ fn try_alloc_slice_copy_copies_and_empty_slices_use_no_bytes() {
     let arena = linear(128);
     let empty: &mut [u64] = arena.try_alloc_slice_copy(&[]).unwrap();
     assert!(empty.is_empty());
-    assert_eq!(addr(empty) % 8, 0);
+    assert_eq!(addr(empty) % align_of::<u64>(), 0);
     let zsts = arena.try_alloc_slice_copy(&[(); 1000]).unwrap();
     assert_eq!(zsts.len(), 1000);
     assert_eq!(arena.used_bytes(), 0);
@@ -335,7 +335,8 @@ fn linear_rewind_frees_everything_since_the_checkpoint_and_reuses_it() {
     let checkpoint = arena.checkpoint();
     let first = addr(arena.try_alloc([1u64; 8]).unwrap());
     arena.try_alloc_str("more").unwrap();
-    assert_eq!(arena.used_bytes(), 4 + 4 + 64 + 4);
+    // "kept", padding to the u64 alignment (none on i686, where it is 4), the array, "more".
+    assert_eq!(arena.used_bytes(), 4 + (align_of::<u64>() - 4) + 64 + 4);
     arena.rewind(checkpoint);
     assert_eq!(arena.used_bytes(), 4);
     assert_eq!(addr(arena.try_alloc([2u64; 8]).unwrap()), first);

@@ -12,8 +12,8 @@ use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use libdd_alloc::{
-    Allocator, ChainAllocator, LinearAllocator, PageAllocator, PageOptions, SyncChainAllocator,
-    SyncLinearAllocator, System, VirtualAllocator, VirtualArena,
+    Allocator, ChainAllocator, LinearAllocator, LocalHandle, PageAllocator, PageOptions,
+    SyncChainAllocator, SyncLinearAllocator, System, VirtualAllocator, VirtualArena,
 };
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -172,6 +172,64 @@ impl<B: Allocator + Backing> Arena for OursSyncChain<B> {
         Self(SyncChainAllocator::new_in(hint, B::backing()).expect("first chunk"))
     }
     ours_arena_methods!();
+}
+
+/// A thread-owned [`LocalHandle`] on a `SyncChainAllocator<System>` (first chunk as for
+/// [`OursSyncChain`]): the shared arena at per-thread speed. The handle borrows the boxed arena,
+/// which the adapter owns and drops after it.
+pub struct OursLocal {
+    handle: core::mem::ManuallyDrop<LocalHandle<'static, SyncChainAllocator<System>>>,
+    arena: Box<SyncChainAllocator<System>>,
+}
+
+impl OursLocal {
+    fn handle(
+        arena: &SyncChainAllocator<System>,
+    ) -> core::mem::ManuallyDrop<LocalHandle<'static, SyncChainAllocator<System>>> {
+        // SAFETY: the arena is boxed (it does not move) and outlives the handle: `reset` and
+        // drop drop the handle before they touch or drop the arena.
+        core::mem::ManuallyDrop::new(unsafe {
+            core::mem::transmute::<
+                LocalHandle<'_, SyncChainAllocator<System>>,
+                LocalHandle<'static, SyncChainAllocator<System>>,
+            >(arena.local())
+        })
+    }
+}
+
+impl Drop for OursLocal {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here, before the arena (a field dropped after this body).
+        unsafe { core::mem::ManuallyDrop::drop(&mut self.handle) };
+    }
+}
+
+impl Arena for OursLocal {
+    const NAME: &'static str = "ours Local";
+    fn new(capacity: Capacity) -> Self {
+        let hint = capacity.first_chunk + SyncChainAllocator::<System>::CHAIN_NODE_OVERHEAD;
+        let arena = Box::new(SyncChainAllocator::new_in(hint, System).expect("first chunk"));
+        Self {
+            handle: Self::handle(&arena),
+            arena,
+        }
+    }
+    #[inline(always)]
+    fn alloc(&self, layout: Layout) -> NonNull<u8> {
+        block(self.handle.allocate(layout))
+    }
+    fn reset(&mut self) {
+        // SAFETY: dropped once; replaced below before any other use.
+        unsafe { core::mem::ManuallyDrop::drop(&mut self.handle) };
+        self.arena.reset();
+        self.handle = Self::handle(&self.arena);
+    }
+    fn reserved_bytes(&self) -> Option<usize> {
+        Some(self.arena.reserved_bytes())
+    }
+    fn vec_push(&self, n: usize) -> Option<usize> {
+        Some(vec_push_api2(&*self.handle, n))
+    }
 }
 
 /// Address space reserved by every `VirtualArena` of the benchmarks (nothing is committed until

@@ -47,6 +47,9 @@ pub fn entries() -> Vec<Entry> {
             .strings::<OursSyncChainVirtual>()
             .shared::<OursSyncChain>()
             .original(UPSTREAM_CHAIN),
+        Entry::arena::<OursLocal>()
+            .with(Workload::TwoThreads, workloads::two_threads_local)
+            .original(UPSTREAM_CHAIN),
         Entry::arena::<OursVirtualArena>()
             .strings::<OursVirtualArenaFresh>()
             .memory::<OursVirtualArenaFresh>()
@@ -58,7 +61,7 @@ pub fn entries() -> Vec<Entry> {
         Entry::pages_only::<upstream::VirtualAllocator>(UPSTREAM_VIRTUAL),
         Entry::arena::<Bumpalo>(),
         Entry::arena::<BumpScope>(),
-        Entry::arena::<Blink>(),
+        Entry::arena::<Blink>().with(Workload::TwoThreads, workloads::two_threads_blink_local),
         Entry::arena::<SyncBlink>().shared::<SyncBlink>(),
         Entry::arena::<SystemMalloc>()
             .with(Workload::TwoThreads, workloads::system_two_threads)

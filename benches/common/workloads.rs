@@ -280,6 +280,60 @@ pub fn two_threads<A: Arena + Sync>(inputs: &Inputs) -> Sample {
     }
 }
 
+/// [`Workload::TwoThreads`] through thread-owned handles: each thread takes a `LocalHandle` on
+/// one shared `SyncChainAllocator` (sized as for the shared arenas).
+pub fn two_threads_local_rep(inputs: &Inputs) -> Duration {
+    let n = inputs.per_thread;
+    let arena = libdd_alloc::SyncChainAllocator::new_in(2 * n * SMALL.size() + SLACK, System)
+        .unwrap_or_else(|_| out_of_memory());
+    on_two_threads(|| {
+        let local = arena.local();
+        for i in 0..n {
+            match local.allocate(SMALL) {
+                Ok(block) => touch(block.cast(), i),
+                Err(_) => out_of_memory(),
+            }
+        }
+    })
+}
+
+pub fn two_threads_local(inputs: &Inputs) -> Sample {
+    let reps = inputs.reps(Workload::TwoThreads);
+    let total: Duration = (0..reps).map(|_| two_threads_local_rep(inputs)).sum();
+    Sample {
+        ns_per_op: per_op(total, reps * 2 * inputs.per_thread),
+        ..Sample::default()
+    }
+}
+
+/// [`Workload::TwoThreads`] through blink-alloc's per-thread `local()` proxies on one shared
+/// `SyncBlinkAlloc`.
+pub fn two_threads_blink_local_rep(inputs: &Inputs) -> Duration {
+    let n = inputs.per_thread;
+    let arena = blink_alloc::SyncBlinkAlloc::with_chunk_size_in(
+        2 * n * SMALL.size() + SLACK,
+        allocator_api2_04::alloc::Global,
+    );
+    on_two_threads(|| {
+        let local = arena.local();
+        for i in 0..n {
+            match local.allocate(SMALL) {
+                Ok(block) => touch(block.cast(), i),
+                Err(_) => out_of_memory(),
+            }
+        }
+    })
+}
+
+pub fn two_threads_blink_local(inputs: &Inputs) -> Sample {
+    let reps = inputs.reps(Workload::TwoThreads);
+    let total: Duration = (0..reps).map(|_| two_threads_blink_local_rep(inputs)).sum();
+    Sample {
+        ns_per_op: per_op(total, reps * 2 * inputs.per_thread),
+        ..Sample::default()
+    }
+}
+
 /// [`Workload::TwoThreads`] for `malloc`: each thread allocates its own blocks (freed after the
 /// clock stops, as the arenas' are).
 pub fn system_two_threads_rep(inputs: &Inputs) -> Duration {

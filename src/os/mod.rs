@@ -1,10 +1,11 @@
 //! The operating system's page allocator: the only module that talks to the OS.
 //!
 //! Every other module asks for whole pages through the functions here, so platform `cfg`s stay
-//! in this folder. On Linux and Android the calls are raw syscalls (rustix's `linux_raw` backend):
-//! they cannot be interposed by an `LD_PRELOAD`ed allocator and never write `errno`. On other Unix
-//! systems they go through libc, and `errno` is saved and restored around each call. On Windows
-//! they are `VirtualAlloc`/`VirtualFree`, which report errors through `GetLastError`, not `errno`.
+//! in this folder. On Linux the calls are raw syscalls (rustix's `linux_raw` backend, on x86,
+//! x86_64, arm, aarch64 and riscv64): they cannot be interposed by an `LD_PRELOAD`ed allocator
+//! and never write `errno`. On Android, the other Unix systems and Linux on other architectures
+//! rustix goes through libc, and `errno` is saved and restored around each call. On Windows they
+//! are `VirtualAlloc`/`VirtualFree`, which report errors through `GetLastError`, not `errno`.
 //!
 //! Besides mapping pages, the layer offers the virtual memory controls the page allocator and the
 //! reserve-then-commit arena need, under platform-neutral names: `reserve` (address space
@@ -13,9 +14,15 @@
 //! `release_pages` (give pages back, keep the range), and `map_pages` with `MapOptions`.
 //!
 //! # Signal safety
-//! [`page_size`] is cached after the first call (made by any arena constructor that maps pages),
-//! so allocation paths never call `sysconf`. The map/unmap primitives are async-signal-safe in
-//! practice on Linux: a raw `mmap` syscall takes no user-space lock.
+//! Every path that needs the page size (allocation, growth, deallocation: `VirtualAllocator`'s
+//! `deallocate` rounds the length to pages) reads it through [`page_size`], which is one relaxed
+//! load of a cached value after the first call in the process (made by any arena constructor
+//! that maps pages). On Linux even that first read makes no libc call: it is a few raw
+//! `mprotect` syscalls that change nothing. Elsewhere it is libc `sysconf(_SC_PAGESIZE)` with
+//! `errno` kept, and on 32-bit x86 Linux rustix's first syscall in the process finds the vDSO
+//! through libc (`dlsym`): there, call [`page_size`] once before installing a handler. The
+//! map/unmap primitives are async-signal-safe in practice on Linux: a raw `mmap` syscall takes
+//! no user-space lock.
 
 use crate::AllocError;
 use core::ptr::NonNull;
@@ -37,8 +44,17 @@ static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 /// The size of a virtual memory page, in bytes: the unit in which [`VirtualAllocator`] hands out
 /// memory.
 ///
-/// Read from the OS once and cached; later calls are one relaxed atomic load, so this is cheap and
-/// async-signal-safe after the first call.
+/// Read from the OS once and cached; later calls are one relaxed atomic load. On Linux the first
+/// read is up to 31 raw `mprotect(addr, 0, PROT_NONE)` syscalls, which change no mapping: the
+/// page size is the smallest power of two the kernel accepts as a page-aligned address. No libc
+/// call, no `errno` write, no panic. Elsewhere the first read is libc `sysconf(_SC_PAGESIZE)`
+/// (Windows: `GetSystemInfo`), with `errno` kept.
+///
+/// # Signal safety
+/// Async-signal-safe on Linux x86_64, aarch64, arm and riscv64, from the first call. Elsewhere
+/// only once cached, so call it before installing a handler: off Linux the first read is libc,
+/// and on 32-bit x86 Linux the first syscall rustix makes in the process looks up the vDSO's
+/// syscall entry through libc (`dlsym`, `getauxval`), which may take the dynamic loader's lock.
 ///
 /// # Errors
 /// `Err(AllocError)` if the OS reports a page size that is not a power of two.
@@ -133,6 +149,19 @@ mod tests {
         assert_eq!(page_size().unwrap(), first);
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn queried_page_size_is_the_one_libc_reports() {
+        // SAFETY: sysconf with a valid name has no preconditions.
+        let libc_page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        assert_eq!(query_page_size(), usize::try_from(libc_page).unwrap());
+        #[cfg(target_os = "linux")]
+        // SAFETY: getauxval with any key has no preconditions.
+        assert_eq!(query_page_size() as u64, unsafe {
+            libc::getauxval(libc::AT_PAGESZ) as u64
+        });
+    }
+
     #[test]
     fn round_to_pages_rejects_sizes_past_isize_max() {
         assert_eq!(round_to_pages(0, 4096), Some(0));
@@ -209,6 +238,11 @@ mod tests {
 
     #[test]
     fn map_of_an_absurd_size_is_an_error() {
-        assert!(map(isize::MAX as usize & !0xFFFF).is_err());
+        // Past the 64-bit address space; on 32-bit, where 2 GiB may map, past the 4 GiB one.
+        #[cfg(target_pointer_width = "64")]
+        let absurd = isize::MAX as usize & !0xFFFF;
+        #[cfg(target_pointer_width = "32")]
+        let absurd = usize::MAX & !0xFFFF;
+        assert!(map(absurd).is_err());
     }
 }

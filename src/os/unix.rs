@@ -1,4 +1,5 @@
-//! Unix pages through rustix: raw syscalls on Linux/Android, libc (with `errno` kept) elsewhere.
+//! Unix pages through rustix: raw syscalls on Linux (its `linux_raw` backend), libc elsewhere,
+//! with `errno` saved and restored around each libc call.
 
 use super::MapOptions;
 use crate::AllocError;
@@ -7,22 +8,85 @@ use core::ptr::NonNull;
 use rustix::mm::{MapFlags, ProtFlags};
 
 /// Runs an OS call without letting it change `errno`, which the interrupted code may be about
-/// to read. On Linux rustix makes raw syscalls that never touch `errno`, so this is free.
+/// to read.
+///
+/// Where rustix makes raw syscalls (its `linux_raw` backend: Linux on x86, x86_64, arm, aarch64
+/// and riscv64, unless built with `--cfg rustix_use_libc`; the condition mirrors rustix's build
+/// script), the call never touches `errno` and this is free. Everywhere else (Android, the BSDs,
+/// macOS, Linux on other architectures) rustix goes through libc, which writes `errno` on
+/// failure, so it is saved before the call and restored after it. Not seen from here: rustix's
+/// own `use-libc` feature, which another crate in the build could turn on; `errno` would then
+/// not be saved on Linux.
 #[inline(always)]
 pub(crate) fn keep_errno<T>(call: impl FnOnce() -> T) -> T {
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(all(
+        target_os = "linux",
+        not(rustix_use_libc),
+        any(
+            all(target_arch = "x86_64", target_pointer_width = "64"),
+            target_arch = "x86",
+            all(target_arch = "aarch64", target_pointer_width = "64"),
+            target_arch = "arm",
+            target_arch = "riscv64"
+        )
+    )))]
     {
         let saved = errno::errno();
         let result = call();
         errno::set_errno(saved);
         result
     }
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(all(
+        target_os = "linux",
+        not(rustix_use_libc),
+        any(
+            all(target_arch = "x86_64", target_pointer_width = "64"),
+            target_arch = "x86",
+            all(target_arch = "aarch64", target_pointer_width = "64"),
+            target_arch = "arm",
+            target_arch = "riscv64"
+        )
+    ))]
     {
         call()
     }
 }
 
+/// The largest page size [`query_page_size`] looks for on Linux (no Linux port has pages this
+/// large; huge pages are a separate mechanism).
+#[cfg(target_os = "linux")]
+const MAX_PAGE_SIZE: usize = 1 << 30;
+
+/// The page size on Linux, found without libc: the kernel rejects an `mprotect` address that is
+/// not page-aligned with `EINVAL` (POSIX requires it) before it looks at the length, and a zero
+/// length changes no mapping. So the page size is the smallest power of two that
+/// `mprotect(addr, 0, PROT_NONE)` does not reject with `EINVAL`: the kernel returns 0 for it,
+/// qemu-user `ENOMEM` (it rejects empty ranges). At most 31 raw syscalls, once per process; 0
+/// (which [`super::page_size`] turns into `Err`) if no candidate is accepted.
+///
+/// Why not rustix's `param::page_size`: with `use-libc-auxv` it calls libc `sysconf`; without,
+/// it reads the auxiliary vector through `prctl(PR_GET_AUXV)` or `/proc/self/auxv` and panics
+/// when neither is available (a sandbox, no `/proc`).
+#[cfg(target_os = "linux")]
+pub(super) fn query_page_size() -> usize {
+    let mut candidate: usize = 1;
+    while candidate <= MAX_PAGE_SIZE {
+        let addr = core::ptr::without_provenance_mut::<c_void>(candidate);
+        // SAFETY: a zero-length mprotect covers no byte, so it changes no mapping.
+        let result = keep_errno(|| unsafe {
+            rustix::mm::mprotect(addr, 0, rustix::mm::MprotectFlags::empty())
+        });
+        if result != Err(rustix::io::Errno::INVAL) {
+            return candidate;
+        }
+        candidate <<= 1;
+    }
+    0
+}
+
+/// The page size off Linux: rustix's `param::page_size`, which is libc `sysconf(_SC_PAGESIZE)`
+/// (`getpagesize` on some systems), with `errno` kept.
+#[cfg(not(target_os = "linux"))]
 pub(super) fn query_page_size() -> usize {
     keep_errno(rustix::param::page_size)
 }
@@ -64,11 +128,12 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
 }
 
 /// Resizes the mapping `[ptr, ptr + old_len)` to `new_len` bytes with `mremap`, moving it if
-/// `may_move`. Grown bytes are zero. Linux only; elsewhere always `Err`, and the caller copies.
+/// `may_move`. Grown bytes are zero. Linux only (rustix offers no `mremap` on Android, whose
+/// libc backend it uses); elsewhere always `Err`, and the caller copies.
 ///
 /// # Safety
 /// The range must be a whole mapping made here; if it moves, the old addresses are dead.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(target_os = "linux")]
 pub(crate) unsafe fn remap(
     ptr: NonNull<u8>,
     old_len: usize,
@@ -81,7 +146,8 @@ pub(crate) unsafe fn remap(
         rustix::mm::MremapFlags::empty()
     };
     // SAFETY: the caller owns the whole mapping; mremap either resizes it or fails untouched.
-    let result = unsafe { rustix::mm::mremap(ptr.as_ptr().cast(), old_len, new_len, flags) };
+    let result =
+        keep_errno(|| unsafe { rustix::mm::mremap(ptr.as_ptr().cast(), old_len, new_len, flags) });
     match result {
         Ok(addr) => NonNull::new(addr.cast::<u8>()).ok_or(AllocError),
         Err(_) => Err(AllocError),
@@ -92,7 +158,7 @@ pub(crate) unsafe fn remap(
 ///
 /// # Safety
 /// None needed; kept `unsafe` for the same signature on every platform.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(not(target_os = "linux"))]
 pub(crate) unsafe fn remap(
     _ptr: NonNull<u8>,
     _old_len: usize,

@@ -1,5 +1,11 @@
-//! Windows pages through `VirtualAlloc`/`VirtualFree`. Not compiled by CI (no Windows target
-//! library on our machines); kept small and written against the documented API.
+//! Windows pages through `VirtualAlloc`/`VirtualFree`. CI builds and runs the test suite under
+//! Wine (`scripts/test-windows.sh`), whose `VirtualAlloc` is a reimplementation, not Windows'.
+//!
+//! Windows places every region at a multiple of the allocation granularity (64 KiB) and frees a
+//! region only whole, from its base. So an alignment the granularity does not give is had by
+//! reserving a larger probe region, releasing it, and reserving inside the range it occupied
+//! ([`map_pages_aligned`]); the uncommitted pages it may leave before the block tell [`unmap`]
+//! to release the whole region.
 
 use super::MapOptions;
 use crate::AllocError;
@@ -38,30 +44,44 @@ pub(crate) fn map(len: usize) -> Result<NonNull<u8>, AllocError> {
     NonNull::new(ptr.cast::<u8>()).ok_or(AllocError)
 }
 
-/// Gives back `[ptr, ptr + len)`. A whole region (`ptr` is its base) is released; the tail of a
-/// region (as `VirtualAllocator::shrink` gives back) cannot be released on Windows, so its pages
-/// are decommitted instead and the address range goes with the rest of the region.
+/// Gives back `[ptr, ptr + len)`. A whole region is released: one whose base is `ptr`, or that
+/// has only reserved, never committed, pages before `ptr` (the padding [`map_pages_aligned`]
+/// leaves). Any other range, such as the tail of a region that `VirtualAllocator::shrink` gives
+/// back, cannot be released on Windows: its pages are decommitted instead, and the address range
+/// goes with the rest of the region.
 ///
 /// # Safety
-/// `[ptr, ptr + len)` must be a region returned by [`map`] or a page-aligned tail of one, with no
-/// live references into it.
+/// `[ptr, ptr + len)` must be a block returned by [`map`], [`map_pages`], [`map_pages_aligned`]
+/// or [`reserve`], or a page-aligned tail of one, with no live references into it.
 pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
-    let mut info = core::mem::MaybeUninit::<MEMORY_BASIC_INFORMATION>::uninit();
-    let size = core::mem::size_of::<MEMORY_BASIC_INFORMATION>();
-    // SAFETY: VirtualQuery writes at most `size` bytes into `info` and reads no memory at `ptr`.
-    let written = unsafe { VirtualQuery(ptr.as_ptr().cast(), info.as_mut_ptr(), size) };
-    // SAFETY: a non-zero return means the struct was filled.
-    let is_base =
-        written != 0 && unsafe { info.assume_init() }.AllocationBase == ptr.as_ptr().cast();
+    let Some(here) = query(ptr.as_ptr()) else {
+        return;
+    };
+    let region = here.AllocationBase.cast::<u8>();
+    let whole_region = region == ptr.as_ptr()
+        || query(region).is_some_and(|head| {
+            head.State == MEM_RESERVE && region.wrapping_add(head.RegionSize) == ptr.as_ptr()
+        });
     // SAFETY: the caller hands the range over. MEM_RELEASE takes the region base and size 0;
     // MEM_DECOMMIT takes any page-aligned range inside one region.
     let _ = unsafe {
-        if is_base {
-            VirtualFree(ptr.as_ptr().cast(), 0, MEM_RELEASE)
+        if whole_region {
+            VirtualFree(region.cast(), 0, MEM_RELEASE)
         } else {
             VirtualFree(ptr.as_ptr().cast(), len, MEM_DECOMMIT)
         }
     };
+}
+
+/// `VirtualQuery` of the page at `addr`: its region's base, and the run of pages from `addr`
+/// that share its state (free, reserved or committed) and protection. `None` when it fails.
+fn query(addr: *const u8) -> Option<MEMORY_BASIC_INFORMATION> {
+    let mut info = core::mem::MaybeUninit::<MEMORY_BASIC_INFORMATION>::uninit();
+    let size = core::mem::size_of::<MEMORY_BASIC_INFORMATION>();
+    // SAFETY: VirtualQuery writes at most `size` bytes into `info` and reads no memory at `addr`.
+    let written = unsafe { VirtualQuery(addr.cast(), info.as_mut_ptr(), size) };
+    // SAFETY: a non-zero return means the struct was filled.
+    (written != 0).then(|| unsafe { info.assume_init() })
 }
 
 /// Windows cannot resize a region in place; the caller maps, copies and unmaps.
@@ -77,8 +97,8 @@ pub(crate) unsafe fn remap(
     Err(AllocError)
 }
 
-/// Regions start at the allocation granularity (64 KiB), so alignments up to it come for free;
-/// a larger alignment cannot be had without racy reserve-release-retry loops, so it is an error.
+/// Maps `len` bytes aligned to `align` (a power of two larger than a page). Alignments up to the
+/// allocation granularity (64 KiB) come for free; larger ones go through [`map_pages_aligned`].
 pub(crate) fn map_aligned(
     len: usize,
     align: usize,
@@ -87,8 +107,7 @@ pub(crate) fn map_aligned(
     map_pages_aligned(len, align, 0, page, MapOptions::default())
 }
 
-/// Windows has no transparent large pages: nothing gains from aligning a block to one (and
-/// an alignment above the 64 KiB allocation granularity cannot be had at all).
+/// Windows has no transparent large pages: nothing gains from aligning a block to one.
 pub(crate) const TRANSPARENT_HUGE_PAGES: bool = false;
 
 /// `GetLargePageMinimum`, or the normal page size when large pages are unsupported (it returns 0).
@@ -113,9 +132,26 @@ pub(crate) fn map_pages(len: usize, options: MapOptions) -> Result<NonNull<u8>, 
     NonNull::new(ptr.cast::<u8>()).ok_or(AllocError)
 }
 
-/// Maps `len` bytes such that `base + offset` is aligned to `align`, and returns `base`.
-/// Regions start at the allocation granularity, so this works when `align` is at most that and
-/// `offset` is a multiple of `align`; anything else is `Err` (see [`map_aligned`]).
+/// How often [`map_pages_aligned`] tries again when another thread maps into the range it has
+/// just released, before it gives up with `Err`.
+const PLACEMENT_TRIES: usize = 16;
+
+/// Maps `len` read-write bytes such that `base + offset` is aligned to `align` (a power of two;
+/// `offset` a multiple of the page size, at most `len`), and returns `base`.
+///
+/// When the allocation granularity gives the alignment (`align` at most 64 KiB and `offset` a
+/// multiple of it), this is one `VirtualAlloc`. Otherwise a probe region of
+/// `len + align - page` bytes is reserved to find free address space, released, and the block is
+/// reserved again inside that range, starting at the granularity boundary at or below `base`;
+/// the pages between that boundary and `base` stay reserved, never committed, which is how
+/// [`unmap`] recognises the whole region. Another thread may map into the range between the
+/// release and the reservation (Windows has no atomic way to do this before `VirtualAlloc2`,
+/// Windows 10 1803): that try is repeated, [`PLACEMENT_TRIES`] times at most.
+///
+/// # Errors
+/// `Err(AllocError)` when the address space is exhausted, the commit is refused, every try lost
+/// its range to another thread, or `huge_tlb` is asked for with an alignment the granularity
+/// does not give (large pages must be reserved and committed in one call).
 pub(crate) fn map_pages_aligned(
     len: usize,
     align: usize,
@@ -123,12 +159,51 @@ pub(crate) fn map_pages_aligned(
     page: usize,
     options: MapOptions,
 ) -> Result<NonNull<u8>, AllocError> {
-    if align > page
-        && (align > system_info().dwAllocationGranularity as usize || offset & (align - 1) != 0)
-    {
+    let granularity = system_info().dwAllocationGranularity as usize;
+    if align <= page || (align <= granularity && offset & (align - 1) == 0) {
+        return map_pages(len, options);
+    }
+    if options.huge_tlb || !granularity.is_power_of_two() {
         return Err(AllocError);
     }
-    map_pages(len, options)
+    let probe_len = len.checked_add(align - page).ok_or(AllocError)?;
+    for _ in 0..PLACEMENT_TRIES {
+        let probe = reserve(probe_len)?;
+        let probe_start = probe.as_ptr().addr();
+        // `base` is at most `align - page` past the probe's start and `base + len` inside it.
+        let base = probe_start
+            .checked_add(offset)
+            .and_then(|start| crate::bump::align_up(start, align))
+            .map(|aligned| aligned - offset);
+        // SAFETY: the probe is our fresh reservation; nothing refers to it.
+        unsafe { VirtualFree(probe.as_ptr().cast(), 0, MEM_RELEASE) };
+        let base = base.ok_or(AllocError)?;
+        let region_start = base & !(granularity - 1);
+        let region_len = base - region_start + len;
+        // SAFETY: asks for address space at `region_start`, inside the range the probe held;
+        // VirtualAlloc fails rather than touch memory that another thread has mapped meanwhile.
+        let region = unsafe {
+            VirtualAlloc(
+                probe.as_ptr().with_addr(region_start).cast(),
+                region_len,
+                MEM_RESERVE,
+                PAGE_NOACCESS,
+            )
+        };
+        let Some(region) = NonNull::new(region.cast::<u8>()) else {
+            continue;
+        };
+        // SAFETY: `base` lies inside the region just reserved.
+        let block = unsafe { region.add(base - region_start) };
+        // SAFETY: `[base, base + len)` is the tail of our fresh reservation.
+        if unsafe { commit(block, len) }.is_err() {
+            // SAFETY: the region is ours and nothing refers to it.
+            unsafe { VirtualFree(region.as_ptr().cast(), 0, MEM_RELEASE) };
+            return Err(AllocError);
+        }
+        return Ok(block);
+    }
+    Err(AllocError)
 }
 
 /// Reserves `len` bytes of address space (`MEM_RESERVE`, `PAGE_NOACCESS`): no memory and no
@@ -219,4 +294,126 @@ pub(crate) unsafe fn release_pages(ptr: NonNull<u8>, len: usize) -> Result<(), A
     }
     // SAFETY: the range is still part of our reservation.
     unsafe { commit(ptr, len) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use windows_sys::Win32::System::Memory::MEM_FREE;
+
+    fn page() -> usize {
+        super::super::page_size().unwrap()
+    }
+
+    fn state(addr: *const u8) -> u32 {
+        query(addr).unwrap().State
+    }
+
+    #[test]
+    fn aligned_block_after_an_unaligned_offset_is_released_whole_with_its_padding() {
+        let page = page();
+        for align in [16 * page, 1 << 20, 8 << 20] {
+            let base =
+                map_pages_aligned(4 * page, align, page, page, MapOptions::default()).unwrap();
+            assert_eq!((base.as_ptr().addr() + page) % align, 0);
+            let region = query(base.as_ptr()).unwrap().AllocationBase.cast::<u8>();
+            assert!(
+                region < base.as_ptr(),
+                "an unaligned offset needs padding before the block"
+            );
+            assert_eq!(state(region), MEM_RESERVE, "the padding is never committed");
+            // SAFETY: the four pages are committed read-write and ours.
+            let bytes = unsafe { core::slice::from_raw_parts_mut(base.as_ptr(), 4 * page) };
+            assert!(bytes.iter().all(|&b| b == 0));
+            bytes.fill(0x3C);
+            // SAFETY: the mapping is ours; `bytes` is not used again.
+            unsafe { unmap(base, 4 * page) };
+            assert_eq!(state(region), MEM_FREE, "the padding went with the block");
+            assert_eq!(state(base.as_ptr()), MEM_FREE);
+        }
+    }
+
+    #[test]
+    fn alignment_above_the_granularity_starts_a_region_and_needs_no_padding() {
+        let page = page();
+        let align = 4 << 20;
+        let base = map_aligned(3 * page, align, page).unwrap();
+        assert_eq!(base.as_ptr().addr() % align, 0);
+        assert_eq!(
+            query(base.as_ptr()).unwrap().AllocationBase,
+            base.as_ptr().cast()
+        );
+        // SAFETY: the mapping is ours.
+        unsafe { unmap(base, 3 * page) };
+        assert_eq!(state(base.as_ptr()), MEM_FREE);
+    }
+
+    #[test]
+    fn tail_of_a_padded_block_is_decommitted_and_the_rest_released_later() {
+        let page = page();
+        let base = map_pages_aligned(4 * page, 1 << 20, page, page, MapOptions::default()).unwrap();
+        // SAFETY: the last two pages are ours and nothing refers to them.
+        unsafe { unmap(base.add(2 * page), 2 * page) };
+        // SAFETY: the first two pages stay committed read-write.
+        unsafe { base.as_ptr().add(page).write(9) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { base.as_ptr().add(page).read() }, 9);
+        // SAFETY: the tail was given back above, the head is still ours.
+        assert_eq!(state(unsafe { base.as_ptr().add(2 * page) }), MEM_RESERVE);
+        // SAFETY: the rest of the block is ours.
+        unsafe { unmap(base, 2 * page) };
+        assert_eq!(state(base.as_ptr()), MEM_FREE);
+    }
+
+    /// Sets the flag when dropped, so that a failed assertion still stops the competing thread
+    /// (the scope would otherwise wait for it forever).
+    struct StopOnDrop<'a>(&'a core::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn aligned_mapping_racing_another_mapping_thread_is_aligned_or_an_error() {
+        let page = page();
+        let align = 1 << 20;
+        let stop = core::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // Competes for the address space the probes release.
+                while !stop.load(core::sync::atomic::Ordering::Relaxed) {
+                    let other = reserve(2 << 20).unwrap();
+                    // SAFETY: our own reservation.
+                    unsafe { unmap(other, 2 << 20) };
+                }
+            });
+            let _stop = StopOnDrop(&stop);
+            let mut mapped = 0;
+            for round in 0..500u32 {
+                let byte = round as u8;
+                let Ok(base) =
+                    map_pages_aligned(2 * page, align, page, page, MapOptions::default())
+                else {
+                    continue;
+                };
+                mapped += 1;
+                assert_eq!((base.as_ptr().addr() + page) % align, 0);
+                let region = query(base.as_ptr()).unwrap().AllocationBase;
+                let granularity = system_info().dwAllocationGranularity as usize;
+                assert_eq!(region.addr(), base.as_ptr().addr() & !(granularity - 1));
+                // SAFETY: both pages are committed read-write and ours.
+                unsafe {
+                    base.as_ptr().add(page).write_bytes(byte, page);
+                    assert_eq!(base.as_ptr().add(2 * page - 1).read(), byte);
+                    unmap(base, 2 * page);
+                }
+            }
+            // Losing all but a few races would mean the retry is broken.
+            assert!(
+                mapped >= 400,
+                "only {mapped} of 500 aligned mappings succeeded"
+            );
+        });
+    }
 }

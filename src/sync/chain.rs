@@ -104,6 +104,10 @@ impl ChunkShape {
 /// counted just after a chunk is published, and `used_bytes`, computed from it and the newest
 /// chunk's cursor, may briefly lag. Once allocation stops they are exact.
 ///
+/// # Soundness of `reset`
+/// Why a safe `reset(&mut self)` (and `rewind`) next to `Allocator` for the owned arena is
+/// sound: see the [crate docs](crate#why-a-safe-resetmut-self-next-to-allocator-is-sound).
+///
 /// # Signal safety
 /// Reentrant: a signal handler may allocate from the same arena as the code it interrupted, on
 /// the same thread. Every step is a load followed by a compare-exchange, with no lock and nothing
@@ -256,6 +260,11 @@ impl<A: Allocator> SyncChainAllocator<A> {
         self.chunk_size_hint
     }
 
+    /// The bound on regular chunk sizes, for the slabs of a [`LocalHandle`](super::LocalHandle).
+    pub(super) fn max_chunk_size(&self) -> usize {
+        self.max_chunk_size
+    }
+
     /// The newest chunk, if any.
     #[inline(always)]
     fn top_chunk(&self) -> Option<&SyncChunk> {
@@ -353,46 +362,55 @@ impl<A: Allocator> SyncChainAllocator<A> {
     /// # Ok::<(), libdd_alloc::AllocError>(())
     /// ```
     pub fn reset(&mut self) {
-        let mut largest: Option<NonNull<SyncChunk>> = None;
-        let mut chunk = NonNull::new(self.top.load(Ordering::Relaxed));
+        // First the bookkeeping, then the backing allocator: from the moment the first chunk goes
+        // back to `A`, the arena links only the kept chunk. A backing `deallocate` that panics
+        // part-way then leaks the chunks not yet freed, and frees nothing twice.
+        let old_top = NonNull::new(self.top.load(Ordering::Relaxed));
+        let mut largest: Option<(NonNull<SyncChunk>, usize)> = None;
+        let mut chunk = old_top;
         while let Some(header) = chunk {
             // SAFETY: every linked header is a live chunk owned by this arena, and `&mut self`
             // excludes every other user.
             let (prev, size) = unsafe { (header.as_ref().prev, header.as_ref().layout().size()) };
-            let keep = match largest {
-                // SAFETY: as above.
-                Some(best) => size > unsafe { best.as_ref().layout().size() },
-                None => true,
-            };
-            let freed = if keep {
-                largest.replace(header)
-            } else {
-                Some(header)
-            };
-            if let Some(freed) = freed {
-                // SAFETY: `freed` is a chunk we own that nothing borrows (`&mut self`); it is
-                // unlinked from our bookkeeping below.
-                unsafe { self.free_chunk(freed) };
+            if largest.is_none_or(|(_, best)| size > best) {
+                largest = Some((header, size));
             }
             chunk = NonNull::new(prev);
         }
-        match largest {
-            Some(mut header) => {
-                // SAFETY: the kept chunk is live and ours alone (`&mut self`).
-                let kept = unsafe { header.as_mut() };
-                kept.prev = core::ptr::null_mut();
-                // Depth 1 always fits.
-                if let Some(shape) = ChunkShape::new(1, kept.shape.align()) {
-                    kept.shape = shape;
+        let kept = largest.map(|(mut header, size)| {
+            // SAFETY: the kept chunk is live and ours alone (`&mut self`).
+            let kept = unsafe { header.as_mut() };
+            let below = NonNull::new(kept.prev);
+            kept.prev = core::ptr::null_mut();
+            // Depth 1 always fits.
+            if let Some(shape) = ChunkShape::new(1, kept.shape.align()) {
+                kept.shape = shape;
+            }
+            kept.cursor.rewind(Self::data_start(header));
+            self.reserved.store(size, Ordering::Relaxed);
+            (header, below)
+        });
+        self.top.store(
+            kept.map_or(core::ptr::null_mut(), |(header, _)| header.as_ptr()),
+            Ordering::Relaxed,
+        );
+        if kept.is_none() {
+            self.reserved.store(0, Ordering::Relaxed);
+        }
+        // The old chain, minus the kept chunk: nothing links these any more.
+        let mut chunk = old_top;
+        while let Some(header) = chunk {
+            if let Some((kept, below)) = kept {
+                if header == kept {
+                    chunk = below;
+                    continue;
                 }
-                kept.cursor.rewind(Self::data_start(header));
-                self.reserved.store(kept.layout().size(), Ordering::Relaxed);
-                self.top.store(header.as_ptr(), Ordering::Relaxed);
             }
-            None => {
-                self.reserved.store(0, Ordering::Relaxed);
-                self.top.store(core::ptr::null_mut(), Ordering::Relaxed);
-            }
+            // SAFETY: an unlinked chunk of the old chain, live until freed just below; read its
+            // link first.
+            chunk = NonNull::new(unsafe { header.as_ref().prev });
+            // SAFETY: `&mut self`: nothing borrows the chunk, and it is unlinked above.
+            unsafe { self.free_chunk(header) };
         }
     }
 
@@ -588,6 +606,12 @@ impl<A: Allocator> Drop for SyncChainAllocator<A> {
             // SAFETY: every linked header is a live chunk owned by this arena; read the link
             // before the chunk is freed.
             chunk = NonNull::new(unsafe { header.as_ref().prev });
+            // Unlinked before it is freed, as everywhere: a panicking backing `deallocate`
+            // leaves the arena linking only chunks not yet freed, which leak.
+            self.top.store(
+                chunk.map_or(core::ptr::null_mut(), NonNull::as_ptr),
+                Ordering::Relaxed,
+            );
             // SAFETY: the arena is going away, so nothing uses the chunk.
             unsafe { self.free_chunk(header) };
         }
@@ -855,8 +879,14 @@ mod tests {
         let absurd = Layout::from_size_align(isize::MAX as usize - 8, 1).unwrap();
         assert!(arena.allocate(absurd).is_err());
         let absurd_vm = SyncChainAllocator::new_in(4096, VirtualAllocator {}).unwrap();
+        // Past the address space on 64-bit; on 32-bit, where 1 GiB may map, within a page of
+        // `isize::MAX`.
+        #[cfg(target_pointer_width = "64")]
+        let absurd_size = 1 << 50;
+        #[cfg(target_pointer_width = "32")]
+        let absurd_size = isize::MAX as usize - 4094;
         assert!(absurd_vm
-            .allocate(Layout::from_size_align(1 << 50, 8).unwrap())
+            .allocate(Layout::from_size_align(absurd_size, 8).unwrap())
             .is_err());
         assert_eq!(absurd_vm.reserved_bytes(), 4096);
     }

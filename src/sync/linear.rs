@@ -25,6 +25,10 @@ use core::ptr::NonNull;
 /// the cursor once (O(1)). While other threads allocate they are a snapshot that may already be
 /// stale; once allocation stops they are exact.
 ///
+/// # Soundness of `reset`
+/// Why a safe `reset(&mut self)` (and `rewind`) next to `Allocator` for the owned arena is
+/// sound: see the [crate docs](crate#why-a-safe-resetmut-self-next-to-allocator-is-sound).
+///
 /// # Signal safety
 /// Async-signal-safe and reentrant: a signal handler may allocate from the same arena as the
 /// code it interrupted, on the same thread or any other. The argument: every operation is a loop
@@ -101,7 +105,7 @@ impl<A: Allocator> SyncLinearAllocator<A> {
     /// # use libdd_alloc::{Allocator, Layout, SyncLinearAllocator, System};
     /// let arena = SyncLinearAllocator::new_in(Layout::from_size_align(64, 8)?, System)?;
     /// arena.allocate(Layout::new::<u8>())?;
-    /// arena.allocate(Layout::new::<u64>())?;
+    /// arena.allocate(Layout::from_size_align(8, 8)?)?;
     /// assert_eq!(arena.used_bytes(), 16); // 1 byte, 7 of padding, 8 bytes
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -167,6 +171,11 @@ impl<A: Allocator> SyncLinearAllocator<A> {
     /// ```
     pub fn reset(&mut self) {
         self.cursor.rewind(self.buffer.cast());
+    }
+
+    /// The cursor, for the in-place operations of a [`LocalHandle`](super::LocalHandle).
+    pub(super) fn last_block(&self) -> &AtomicCursor {
+        &self.cursor
     }
 
     /// The backing allocator.
@@ -303,7 +312,9 @@ mod tests {
     fn blocks_are_aligned_packed_and_counted_exactly() {
         let arena = arena(256);
         let a = arena.allocate(Layout::new::<u8>()).unwrap();
-        let b = arena.allocate(Layout::new::<u64>()).unwrap();
+        let b = arena
+            .allocate(Layout::from_size_align(8, 8).unwrap())
+            .unwrap();
         let base = a.cast::<u8>().as_ptr().addr();
         assert_eq!(b.cast::<u8>().as_ptr().addr(), base + 8);
         assert_eq!(arena.used_bytes(), 16);

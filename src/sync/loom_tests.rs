@@ -448,3 +448,71 @@ fn committers_racing_at_a_budget_limit_never_pass_it_and_a_refusal_claims_nothin
         assert!(budget.peak() <= 128 * KIB);
     });
 }
+
+/// Two threads, each with a `LocalHandle` on one chain arena: each claims a 1 KiB slab, then
+/// overflows it, so it either grows the slab in place (when it is still the arena's last claim)
+/// or gives the tail back (one compare-exchange that fails if the other thread claimed after
+/// it) and claims another; dropping the handle gives the last tail back. Under every
+/// interleaving the blocks are disjoint, the arena counts at least what was handed out, and
+/// every chunk goes back to the backing allocator.
+#[test]
+fn local_handles_claim_grow_and_give_back_slabs_disjointly() {
+    model(|| {
+        let counting: &'static Counting = Box::leak(Box::default());
+        let arena = Arc::new(SyncChainAllocator::new_in(4096, counting).unwrap());
+        let work = |arena: &SyncChainAllocator<&'static Counting>| {
+            let local = arena.local();
+            let mut ranges = Vec::new();
+            for size in [8usize, 120, 120, 120, 120, 120, 120, 120, 120, 120] {
+                let layout = Layout::from_size_align(size, 8).unwrap();
+                ranges.push(range(local.allocate(layout).unwrap()));
+            }
+            ranges
+        };
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || work(&arena))
+        };
+        let mut ranges = work(&arena);
+        ranges.extend(other.join().unwrap());
+        let handed_out: usize = ranges.iter().map(|(start, end)| end - start).sum();
+        assert!(arena.used_bytes() >= handed_out);
+        assert!(arena.used_bytes() <= arena.reserved_bytes());
+        assert_disjoint(ranges);
+        drop(arena);
+        assert_eq!(counting.live_chunks.load(Ordering::SeqCst), 0);
+    });
+}
+
+/// A lone handle's slab tail is given back on drop exactly when its slab is still the arena's
+/// last claim: with another thread allocating directly from the arena meanwhile, the arena ends
+/// with exactly the bytes handed out, plus the whole slab when the other thread claimed after it.
+#[test]
+fn a_dropped_handle_gives_its_tail_back_exactly_when_its_slab_is_the_last_claim() {
+    model(|| {
+        let counting: &'static Counting = Box::leak(Box::default());
+        let arena = Arc::new(SyncChainAllocator::new_in(8192, counting).unwrap());
+        let base = arena.used_bytes();
+        let other = {
+            let arena = arena.clone();
+            thread::spawn(move || range(arena.allocate(Layout::new::<u64>()).unwrap()))
+        };
+        let (slab, block) = {
+            let local = arena.local();
+            let block = range(local.allocate(Layout::new::<[u64; 2]>()).unwrap());
+            (block.0, block)
+        };
+        let theirs = other.join().unwrap();
+        assert_disjoint(vec![block, theirs]);
+        let used = arena.used_bytes() - base;
+        if theirs.0 >= slab + 1024 {
+            // They claimed after the slab, before the handle was dropped: its tail stayed
+            // counted as used.
+            assert_eq!(used, 1024 + 8);
+        } else {
+            // Before the slab, or after the tail was given back (right behind our block).
+            assert!(theirs.1 <= slab || theirs.0 == slab + 16);
+            assert_eq!(used, 16 + 8);
+        }
+    });
+}

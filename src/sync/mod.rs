@@ -11,10 +11,12 @@ mod atomic;
 mod chain;
 mod cursor;
 mod linear;
+mod local;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod virtual_arena;
 
 pub use chain::SyncChainAllocator;
 pub use linear::SyncLinearAllocator;
+pub use local::{LocalHandle, LocalSource};
 pub use virtual_arena::SyncVirtualArena;

@@ -97,6 +97,10 @@ use core::ptr::NonNull;
 /// commit (out of memory under strict accounting, `RLIMIT_DATA`, `vm.max_map_count`), or the
 /// arena's [budget](Self::new_with_budget) refuses it, and then changes nothing.
 ///
+/// # Soundness of `reset`
+/// Why a safe `reset(&mut self)` (and `rewind`) next to `Allocator` for the owned arena is
+/// sound: see the [crate docs](crate#why-a-safe-resetmut-self-next-to-allocator-is-sound).
+///
 /// # Signal safety
 /// Async-signal-safe and reentrant on Linux. The hot path is a load and a compare-exchange loop;
 /// the cold path adds one raw `mprotect` syscall (no user-space lock, `errno` untouched) and a
@@ -171,8 +175,8 @@ impl SyncVirtualArena {
     /// # Examples
     /// ```
     /// use libdd_alloc::SyncVirtualArena;
-    /// let arena = SyncVirtualArena::new(64 << 30)?; // 64 GiB: address space, not memory
-    /// assert_eq!(arena.reservation_bytes(), 64 << 30);
+    /// let arena = SyncVirtualArena::new(1 << 30)?; // 1 GiB: address space, not memory
+    /// assert_eq!(arena.reservation_bytes(), 1 << 30);
     /// assert_eq!(arena.reserved_bytes(), 0);
     /// # Ok::<(), libdd_alloc::AllocError>(())
     /// ```
@@ -282,7 +286,7 @@ impl SyncVirtualArena {
     /// # use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
     /// let arena = SyncVirtualArena::new(1 << 20)?;
     /// arena.allocate(Layout::new::<u8>())?;
-    /// arena.allocate(Layout::new::<u64>())?;
+    /// arena.allocate(Layout::from_size_align(8, 8)?)?;
     /// assert_eq!(arena.used_bytes(), 16); // 1 byte, 7 of padding, 8 bytes
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -620,7 +624,7 @@ impl Rewind for SyncVirtualArena {
 /// older block can become the most recent while we look (the blocks after it given back by
 /// other threads), and then the mark would be raised too late. So each operation first checks,
 /// raises the mark, and only then lets the cursor's compare-exchange re-check.
-struct LastOf<'a>(&'a SyncVirtualArena);
+pub(super) struct LastOf<'a>(pub(super) &'a SyncVirtualArena);
 
 impl LastBlock for LastOf<'_> {
     #[inline]
@@ -930,9 +934,9 @@ mod tests {
     #[test]
     fn max_commit_step_is_shared_with_virtual_arena() {
         let page = os::page_size().unwrap();
-        let arena = SyncVirtualArena::new(1 << 30).unwrap();
+        let arena = SyncVirtualArena::new(1 << 28).unwrap();
         assert_eq!(arena.max_commit_step, DEFAULT_MAX_COMMIT_STEP.max(page));
-        let tiny = SyncVirtualArena::new(1 << 30)
+        let tiny = SyncVirtualArena::new(1 << 28)
             .unwrap()
             .with_max_commit_step(1);
         assert_eq!(tiny.max_commit_step, (64 << 10).max(page));

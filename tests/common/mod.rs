@@ -4,8 +4,11 @@
 //!   counting global allocator;
 //! - [`fill`]: byte patterns that prove blocks do not overlap; [`blocks`]: tagged blocks for the
 //!   lock-free arenas, checked without touching the heap;
+//! - [`scripted`]: a backing allocator that fails, panics or re-enters its arena at a chosen
+//!   call, and catches double frees;
 //! - [`process`]: forked children, resource limits, `/proc/self/statm`, valgrind detection;
-//! - [`vm`]: pages, residency and unmapped ranges.
+//! - [`vm`]: pages, residency and unmapped ranges;
+//! - [`rustc`]: the compiler release that compile-fail snapshots are pinned to.
 
 use libdd_alloc::{
     Allocator, ChainAllocator, Layout, LinearAllocator, SyncChainAllocator, SyncLinearAllocator,
@@ -17,7 +20,9 @@ pub mod blocks;
 pub mod counting;
 pub mod fill;
 pub mod process;
-#[cfg(unix)]
+pub mod rustc;
+pub mod scripted;
+#[cfg(any(unix, windows))]
 pub mod vm;
 
 pub fn layout(size: usize, align: usize) -> Layout {

@@ -23,7 +23,7 @@ pub enum Ended {
 
 #[cfg(unix)]
 /// Forks; the child runs `body` (which must not allocate, lock or panic: the parent may be
-/// multi-threaded) and exits with its return value. Waits at most 30 s, then kills the child.
+/// multi-threaded) and exits with its return value. Waits at most 300 s, then kills the child.
 pub fn in_child(body: impl FnOnce() -> i32) -> Ended {
     // SAFETY: the child only runs `body`, which per the contract above uses only
     // async-signal-safe operations, then `_exit`s without running destructors or atexit hooks.
@@ -41,7 +41,9 @@ pub fn in_child(body: impl FnOnce() -> i32) -> Ended {
             libc::_exit(body());
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // A hang detector, not a performance check: generous, so that a child slowed by a loaded
+    // machine (or a sanitizer) is not taken for a hung one.
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let mut status = 0;
         // SAFETY: waiting for our own child.
@@ -60,7 +62,7 @@ pub fn in_child(body: impl FnOnce() -> i32) -> Ended {
                 libc::kill(pid, libc::SIGKILL);
                 libc::waitpid(pid, &mut status, 0);
             }
-            panic!("child did not finish within 30 s");
+            panic!("child did not finish within 300 s");
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -123,6 +125,51 @@ pub fn rss_bytes() -> usize {
 /// Address space size (VmSize) in bytes.
 pub fn vm_size_bytes() -> usize {
     statm()[0] * page()
+}
+
+/// Resident set size in bytes: the working set (`K32GetProcessMemoryInfo`).
+#[cfg(windows)]
+pub fn rss_bytes() -> usize {
+    use windows_sys::Win32::System::ProcessStatus::{
+        K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS,
+    };
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+    // SAFETY: a zeroed counters struct is valid; the call fills at most `cb` bytes of it.
+    unsafe {
+        let mut counters: PROCESS_MEMORY_COUNTERS = std::mem::zeroed();
+        let cb = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
+        assert_ne!(
+            K32GetProcessMemoryInfo(GetCurrentProcess(), &mut counters, cb),
+            0
+        );
+        counters.WorkingSetSize
+    }
+}
+
+/// Address space size in bytes: every region `VirtualQuery` reports reserved or committed.
+#[cfg(windows)]
+pub fn vm_size_bytes() -> usize {
+    use windows_sys::Win32::System::Memory::{VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_FREE};
+    let mut total = 0;
+    let mut addr = 0usize;
+    loop {
+        // SAFETY: a zeroed struct is valid; VirtualQuery reads no memory at `addr`.
+        let (written, info) = unsafe {
+            let mut info: MEMORY_BASIC_INFORMATION = std::mem::zeroed();
+            let size = std::mem::size_of::<MEMORY_BASIC_INFORMATION>();
+            (VirtualQuery(addr as *const _, &mut info, size), info)
+        };
+        if written == 0 {
+            return total;
+        }
+        if info.State != MEM_FREE {
+            total += info.RegionSize;
+        }
+        match (info.BaseAddress as usize).checked_add(info.RegionSize) {
+            Some(next) if next > addr => addr = next,
+            _ => return total,
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]

@@ -1,4 +1,5 @@
-//! Pages, residency and unmapped ranges, for the virtual memory tests.
+//! Pages, residency and unmapped ranges, for the virtual memory tests: `mincore` on Unix,
+//! `QueryWorkingSetEx` and `VirtualQuery` on Windows.
 
 use libdd_alloc::{Allocator, Layout};
 use std::sync::{Mutex, MutexGuard};
@@ -17,6 +18,7 @@ pub fn page() -> usize {
 }
 
 /// How many pages of `[addr, addr + len)` are resident, per `mincore`.
+#[cfg(unix)]
 pub fn resident_pages(addr: *const u8, len: usize) -> usize {
     let pages = len.div_ceil(page());
     let mut vec = vec![0u8; pages];
@@ -27,6 +29,7 @@ pub fn resident_pages(addr: *const u8, len: usize) -> usize {
 }
 
 /// Whether no page of `[addr, addr + len)` is mapped (`mincore` says `ENOMEM` for each).
+#[cfg(unix)]
 pub fn all_unmapped(addr: *const u8, len: usize) -> bool {
     let page = page();
     (0..len.div_ceil(page)).all(|i| {
@@ -34,6 +37,52 @@ pub fn all_unmapped(addr: *const u8, len: usize) -> bool {
         // SAFETY: mincore only inspects the page table; `vec` holds one page's byte.
         let rc = unsafe { libc::mincore(addr.wrapping_add(i * page) as *mut _, page, &mut vec) };
         rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOMEM)
+    })
+}
+
+/// How many pages of `[addr, addr + len)` are in the working set, per `QueryWorkingSetEx`.
+#[cfg(windows)]
+pub fn resident_pages(addr: *const u8, len: usize) -> usize {
+    use windows_sys::Win32::System::ProcessStatus::{
+        K32QueryWorkingSetEx, PSAPI_WORKING_SET_EX_INFORMATION,
+    };
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+    let page = page();
+    let mut entries: Vec<PSAPI_WORKING_SET_EX_INFORMATION> = (0..len.div_ceil(page))
+        .map(|i| {
+            // SAFETY: a zeroed entry is valid; only its address is set.
+            let mut entry: PSAPI_WORKING_SET_EX_INFORMATION = unsafe { std::mem::zeroed() };
+            entry.VirtualAddress = addr.wrapping_add(i * page) as *mut _;
+            entry
+        })
+        .collect();
+    let bytes = std::mem::size_of_val(entries.as_slice()) as u32;
+    // SAFETY: `entries` holds `bytes` bytes of entries whose addresses the call fills in about.
+    let ok =
+        unsafe { K32QueryWorkingSetEx(GetCurrentProcess(), entries.as_mut_ptr().cast(), bytes) };
+    assert_ne!(ok, 0, "QueryWorkingSetEx failed");
+    // Bit 0 of the attributes: the page is valid (in the working set).
+    // SAFETY: every variant of the union is a plain integer.
+    entries
+        .iter()
+        .filter(|entry| unsafe { entry.VirtualAttributes.Flags } & 1 != 0)
+        .count()
+}
+
+/// Whether no page of `[addr, addr + len)` is reserved or committed (`VirtualQuery` says
+/// `MEM_FREE` for each).
+#[cfg(windows)]
+pub fn all_unmapped(addr: *const u8, len: usize) -> bool {
+    use windows_sys::Win32::System::Memory::{VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_FREE};
+    let page = page();
+    (0..len.div_ceil(page)).all(|i| {
+        // SAFETY: a zeroed struct is valid; VirtualQuery reads no memory at the address.
+        unsafe {
+            let mut info: MEMORY_BASIC_INFORMATION = std::mem::zeroed();
+            let size = std::mem::size_of::<MEMORY_BASIC_INFORMATION>();
+            VirtualQuery(addr.wrapping_add(i * page).cast(), &mut info, size) != 0
+                && info.State == MEM_FREE
+        }
     })
 }
 

@@ -586,3 +586,63 @@ pub extern "C" fn control_index(bytes: &[u8; 4], i: usize) -> u8 {
     #[allow(clippy::indexing_slicing)]
     bytes[i]
 }
+
+// ---- LocalHandle on each lock-free arena: constructor, Allocator methods, statistics, drop ----
+
+type LocalOnSyncChain = libdd_alloc::LocalHandle<'static, SyncChain>;
+type LocalOnSyncLinear = libdd_alloc::LocalHandle<'static, SyncLinear>;
+type LocalOnSyncVirtual = libdd_alloc::LocalHandle<'static, SyncVirtualArena>;
+
+exports!(
+    LocalOnSyncChain,
+    local_sync_chain_allocate,
+    local_sync_chain_deallocate,
+    local_sync_chain_resize
+);
+exports!(
+    LocalOnSyncLinear,
+    local_sync_linear_allocate,
+    local_sync_linear_deallocate,
+    local_sync_linear_resize
+);
+exports!(
+    LocalOnSyncVirtual,
+    local_sync_virtual_arena_allocate,
+    local_sync_virtual_arena_deallocate,
+    local_sync_virtual_arena_resize
+);
+
+/// `local()`, the statistics and drop of a handle on each arena.
+macro_rules! local_exports {
+    ($arena:ty, $ty:ty, $new:ident, $stats:ident, $drop:ident) => {
+        #[no_mangle]
+        pub extern "C" fn $new(arena: &'static $arena, out: &mut MaybeUninit<$ty>) {
+            out.write(arena.local());
+        }
+
+        #[no_mangle]
+        pub extern "C" fn $stats(a: &$ty, out: &mut [usize; 3]) {
+            *out = [
+                a.used_bytes(),
+                a.remaining_capacity(),
+                a.interrupted_allocations(),
+            ];
+        }
+
+        #[no_mangle]
+        pub unsafe extern "C" fn $drop(a: *mut $ty) {
+            // SAFETY: the caller's contract (never called).
+            unsafe { a.drop_in_place() }
+        }
+    };
+}
+
+local_exports!(SyncChain, LocalOnSyncChain, local_sync_chain_new, local_sync_chain_stats, local_sync_chain_drop);
+local_exports!(SyncLinear, LocalOnSyncLinear, local_sync_linear_new, local_sync_linear_stats, local_sync_linear_drop);
+local_exports!(
+    SyncVirtualArena,
+    LocalOnSyncVirtual,
+    local_sync_virtual_arena_new,
+    local_sync_virtual_arena_stats,
+    local_sync_virtual_arena_drop
+);
