@@ -3,7 +3,7 @@
 #
 # checks/no-panic is a no_std cdylib that exports every entry point (allocate, allocate_zeroed,
 # deallocate, grow, grow_zeroed, shrink for VirtualAllocator, PageAllocator, VirtualArena,
-# SyncVirtualArena, and LinearAllocator, ChainAllocator, SyncLinearAllocator and
+# SyncVirtualArena (with and without a Budget: new_with_budget, budget), and LinearAllocator, ChainAllocator, SyncLinearAllocator and
 # SyncChainAllocator on VirtualAllocator; their constructors and builders, reset,
 # reset_and_release, checkpoint/rewind, statistics and drop; LocalHandle on SyncChainAllocator,
 # SyncLinearAllocator and SyncVirtualArena (local(), the Allocator methods, statistics, drop);

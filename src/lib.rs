@@ -37,7 +37,8 @@
 //! these arenas and freezes into a `&str` borrowing the arena; [`format_in!`] formats into an
 //! arena with no heap and no panic, for crash reports and signal handlers. A [`Budget`] caps the
 //! bytes that one or several arenas take from their backing allocator: build each arena on a
-//! [`Budgeted`] backing allocator that shares it.
+//! [`Budgeted`] backing allocator that shares it, and the virtual arenas, which commit pages
+//! themselves, with [`VirtualArena::new_with_budget`] / [`SyncVirtualArena::new_with_budget`].
 //!
 //! # Bump allocation, and its trade-offs
 //! An arena hands out memory by moving a cursor forward through a chunk: an allocation is a few

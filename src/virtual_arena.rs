@@ -2,7 +2,7 @@
 //! steps.
 
 use crate::bump::{self, dangling, Cursor};
-use crate::{os, AllocError, Allocator, Checkpoint, Rewind};
+use crate::{os, AllocError, Allocator, Budget, Checkpoint, Rewind};
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -42,6 +42,26 @@ pub(crate) fn commit_target(
         .min(reservation)
 }
 
+/// Commits the offsets `[from, to)` of a reservation with `commit`, charging `to - from` to
+/// `budget` first; a refused charge is an `Err` with no call to the OS, and a refused commit
+/// credits the charge back. Returns `to`. Shared with `SyncVirtualArena`.
+pub(crate) fn charge_and_commit(
+    budget: Option<&Budget>,
+    from: usize,
+    to: usize,
+    commit: impl FnOnce(usize, usize) -> Result<usize, AllocError>,
+) -> Result<usize, AllocError> {
+    let bytes = to.saturating_sub(from);
+    if let Some(budget) = budget {
+        budget.try_charge(bytes)?;
+    }
+    commit(from, to).inspect_err(|_| {
+        if let Some(budget) = budget {
+            budget.credit(bytes);
+        }
+    })
+}
+
 /// A bump arena over one large, contiguous address range, reserved once and committed in steps
 /// as the cursor reaches it. It never chains and never moves: every block it hands out lies in
 /// one range, in allocation order, and the most recent block can always grow in place up to
@@ -61,6 +81,15 @@ pub(crate) fn commit_target(
 /// commit limit is reached, the allocation that needed the commit returns `Err` and the arena is
 /// unchanged. (Under the default heuristic mode 0 Linux does not account this memory; if RAM and
 /// swap truly run out, the OOM killer acts on first touch, as for any lazily backed memory.)
+///
+/// # Memory budget
+/// [`new_with_budget`](Self::new_with_budget) makes the arena charge a [`Budget`] for every
+/// byte it commits, before the `mprotect`: a commit step the budget refuses falls back to the
+/// bare need, and if that is refused too the allocation that needed it is `Err` (nothing
+/// claimed, the arena usable below the limit). The budget is credited for a refused commit, for
+/// everything committed on drop, and on [`reset_and_release`](Self::reset_and_release), after
+/// which the arena commits (and charges) again as it refills. So `budget.used()` counts
+/// `committed_bytes()` exactly, and arenas of every kind can share one cap.
 ///
 /// # Statistics
 /// All O(1). [`used_bytes`](Self::used_bytes): handed out (padding included);
@@ -82,8 +111,9 @@ pub(crate) fn commit_target(
 ///
 /// # Errors
 /// Allocation fails with `Err(AllocError)` when the reservation is exhausted or the OS refuses a
-/// commit (out of memory under strict accounting, `RLIMIT_DATA`, `vm.max_map_count`). The first
-/// is final for this arena; the second may pass when memory is freed elsewhere.
+/// commit (out of memory under strict accounting, `RLIMIT_DATA`, `vm.max_map_count`), or the
+/// arena's [budget](Self::new_with_budget) refuses it. The first is final for this arena; the
+/// others may pass when memory (or budget) is freed elsewhere.
 ///
 /// # Soundness of `reset`
 /// Why a safe `reset(&mut self)` (and `rewind`) next to `Allocator` for the owned arena is
@@ -121,10 +151,12 @@ pub struct VirtualArena {
     dirty: Cell<usize>,
     max_commit_step: usize,
     page: usize,
+    /// Charged for every committed byte: `budget.used()` includes `committed`.
+    budget: Option<&'static Budget>,
 }
 
-// SAFETY: the arena owns its reservation outright; moving it moves that ownership. Not `Sync`:
-// the cursor is a `Cell`.
+// SAFETY: the arena owns its reservation outright; moving it moves that ownership (the budget
+// is a shared `&'static` to atomics). Not `Sync`: the cursor is a `Cell`.
 unsafe impl Send for VirtualArena {}
 
 impl VirtualArena {
@@ -157,7 +189,58 @@ impl VirtualArena {
             dirty: Cell::new(0),
             max_commit_step: DEFAULT_MAX_COMMIT_STEP.max(page),
             page,
+            budget: None,
         })
+    }
+
+    /// As [`new`](Self::new), and every byte the arena commits is charged to `budget` (see
+    /// [Memory budget](Self#memory-budget)). The reservation itself is not charged: it costs no
+    /// memory. `'static` because the budget must outlive the arena; a `static` budget, or one
+    /// made at run time with `Box::leak`, is what arenas sharing a cap use.
+    ///
+    /// # Errors
+    /// As for [`new`](Self::new). Allocations are then refused with `Err` when their commit
+    /// would take the budget past its limit.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{Allocator, Budget, Layout, VirtualArena};
+    ///
+    /// static STRINGS: Budget = Budget::new(1 << 20);
+    /// let arena = VirtualArena::new_with_budget(1 << 30, &STRINGS)?;
+    /// arena.allocate(Layout::new::<u64>())?;
+    /// assert_eq!(STRINGS.used(), arena.committed_bytes()); // the first 64 KiB step
+    /// // Crossing 1 MiB of commit is refused at the allocation that would cross it.
+    /// assert!(arena.allocate(Layout::array::<u8>(1 << 20)?).is_err());
+    /// arena.allocate(Layout::array::<u8>(512 << 10)?)?; // below the limit: still fine
+    /// drop(arena);
+    /// assert_eq!(STRINGS.used(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new_with_budget(
+        reservation_bytes: usize,
+        budget: &'static Budget,
+    ) -> Result<Self, AllocError> {
+        let mut arena = Self::new(reservation_bytes)?;
+        arena.budget = Some(budget);
+        Ok(arena)
+    }
+
+    /// The budget this arena's commits are charged to, if it was made with
+    /// [`new_with_budget`](Self::new_with_budget). O(1).
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{Budget, VirtualArena};
+    /// static BUDGET: Budget = Budget::new(1 << 20);
+    /// let arena = VirtualArena::new_with_budget(1 << 30, &BUDGET)?;
+    /// assert!(arena.budget().is_some_and(|b| core::ptr::eq(b, &BUDGET)));
+    /// assert!(VirtualArena::new(1 << 30)?.budget().is_none());
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    #[inline]
+    pub fn budget(&self) -> Option<&'static Budget> {
+        self.budget
     }
 
     /// Bounds the commit step: the arena commits at most `bytes` (rounded up to pages, at least
@@ -315,6 +398,10 @@ impl VirtualArena {
     /// reached between its decommit and recommit), the arena is still reset, but counts nothing
     /// as committed any more: the next allocation commits again, and may fail with `Err`.
     ///
+    /// On an arena with a [budget](Self::new_with_budget), the released pages are credited to
+    /// the budget and the arena counts nothing as committed (`committed_bytes()` is 0): refilling
+    /// commits and charges again, step by step, and may then be refused by the budget.
+    ///
     /// ```
     /// # use libdd_alloc::{Allocator, Layout, VirtualArena};
     /// let mut arena = VirtualArena::new(1 << 20)?;
@@ -350,9 +437,24 @@ impl VirtualArena {
             // second step can be refused; a failed `MAP_FIXED` may unmap): count nothing as
             // committed, so the next allocation commits again (or fails) before any reuse.
             // Committing pages that are still committed is harmless.
-            Err(AllocError) => self.committed.set(0),
+            Err(AllocError) => self.forget_commit(),
+        }
+        // The budget gets the pages back; refilling charges them again as it recommits.
+        if self.budget.is_some() {
+            self.forget_commit();
         }
         self.cursor.set(self.base, self.committed.get());
+    }
+
+    /// Counts nothing as committed any more, crediting the budget for what was. The cursor
+    /// poisoned the free part of those pages (feature `asan-poison`); drop unpoisons only what
+    /// is then committed, so the poison is lifted here.
+    fn forget_commit(&self) {
+        bump::unpoison_chunk(self.base, self.committed.get());
+        if let Some(budget) = self.budget {
+            budget.credit(self.committed.get());
+        }
+        self.committed.set(0);
     }
 
     #[inline(always)]
@@ -392,11 +494,15 @@ impl VirtualArena {
             self.page,
             self.reservation,
         );
-        // SAFETY: `[committed, wanted)` lies inside our reservation and is page aligned.
-        let grew = unsafe { self.commit_range(committed, wanted) }.or_else(|_| {
-            // The generous step was refused; the bare need may still pass.
-            // SAFETY: as above, with `needed <= wanted`.
-            unsafe { self.commit_range(committed, needed) }
+        // Charged before the `mprotect`, credited back if it fails.
+        let commit = |from, to| {
+            // SAFETY: `committed <= needed <= wanted <= reservation`, page aligned: the only
+            // ranges passed below.
+            unsafe { self.commit_range(from, to) }
+        };
+        let grew = charge_and_commit(self.budget, committed, wanted, commit).or_else(|_| {
+            // The generous step was refused (by the OS or the budget); the bare need may pass.
+            charge_and_commit(self.budget, committed, needed, commit)
         })?;
         self.committed.set(grew);
         let cur = self.cursor.cur_addr();
@@ -478,6 +584,10 @@ impl Drop for VirtualArena {
         // SAFETY: the reservation is ours, made by `os::reserve`, and the arena is going away,
         // so no block is borrowed.
         unsafe { os::unmap(self.base, self.reservation) };
+        // Only once the pages are gone, so that the budget never counts less than is mapped.
+        if let Some(budget) = self.budget {
+            budget.credit(self.committed.get());
+        }
     }
 }
 
@@ -659,6 +769,140 @@ mod tests {
         let bytes = unsafe { core::slice::from_raw_parts(again.cast::<u8>().as_ptr(), 1000) };
         assert!(bytes.iter().all(|&b| b == 0x5A));
         assert_eq!(arena.committed_bytes(), committed);
+    }
+
+    /// A budget that lives as long as the test process, as `new_with_budget` needs.
+    fn leaked_budget(limit: usize) -> &'static Budget {
+        std::boxed::Box::leak(std::boxed::Box::new(Budget::new(limit)))
+    }
+
+    #[test]
+    fn a_budget_is_charged_exactly_the_committed_bytes_and_credited_on_drop() {
+        let budget = leaked_budget(1 << 30);
+        let arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        assert_eq!(budget.used(), 0, "the reservation is not charged");
+        for size in [8, 100_000, 1 << 20, 3 << 20] {
+            arena.allocate(Layout::array::<u8>(size).unwrap()).unwrap();
+            assert_eq!(budget.used(), arena.committed_bytes());
+        }
+        drop(arena);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_step_the_budget_refuses_falls_back_to_the_bare_need() {
+        let page = os::page_size().unwrap();
+        // Room for the first 64 KiB step and one more page, not for the next 64 KiB step.
+        let budget = leaked_budget(MIN_COMMIT_STEP + page);
+        let arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        arena
+            .allocate(Layout::array::<u8>(MIN_COMMIT_STEP).unwrap())
+            .unwrap();
+        assert_eq!(budget.used(), MIN_COMMIT_STEP);
+        arena.allocate(Layout::array::<u8>(page).unwrap()).unwrap();
+        assert_eq!(
+            (arena.committed_bytes(), budget.used()),
+            (MIN_COMMIT_STEP + page, MIN_COMMIT_STEP + page)
+        );
+        assert_eq!(arena.allocate(Layout::new::<u8>()), Err(AllocError));
+        assert_eq!(budget.used(), MIN_COMMIT_STEP + page);
+        assert_eq!(budget.peak(), MIN_COMMIT_STEP + page);
+    }
+
+    #[test]
+    fn a_refused_commit_leaves_the_cursor_and_the_budget_unchanged() {
+        let budget = leaked_budget(256 << 10);
+        let arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        arena.allocate(Layout::array::<u8>(100).unwrap()).unwrap();
+        let (used, committed) = (arena.used_bytes(), arena.committed_bytes());
+        assert_eq!(
+            arena.allocate(Layout::array::<u8>(300 << 10).unwrap()),
+            Err(AllocError)
+        );
+        assert_eq!(
+            (arena.used_bytes(), arena.committed_bytes()),
+            (used, committed)
+        );
+        assert_eq!(budget.used(), committed);
+        // Below the limit the arena still commits and hands out.
+        arena
+            .allocate(Layout::array::<u8>(150 << 10).unwrap())
+            .unwrap();
+        assert!(budget.used() <= 256 << 10);
+        assert_eq!(budget.used(), arena.committed_bytes());
+    }
+
+    #[test]
+    fn a_grow_that_would_cross_the_budget_is_refused_and_keeps_the_block() {
+        let budget = leaked_budget(128 << 10);
+        let arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        let old = Layout::array::<u8>(1000).unwrap();
+        let block = arena.allocate(old).unwrap();
+        // SAFETY: the block is ours.
+        unsafe { block.cast::<u8>().write_bytes(0x5A, 1000) };
+        let new = Layout::array::<u8>(200 << 10).unwrap();
+        // SAFETY: from this arena with `old`.
+        let refused = unsafe { arena.grow(block.cast(), old, new) };
+        assert_eq!(refused, Err(AllocError));
+        assert_eq!(budget.used(), arena.committed_bytes());
+        // SAFETY: the block is still ours, with its 1000 bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(block.cast::<u8>().as_ptr(), 1000) };
+        assert!(bytes.iter().all(|&b| b == 0x5A));
+        // SAFETY: as above; a grow within the limit commits in place.
+        let grown =
+            unsafe { arena.grow(block.cast(), old, Layout::array::<u8>(100 << 10).unwrap()) };
+        assert_eq!(grown.unwrap().cast::<u8>(), block.cast::<u8>());
+        assert_eq!(budget.used(), arena.committed_bytes());
+    }
+
+    #[test]
+    fn reset_and_release_credits_the_budget_and_refilling_charges_again() {
+        let budget = leaked_budget(1 << 20);
+        let mut arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        arena
+            .allocate(Layout::array::<u8>(700 << 10).unwrap())
+            .unwrap();
+        assert_eq!(budget.used(), arena.committed_bytes());
+        assert!(budget.used() >= 700 << 10);
+        arena.reset_and_release();
+        assert_eq!((budget.used(), arena.committed_bytes()), (0, 0));
+        // Another user takes most of the budget meanwhile: the refill is refused by it.
+        budget.try_charge(600 << 10).unwrap();
+        assert_eq!(
+            arena.allocate(Layout::array::<u8>(700 << 10).unwrap()),
+            Err(AllocError)
+        );
+        budget.credit(600 << 10);
+        let block = arena
+            .allocate_zeroed(Layout::array::<u8>(700 << 10).unwrap())
+            .unwrap();
+        assert_eq!(budget.used(), arena.committed_bytes());
+        // SAFETY: the block is ours.
+        unsafe { block.cast::<u8>().write_bytes(1, 700 << 10) };
+        // `reset` and rewinding keep the commit, and its charge.
+        arena.reset();
+        assert_eq!(budget.used(), arena.committed_bytes());
+        assert!(budget.used() > 0);
+    }
+
+    #[test]
+    fn a_refused_release_credits_the_budget_for_the_commit_it_forgets() {
+        let budget = leaked_budget(1 << 20);
+        let mut arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        arena.allocate(Layout::array::<u8>(1000).unwrap()).unwrap();
+        assert_eq!(budget.used(), MIN_COMMIT_STEP);
+        arena.finish_release(Err(AllocError));
+        assert_eq!((arena.committed_bytes(), budget.used()), (0, 0));
+        drop(arena);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn an_arena_without_a_budget_keeps_its_commit_on_release() {
+        let mut arena = VirtualArena::new(1 << 30).unwrap();
+        arena.allocate(Layout::array::<u8>(1000).unwrap()).unwrap();
+        arena.reset_and_release();
+        assert_eq!(arena.committed_bytes(), MIN_COMMIT_STEP);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! Run by `scripts/asan.sh`; needs `RUSTFLAGS=-Zsanitizer=address` on nightly.
 #![cfg(feature = "asan-poison")]
 
-use libdd_alloc::{Allocator, ChainAllocator, Layout, LinearAllocator, System, VirtualArena};
+use libdd_alloc::{
+    Allocator, Budget, ChainAllocator, Layout, LinearAllocator, System, VirtualArena,
+};
 use std::process::{Command, Output};
 use std::ptr::NonNull;
 
@@ -35,12 +37,22 @@ fn run_case(case: &str) {
             let grown = unsafe { linear.grow(block.cast(), bytes(16), bytes(64)) }.unwrap();
             poke(grown, 63);
         }
-        "virtual-arena-dropped" => {
+        "virtual-arena-dropped" | "budgeted-virtual-arena-released-and-dropped" => {
             // The arena poisons the free part of what it committed. Once it is dropped, the
             // next mapping at those addresses (made with a raw syscall, as the library's own
-            // are, so ASan does not see it) must not inherit that poison.
-            let arena = VirtualArena::new(1 << 20).unwrap();
+            // are, so ASan does not see it) must not inherit that poison. A budgeted arena
+            // forgets its commit on `reset_and_release`: the poison must go with it.
+            static BUDGET: Budget = Budget::new(1 << 20);
+            let mut arena = if case == "virtual-arena-dropped" {
+                VirtualArena::new(1 << 20).unwrap()
+            } else {
+                VirtualArena::new_with_budget(1 << 20, &BUDGET).unwrap()
+            };
             let first = arena.allocate(bytes(16)).unwrap().cast::<u8>();
+            if case != "virtual-arena-dropped" {
+                arena.reset_and_release();
+                assert_eq!(arena.committed_bytes(), 0);
+            }
             drop(arena);
             let length = 64 << 10;
             // SAFETY: maps fresh anonymous memory at an address nothing is mapped at (the arena
@@ -121,12 +133,17 @@ fn accesses_inside_blocks_are_allowed() {
 
 #[test]
 fn a_dropped_virtual_arena_leaves_no_poison_on_its_addresses() {
-    let output = run_child("virtual-arena-dropped");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    for case in [
+        "virtual-arena-dropped",
+        "budgeted-virtual-arena-released-and-dropped",
+    ] {
+        let output = run_child(case);
+        assert!(
+            output.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 #[test]

@@ -1,15 +1,19 @@
 //! Memory budgets across arenas and threads: several arenas capped together by one `static`
 //! [`Budget`], threads racing at the limit, a backing allocator that fails or panics, and a
-//! model-based property test of [`Budgeted`].
+//! model-based property test of [`Budgeted`]; the virtual arenas' commits on a budget
+//! (`new_with_budget`), shared with `Budgeted` arenas, raced by threads, and checked against a
+//! model.
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
+use common::blocks::{fill, mixed_layout, tag, verify, Block};
 use common::counting::{PanicsOn, SyncCounting};
 use common::layout;
 use libdd_alloc::{
-    AllocError, Allocator, Budget, Budgeted, ChainAllocator, Layout, LinearAllocator,
-    SyncChainAllocator, SyncLinearAllocator, System, VirtualAllocator,
+    os, AllocError, Allocator, Budget, Budgeted, ChainAllocator, Layout, LinearAllocator,
+    SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, System, VirtualAllocator,
+    VirtualArena,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
@@ -228,6 +232,307 @@ fn a_string_growing_on_a_budgeted_arena_is_refused_at_the_limit_with_its_content
     drop(s);
     drop(arena);
     assert_eq!(budget.used(), 0);
+}
+
+// ---- The virtual arenas on a budget ----
+
+#[test]
+fn a_virtual_arena_and_a_budgeted_chain_arena_share_one_budget() {
+    static BUDGET: Budget = Budget::new(1 << 20);
+    static BACKING: SyncCounting<System> = SyncCounting::new(System);
+    let mut strings = VirtualArena::new_with_budget(1 << 30, &BUDGET).unwrap();
+    let samples = ChainAllocator::new_in(16 << 10, Budgeted::new(&BUDGET, &BACKING))
+        .unwrap()
+        .with_max_chunk_size(16 << 10);
+    let accounted = |strings: &VirtualArena| strings.committed_bytes() + BACKING.live_bytes();
+    assert_eq!(BUDGET.used(), accounted(&strings));
+    let (mut refused_strings, mut refused_samples) = (0, 0);
+    for i in 0..4000 {
+        if strings.allocate(layout(700, 8)).is_err() {
+            refused_strings += 1;
+        }
+        if samples.allocate(layout(1 + i % 900, 8)).is_err() {
+            refused_samples += 1;
+        }
+        assert_eq!(BUDGET.used(), accounted(&strings));
+        assert!(BUDGET.used() <= BUDGET.limit());
+    }
+    assert!(
+        refused_strings > 0 && refused_samples > 0,
+        "the limit was never reached"
+    );
+    assert!(
+        BUDGET.remaining() < 16 << 10,
+        "refused with {} left",
+        BUDGET.remaining()
+    );
+    // The string table gives its pages back: the sample arena can take its chunks again.
+    strings.reset_and_release();
+    assert_eq!(
+        (strings.committed_bytes(), BUDGET.used()),
+        (0, BACKING.live_bytes())
+    );
+    for _ in 0..20 {
+        samples.allocate(layout(8 << 10, 8)).unwrap();
+    }
+    assert_eq!(BUDGET.used(), accounted(&strings));
+    assert!(BUDGET.peak() <= BUDGET.limit());
+    drop((strings, samples));
+    assert_eq!((BUDGET.used(), BACKING.live_bytes()), (0, 0));
+}
+
+#[test]
+fn threads_racing_on_a_budgeted_sync_virtual_arena_never_exceed_the_limit() {
+    const LIMIT: usize = 512 << 10;
+    const THREADS: u64 = 4;
+    const PER_THREAD: usize = 1500;
+    static BUDGET: Budget = Budget::new(LIMIT);
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static OVER: AtomicUsize = AtomicUsize::new(0);
+    // Small steps, so that the frontier is crossed often and commits race.
+    let mut arena = SyncVirtualArena::new_with_budget(64 << 20, &BUDGET)
+        .unwrap()
+        .with_max_commit_step(64 << 10);
+    let (mut successes, mut refusals) = (0usize, 0usize);
+    let start = std::sync::Barrier::new(THREADS as usize);
+    for round in 0..40u64 {
+        let results: Vec<(Vec<Block>, usize)> = std::thread::scope(|s| {
+            let arena = &arena;
+            // A watcher: the budget never counts less than the arena has committed, and never
+            // passes the limit.
+            s.spawn(|| {
+                while !STOP.load(Relaxed) {
+                    let committed = arena.committed_bytes();
+                    let used = BUDGET.used();
+                    if used > LIMIT || used < committed {
+                        OVER.fetch_add(1, Relaxed);
+                    }
+                    std::hint::spin_loop();
+                }
+            });
+            let start = &start;
+            let workers: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    s.spawn(move || {
+                        let (mut blocks, mut refused) = (Vec::with_capacity(PER_THREAD), 0);
+                        // All start at once, on an empty commit, with a large block: the first
+                        // commits of each round race (and overlap).
+                        start.wait();
+                        for i in 0..PER_THREAD as u64 {
+                            let seq = round * 1_000_000 + i;
+                            // Mostly small blocks, and every 100th a large one that needs a commit.
+                            let l = if i % 100 == 0 {
+                                layout(16 << 10, 64)
+                            } else {
+                                mixed_layout(seq ^ t)
+                            };
+                            match arena.allocate(l) {
+                                Ok(block) => {
+                                    // SAFETY: a fresh block, ours, of at least `l.size()` bytes.
+                                    blocks.push(unsafe { fill(block, l.size(), tag(t, seq)) })
+                                }
+                                Err(AllocError) => refused += 1,
+                            }
+                        }
+                        (blocks, refused)
+                    })
+                })
+                .collect();
+            let results = workers.into_iter().map(|w| w.join().unwrap()).collect();
+            STOP.store(true, Relaxed);
+            results
+        });
+        STOP.store(false, Relaxed);
+        let mut all: Vec<Block> = Vec::new();
+        for (blocks, refused) in results {
+            successes += blocks.len();
+            refusals += refused;
+            all.extend(blocks);
+        }
+        // SAFETY: every block is live: the arena has not been reset since.
+        unsafe { verify(&mut all) }.unwrap();
+        assert!(all
+            .iter()
+            .all(|b| b.addr + b.len - arena_base(&all) <= arena.committed_bytes()));
+        // Commits have stopped: the budget counts the commit exactly.
+        assert_eq!(BUDGET.used(), arena.committed_bytes());
+        assert!(BUDGET.peak() <= LIMIT);
+        arena.reset_and_release();
+        assert_eq!(BUDGET.used(), 0);
+    }
+    println!(
+        "{successes} allocations, {refusals} refusals, peak {} of {LIMIT}",
+        BUDGET.peak()
+    );
+    assert_eq!(
+        OVER.load(Relaxed),
+        0,
+        "the budget passed the limit or under-counted"
+    );
+    assert!(
+        refusals > 100 && successes > 10_000,
+        "did not race at the limit"
+    );
+    assert!(
+        BUDGET.peak() > LIMIT - (64 << 10),
+        "peak {} never neared the limit",
+        BUDGET.peak()
+    );
+    drop(arena);
+    assert_eq!(BUDGET.used(), 0);
+}
+
+/// The lowest address of `blocks`, the arena's start at most: blocks lie in one range.
+fn arena_base(blocks: &[Block]) -> usize {
+    blocks.iter().map(|b| b.addr).min().unwrap_or(0)
+}
+
+#[derive(Clone, Debug)]
+enum VirtualOp {
+    Allocate(usize, u32),
+    GrowLast(usize),
+    FreeLast,
+    Reset,
+    ResetAndRelease,
+    SetLimit(usize),
+}
+
+fn virtual_op() -> impl Strategy<Value = VirtualOp> {
+    prop_oneof![
+        6 => (0usize..200_000, 0u32..13).prop_map(|(size, align)| VirtualOp::Allocate(size, align)),
+        2 => (0usize..200_000).prop_map(VirtualOp::GrowLast),
+        1 => Just(VirtualOp::FreeLast),
+        1 => Just(VirtualOp::Reset),
+        1 => Just(VirtualOp::ResetAndRelease),
+        1 => (0usize..2 << 20).prop_map(VirtualOp::SetLimit),
+    ]
+}
+
+/// One of the two virtual arenas behind the operations the model needs.
+trait BudgetedVirtual: Allocator {
+    fn committed(&self) -> usize;
+    fn used(&self) -> usize;
+    fn reset(&mut self);
+    fn reset_and_release(&mut self);
+}
+
+macro_rules! budgeted_virtual {
+    ($($arena:ty),*) => {$(
+        impl BudgetedVirtual for $arena {
+            fn committed(&self) -> usize { self.committed_bytes() }
+            fn used(&self) -> usize { self.used_bytes() }
+            fn reset(&mut self) { <$arena>::reset(self) }
+            fn reset_and_release(&mut self) { <$arena>::reset_and_release(self) }
+        }
+    )*};
+}
+budgeted_virtual!(VirtualArena, SyncVirtualArena);
+
+/// Runs `ops` on `arena` (on `budget`, which starts with `limit`) and checks after each one that
+/// the budget counts the commit exactly, and that every refusal was one the budget had to make:
+/// even the bare need (the block's end rounded up to a page, minus what was committed) did not
+/// fit in what was left.
+fn check_virtual_on_budget(
+    mut arena: impl BudgetedVirtual,
+    budget: &Budget,
+    limit: usize,
+    ops: Vec<VirtualOp>,
+) -> Result<(), TestCaseError> {
+    let page = os::page_size().unwrap();
+    let mut last: Option<(NonNull<u8>, Layout)> = None;
+    let (mut model_limit, mut max_limit) = (limit, limit);
+    for op in ops {
+        let committed = arena.committed();
+        let remaining = model_limit.saturating_sub(budget.used());
+        // Whether a block ending at offset `end` may be refused by the budget alone.
+        let refusable = |end: usize| {
+            let bare = end.div_ceil(page) * page;
+            bare > committed && bare - committed > remaining
+        };
+        let base = || arena.used(); // offset of the cursor
+        match op {
+            VirtualOp::Allocate(size, align) => {
+                let l = layout(size, 1 << align);
+                let start = base().next_multiple_of(l.align());
+                match arena.allocate(l) {
+                    Ok(block) => last = (size > 0).then(|| (block.cast(), l)),
+                    Err(_) => prop_assert!(
+                        refusable(start + size),
+                        "refused {l:?} with {remaining} left"
+                    ),
+                }
+            }
+            VirtualOp::GrowLast(by) => {
+                if let Some((ptr, old)) = last {
+                    let new = layout(old.size() + by, old.align());
+                    let end = base() + by;
+                    // SAFETY: the most recent block, from `arena` with `old`.
+                    match unsafe { arena.grow(ptr, old, new) } {
+                        Ok(block) => {
+                            prop_assert_eq!(
+                                block.cast::<u8>(),
+                                ptr,
+                                "the last block grows in place"
+                            );
+                            last = Some((ptr, new));
+                        }
+                        Err(_) => {
+                            prop_assert!(refusable(end), "grow refused with {remaining} left")
+                        }
+                    }
+                }
+            }
+            VirtualOp::FreeLast => {
+                if let Some((ptr, l)) = last.take() {
+                    // SAFETY: from `arena` with `l`.
+                    unsafe { arena.deallocate(ptr, l) };
+                }
+            }
+            VirtualOp::Reset => {
+                last = None;
+                arena.reset();
+                prop_assert_eq!(arena.committed(), committed, "reset keeps the commit");
+            }
+            VirtualOp::ResetAndRelease => {
+                last = None;
+                arena.reset_and_release();
+                prop_assert_eq!(arena.committed(), 0);
+            }
+            VirtualOp::SetLimit(new_limit) => {
+                budget.set_limit(new_limit);
+                model_limit = new_limit;
+            }
+        }
+        prop_assert_eq!(budget.used(), arena.committed());
+        max_limit = max_limit.max(model_limit);
+        prop_assert!(
+            budget.peak() <= max_limit,
+            "the budget passed every limit it had"
+        );
+    }
+    drop(arena);
+    prop_assert_eq!(budget.used(), 0);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 64, ..config() })]
+
+    #[test]
+    fn a_budgeted_virtual_arena_charges_its_commit_and_refuses_only_past_the_limit(
+        limit in 0usize..(2 << 20),
+        sync in any::<bool>(),
+        ops in prop::collection::vec(virtual_op(), 1..60),
+    ) {
+        let budget: &'static Budget = Box::leak(Box::new(Budget::new(limit)));
+        if sync {
+            let arena = SyncVirtualArena::new_with_budget(8 << 20, budget).unwrap();
+            check_virtual_on_budget(arena, budget, limit, ops)?;
+        } else {
+            let arena = VirtualArena::new_with_budget(8 << 20, budget).unwrap();
+            check_virtual_on_budget(arena, budget, limit, ops)?;
+        }
+    }
 }
 
 // ---- Property test: `Budgeted` against a model ----

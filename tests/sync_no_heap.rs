@@ -2,7 +2,8 @@
 //! `VirtualAllocator`, never call the global allocator: not to allocate, not to grow (a new
 //! chunk), not to resize, reset or drop. Only calls made on a thread while it is "watched" are
 //! counted, so the test harness's own allocations do not interfere. The same holds for
-//! `format_in!`, `ArenaString` and a `Budgeted` backing allocator.
+//! `format_in!`, `ArenaString`, a `Budgeted` backing allocator, and the virtual arenas with
+//! their commits charged to a budget.
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
@@ -11,7 +12,7 @@ use common::counting::{global_calls_during, CountingGlobal};
 use core::fmt::Write as _;
 use libdd_alloc::{
     format_in, Allocator, ArenaString, Budget, Budgeted, Layout, SyncChainAllocator,
-    SyncLinearAllocator, VirtualAllocator,
+    SyncLinearAllocator, SyncVirtualArena, VirtualAllocator, VirtualArena,
 };
 
 #[global_allocator]
@@ -127,6 +128,39 @@ fn format_in_and_arena_string_on_a_budgeted_sync_chain_arena_make_no_global_allo
     });
     assert_eq!(calls, 0);
     assert!(total > 5_000 * 40);
+    assert_eq!(BUDGET.used(), 0);
+}
+
+#[test]
+fn budgeted_virtual_arenas_commit_refuse_release_and_drop_with_no_global_allocation() {
+    static BUDGET: Budget = Budget::new(8 << 20);
+    libdd_alloc::os::page_size().unwrap();
+    let calls = global_calls_during(|| {
+        let mut sync = SyncVirtualArena::new_with_budget(1 << 30, &BUDGET)
+            .unwrap()
+            .with_max_commit_step(64 << 10);
+        let mut cell = VirtualArena::new_with_budget(1 << 30, &BUDGET)
+            .unwrap()
+            .with_max_commit_step(64 << 10);
+        workload(&sync);
+        workload(&cell);
+        assert_eq!(
+            BUDGET.used(),
+            sync.committed_bytes() + cell.committed_bytes()
+        );
+        // Until the budget refuses a commit: still no heap.
+        let big = Layout::from_size_align(100 << 10, 8).unwrap();
+        while sync.allocate(big).is_ok() {}
+        while cell.allocate(big).is_ok() {}
+        assert!(BUDGET.used() <= BUDGET.limit());
+        sync.reset_and_release();
+        cell.reset_and_release();
+        assert_eq!(BUDGET.used(), 0);
+        workload(&sync);
+        workload(&cell);
+        drop((sync, cell));
+    });
+    assert_eq!(calls, 0);
     assert_eq!(BUDGET.used(), 0);
 }
 

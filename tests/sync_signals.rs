@@ -5,7 +5,10 @@
 //!
 //! The same storm formats strings in the handler and the main loop with `format_in!` and
 //! `ArenaString` (every string's text checked, no two overlapping), and races a handler against
-//! the main loop at the limit of a `Budget` (never exceeded, every refusal an `Err`).
+//! the main loop at the limit of a `Budget` (never exceeded, every refusal an `Err`): once on a
+//! `SyncChainAllocator` over a `Budgeted` backing allocator, once on a `SyncVirtualArena` whose
+//! commits are charged to the budget (`new_with_budget`), released every round so that commits
+//! are made, and refused, under the storm.
 //!
 //! The storm lasts until the handler has run [`HANDLER_RUNS_WANTED`] times, not for a fixed
 //! time: on a loaded machine the process is descheduled, signals that arrive meanwhile merge
@@ -28,6 +31,9 @@ use libdd_alloc::{
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+/// The budget of the current budget storm, read by its handler.
+static ACTIVE_BUDGET: AtomicPtr<Budget> = AtomicPtr::new(std::ptr::null_mut());
 use std::time::{Duration, Instant};
 
 /// Blocks kept by the main loop before each verify-and-reset round.
@@ -537,19 +543,22 @@ fn handler_and_main_loop_format_intact_strings_in_a_sync_linear_arena() {
 
 const BUDGET_LIMIT: usize = 192 << 10;
 static STORM_BUDGET: Budget = Budget::new(BUDGET_LIMIT);
+static VIRTUAL_STORM_BUDGET: Budget = Budget::new(BUDGET_LIMIT);
 static HANDLER_REFUSALS: AtomicUsize = AtomicUsize::new(0);
 
 type BudgetedArena = SyncChainAllocator<Budgeted<'static, VirtualAllocator>>;
 
 /// The `SIGALRM` handler of the budget storm: three blocks from the budgeted arena in `ARENA`;
 /// a refusal is counted, not a failure.
-extern "C" fn allocate_at_the_limit_in_handler(_signal: libc::c_int) {
-    let arena = ARENA.load(Ordering::Acquire) as *const BudgetedArena;
-    if arena.is_null() {
+extern "C" fn allocate_at_the_limit_in_handler<A: Allocator>(_signal: libc::c_int) {
+    let arena = ARENA.load(Ordering::Acquire) as *const A;
+    let budget = ACTIVE_BUDGET.load(Ordering::Acquire);
+    if arena.is_null() || budget.is_null() {
         return;
     }
-    // SAFETY: `ARENA` points at a live arena while the signal is unblocked.
-    let arena = unsafe { &*arena };
+    // SAFETY: `ARENA` points at a live arena while the signal is unblocked; the budget is a
+    // `static`.
+    let (arena, budget) = unsafe { (&*arena, &*budget) };
     let run = HANDLER_RUNS.fetch_add(1, Ordering::Relaxed);
     for k in 0..3 {
         let seq = run * 3 + k;
@@ -561,7 +570,7 @@ extern "C" fn allocate_at_the_limit_in_handler(_signal: libc::c_int) {
         // SAFETY: the block is fresh and ours.
         let record = unsafe { fill(block, layout.size(), tag(HANDLER_OWNER, seq)) };
         let slot = HANDLER_NEXT.fetch_add(1, Ordering::Relaxed);
-        if slot >= HANDLER_SLOTS || STORM_BUDGET.used() > BUDGET_LIMIT {
+        if slot >= HANDLER_SLOTS || budget.used() > BUDGET_LIMIT {
             HANDLER_FAILURES.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -573,15 +582,65 @@ extern "C" fn allocate_at_the_limit_in_handler(_signal: libc::c_int) {
 
 #[cfg(unix)]
 fn handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it() {
-    install(allocate_at_the_limit_in_handler);
-    HANDLER_RUNS.store(0, Ordering::Relaxed);
-    HANDLER_NEXT.store(0, Ordering::Relaxed);
-    HANDLER_FAILURES.store(0, Ordering::Relaxed);
     let mut arena: BudgetedArena =
         SyncChainAllocator::new_in(4096, Budgeted::new(&STORM_BUDGET, VirtualAllocator {}))
             .unwrap()
             .with_max_chunk_size(8 << 10);
-    let arena_ptr: *mut BudgetedArena = &mut arena;
+    budget_storm(
+        &mut arena,
+        &STORM_BUDGET,
+        "Budgeted",
+        BudgetedArena::reset,
+        None,
+    );
+    drop(arena);
+    assert_eq!(
+        STORM_BUDGET.used(),
+        0,
+        "dropping the arena gives the whole budget back"
+    );
+}
+
+fn handler_and_main_loop_racing_at_the_budget_of_a_sync_virtual_arena_never_exceed_it() {
+    // 64 KiB steps: the second step (to 256 KiB) passes the limit, so the arena falls back to
+    // committing the bare need, page by page, while the handler races it.
+    let mut arena = SyncVirtualArena::new_with_budget(64 << 20, &VIRTUAL_STORM_BUDGET)
+        .unwrap()
+        .with_max_commit_step(64 << 10);
+    budget_storm(
+        &mut arena,
+        &VIRTUAL_STORM_BUDGET,
+        "SyncVirtualArena",
+        // Gives the pages back, and their charge: every round commits again under the storm.
+        SyncVirtualArena::reset_and_release,
+        Some(SyncVirtualArena::committed_bytes),
+    );
+    drop(arena);
+    assert_eq!(
+        VIRTUAL_STORM_BUDGET.used(),
+        0,
+        "dropping the arena gives the whole budget back"
+    );
+}
+
+/// Allocates from `arena` (on `budget`) until the budget has refused 200 times, round after
+/// round for `STORM`, while the timer's handler allocates from it too; after each round
+/// (signal blocked) verifies every block, checks that the budget never passed its limit (and,
+/// with `charged`, that it counts exactly that many bytes), and calls `reset`.
+fn budget_storm<A: Allocator>(
+    arena: &mut A,
+    budget: &'static Budget,
+    name: &str,
+    reset: fn(&mut A),
+    charged: Option<fn(&A) -> usize>,
+) {
+    install(allocate_at_the_limit_in_handler::<A>);
+    HANDLER_RUNS.store(0, Ordering::Relaxed);
+    HANDLER_NEXT.store(0, Ordering::Relaxed);
+    HANDLER_FAILURES.store(0, Ordering::Relaxed);
+    HANDLER_REFUSALS.store(0, Ordering::Relaxed);
+    ACTIVE_BUDGET.store(std::ptr::from_ref(budget).cast_mut(), Ordering::Release);
+    let arena_ptr: *mut A = arena;
     ARENA.store(arena_ptr.cast(), Ordering::Release);
     let mut blocks: Vec<Block> = Vec::with_capacity(ROUND + HANDLER_SLOTS);
     let (mut main_ok, mut main_refused, mut handler_ok, mut rounds) = (0usize, 0usize, 0usize, 0);
@@ -613,7 +672,7 @@ fn handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it() {
                     main_refused += 1;
                 }
             }
-            assert!(STORM_BUDGET.used() <= BUDGET_LIMIT);
+            assert!(budget.used() <= BUDGET_LIMIT);
             seq += 1;
         }
         last = rounds > 0 && HANDLER_RUNS.load(Ordering::Relaxed) >= HANDLER_RUNS_WANTED;
@@ -631,25 +690,30 @@ fn handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it() {
         // SAFETY: every block is live until the reset below.
         assert_eq!(unsafe { verify(&mut blocks) }, Ok(()));
         assert_eq!(HANDLER_FAILURES.load(Ordering::Relaxed), 0);
-        assert!(STORM_BUDGET.peak() <= BUDGET_LIMIT);
+        assert!(budget.peak() <= BUDGET_LIMIT);
+        if let Some(charged) = charged {
+            // No commit is in flight: the budget counts the commit exactly.
+            assert_eq!(budget.used(), charged(shared));
+        }
         handler_ok += handler_count;
         rounds += 1;
         blocks.clear();
         HANDLER_NEXT.store(0, Ordering::Relaxed);
         // SAFETY: the signal is blocked and no block is referenced any more.
-        unsafe { &mut *arena_ptr }.reset();
+        reset(unsafe { &mut *arena_ptr });
         set_signal_blocked(false);
     }
     set_timer(0);
     set_signal_blocked(true);
     ARENA.store(std::ptr::null_mut(), Ordering::Release);
+    ACTIVE_BUDGET.store(std::ptr::null_mut(), Ordering::Release);
     set_signal_blocked(false);
     let runs = HANDLER_RUNS.load(Ordering::Relaxed);
     let handler_refused = HANDLER_REFUSALS.load(Ordering::Relaxed);
     println!(
-        "Budget: {rounds} rounds, main {main_ok} allocations / {main_refused} refusals, handler {runs} runs, \
+        "{name} at a budget: {rounds} rounds, main {main_ok} allocations / {main_refused} refusals, handler {runs} runs, \
          {handler_ok} allocations / {handler_refused} refusals, peak {} of {BUDGET_LIMIT}",
-        STORM_BUDGET.peak()
+        budget.peak()
     );
     assert!(
         runs >= HANDLER_RUNS_WANTED,
@@ -660,16 +724,10 @@ fn handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it() {
         "the handler never raced at the limit"
     );
     assert_eq!(handler_ok + handler_refused, runs as usize * 3);
-    assert!(STORM_BUDGET.peak() <= BUDGET_LIMIT);
+    assert!(budget.peak() <= BUDGET_LIMIT);
     assert!(
-        STORM_BUDGET.peak() > BUDGET_LIMIT - (8 << 10),
+        budget.peak() > BUDGET_LIMIT - (8 << 10),
         "the limit was never neared"
-    );
-    drop(arena);
-    assert_eq!(
-        STORM_BUDGET.used(),
-        0,
-        "dropping the arena gives the whole budget back"
     );
 }
 
@@ -773,6 +831,7 @@ fn main() {
     handler_and_main_loop_format_intact_strings_in_a_sync_chain_arena();
     handler_and_main_loop_format_intact_strings_in_a_sync_linear_arena();
     handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it();
+    handler_and_main_loop_racing_at_the_budget_of_a_sync_virtual_arena_never_exceed_it();
 }
 
 #[cfg(not(unix))]

@@ -366,6 +366,89 @@ fn rewind_after_racing_growth_returns_exactly_the_chunks_published_since() {
     });
 }
 
+/// Racing committers on a budget: each charges its own range before its `mprotect` and, after
+/// `fetch_max`, credits the part another thread had published. Under every interleaving the
+/// budget never counts less than the published frontier (checked by each thread after each
+/// allocation: frontier first, then the budget), and once both are done it counts the frontier
+/// exactly; dropping the arena gives it all back.
+#[test]
+fn racing_committers_on_a_budget_charge_the_frontier_exactly_once_they_are_done() {
+    model(|| {
+        let budget: &'static crate::Budget = Box::leak(Box::new(crate::Budget::new(1 << 20)));
+        let arena = Arc::new(
+            SyncVirtualArena::new_with_budget(256 * KIB, budget)
+                .unwrap()
+                .with_max_commit_step(64 * KIB),
+        );
+        let base = base_of_empty(&arena);
+        let layout = Layout::from_size_align(40 * KIB, 8).unwrap();
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let arena = arena.clone();
+                thread::spawn(move || {
+                    let mut ranges = Vec::new();
+                    for _ in 0..2 {
+                        ranges.push(touch_committed(
+                            &arena,
+                            arena.allocate(layout).unwrap(),
+                            base,
+                        ));
+                        let committed = arena.committed_bytes();
+                        assert!(budget.used() >= committed, "the budget under-counts");
+                    }
+                    ranges
+                })
+            })
+            .collect();
+        let ranges = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert_disjoint(ranges);
+        assert_eq!(budget.used(), arena.committed_bytes());
+        drop(arena);
+        assert_eq!(budget.used(), 0);
+    });
+}
+
+/// A budget of 128 KiB and two threads that each ask for 48 KiB twice: whatever the
+/// interleaving, the budget never passes its limit, every refusal claims nothing, at least one
+/// block is handed out (a racing refusal may come one step early, so not always two), and the
+/// budget counts the frontier exactly at the end.
+#[test]
+fn committers_racing_at_a_budget_limit_never_pass_it_and_a_refusal_claims_nothing() {
+    model(|| {
+        let budget: &'static crate::Budget = Box::leak(Box::new(crate::Budget::new(128 * KIB)));
+        let arena = Arc::new(
+            SyncVirtualArena::new_with_budget(256 * KIB, budget)
+                .unwrap()
+                .with_max_commit_step(64 * KIB),
+        );
+        let layout = Layout::from_size_align(48 * KIB, 8).unwrap();
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let arena = arena.clone();
+                thread::spawn(move || {
+                    let mut ok = 0;
+                    for _ in 0..2 {
+                        if arena.allocate(layout).is_ok() {
+                            ok += 1;
+                        }
+                        assert!(budget.used() <= 128 * KIB);
+                    }
+                    ok
+                })
+            })
+            .collect();
+        let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        // Refusals claimed nothing: the cursor is exactly the blocks handed out.
+        assert_eq!(arena.used_bytes(), ok * 48 * KIB);
+        assert!((1..=2).contains(&ok), "{ok} blocks of 48 KiB on 128 KiB");
+        assert_eq!(budget.used(), arena.committed_bytes());
+        assert!(budget.peak() <= 128 * KIB);
+    });
+}
+
 /// Two threads, each with a `LocalHandle` on one chain arena: each claims a 1 KiB slab, then
 /// overflows it, so it either grows the slab in place (when it is still the arena's last claim)
 /// or gives the tail back (one compare-exchange that fails if the other thread claimed after

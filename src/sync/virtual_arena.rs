@@ -4,8 +4,10 @@ use super::atomic::{AtomicUsize, Ordering};
 use super::cursor::AtomicCursor;
 use crate::bump::{self, dangling};
 use crate::resize::LastBlock;
-use crate::virtual_arena::{commit_target, max_commit_step, DEFAULT_MAX_COMMIT_STEP};
-use crate::{os, AllocError, Allocator, Checkpoint, Rewind};
+use crate::virtual_arena::{
+    charge_and_commit, commit_target, max_commit_step, DEFAULT_MAX_COMMIT_STEP,
+};
+use crate::{os, AllocError, Allocator, Budget, Checkpoint, Rewind};
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -59,6 +61,22 @@ use core::ptr::NonNull;
 /// `Err` *without having claimed anything*: the cursor is untouched, no bytes are lost, and
 /// smaller allocations that fit the committed part still succeed.
 ///
+/// # Memory budget
+/// [`new_with_budget`](Self::new_with_budget) charges a [`Budget`] for every committed byte,
+/// as on [`VirtualArena`](crate::VirtualArena#memory-budget): before the `mprotect`, with the
+/// bare-need fallback charged separately, credited on a refused commit, on drop and on
+/// [`reset_and_release`](Self::reset_and_release). Two threads (or a handler and the code it
+/// interrupted) that commit overlapping ranges at once each charge their own range first; each
+/// then credits the part that `fetch_max` shows was already published, so what stays charged
+/// is exactly what each one added to the frontier. Consequences, while commits race:
+/// - the budget never counts less than `committed_bytes()`: every range is charged before it is
+///   committed, and only the part someone else already published is credited;
+/// - it may count more, by at most the overlapping ranges of the commits in flight (each one
+///   commit step, or the size of the allocation that needed it if that is larger), until those
+///   commits return; so a charge may be refused up to one commit early while another thread
+///   is committing the same pages. Once commits stop, `budget.used()` counts
+///   `committed_bytes()` exactly, and it never passes the limit.
+///
 /// # Statistics
 /// As for `VirtualArena`, all O(1): [`used_bytes`](Self::used_bytes),
 /// [`committed_bytes`](Self::committed_bytes) (= [`reserved_bytes`](Self::reserved_bytes)),
@@ -76,8 +94,8 @@ use core::ptr::NonNull;
 ///
 /// # Errors
 /// Allocation fails with `Err(AllocError)` when the reservation is exhausted or the OS refuses a
-/// commit (out of memory under strict accounting, `RLIMIT_DATA`, `vm.max_map_count`), and then
-/// changes nothing.
+/// commit (out of memory under strict accounting, `RLIMIT_DATA`, `vm.max_map_count`), or the
+/// arena's [budget](Self::new_with_budget) refuses it, and then changes nothing.
 ///
 /// # Soundness of `reset`
 /// Why a safe `reset(&mut self)` (and `rewind`) next to `Allocator` for the owned arena is
@@ -129,6 +147,8 @@ pub struct SyncVirtualArena {
     dirty: AtomicUsize,
     max_commit_step: usize,
     page: usize,
+    /// Charged for every committed byte (see the type's "Memory budget").
+    budget: Option<&'static Budget>,
     /// Under loom only: commits that would reach past this many bytes are refused, to model the
     /// OS saying no.
     #[cfg(all(test, loom))]
@@ -172,9 +192,65 @@ impl SyncVirtualArena {
             dirty: AtomicUsize::new(0),
             max_commit_step: DEFAULT_MAX_COMMIT_STEP.max(page),
             page,
+            budget: None,
             #[cfg(all(test, loom))]
             commit_limit: usize::MAX,
         })
+    }
+
+    /// As [`new`](Self::new), and every byte the arena commits is charged to `budget` (see
+    /// [Memory budget](Self#memory-budget)). The reservation itself is not charged. `'static`
+    /// because the budget must outlive the arena (a `static`, or `Box::leak`).
+    ///
+    /// # Errors
+    /// As for [`new`](Self::new). Allocations are then refused with `Err` when their commit
+    /// would take the budget past its limit.
+    ///
+    /// # Signal safety
+    /// Charging and crediting are atomic compare-exchange loops: allocation stays
+    /// async-signal-safe and lock-free.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{Allocator, Budget, Layout, SyncVirtualArena};
+    ///
+    /// static CRASH: Budget = Budget::new(256 << 10);
+    /// let arena = SyncVirtualArena::new_with_budget(1 << 30, &CRASH)?;
+    /// std::thread::scope(|s| {
+    ///     for _ in 0..2 {
+    ///         s.spawn(|| arena.allocate(Layout::array::<u8>(100 << 10).unwrap()).map(|_| ()));
+    ///     }
+    /// });
+    /// assert_eq!(CRASH.used(), arena.committed_bytes());
+    /// assert!(arena.allocate(Layout::array::<u8>(100 << 10)?).is_err()); // past 256 KiB
+    /// drop(arena);
+    /// assert_eq!((CRASH.used(), CRASH.peak() <= 256 << 10), (0, true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new_with_budget(
+        reservation_bytes: usize,
+        budget: &'static Budget,
+    ) -> Result<Self, AllocError> {
+        let mut arena = Self::new(reservation_bytes)?;
+        arena.budget = Some(budget);
+        Ok(arena)
+    }
+
+    /// The budget this arena's commits are charged to, if it was made with
+    /// [`new_with_budget`](Self::new_with_budget). O(1).
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{Budget, SyncVirtualArena};
+    /// static BUDGET: Budget = Budget::new(1 << 20);
+    /// let arena = SyncVirtualArena::new_with_budget(1 << 30, &BUDGET)?;
+    /// assert!(arena.budget().is_some_and(|b| core::ptr::eq(b, &BUDGET)));
+    /// assert!(SyncVirtualArena::new(1 << 30)?.budget().is_none());
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    #[inline]
+    pub fn budget(&self) -> Option<&'static Budget> {
+        self.budget
     }
 
     /// Bounds the commit step: the arena commits at most `bytes` (rounded up to pages, at least
@@ -327,6 +403,10 @@ impl SyncVirtualArena {
     /// for pages that are still read-write), because on Windows a refused recommit leaves the
     /// pages decommitted.
     ///
+    /// On an arena with a [budget](Self::new_with_budget), the released pages are credited to
+    /// the budget and the arena counts nothing as committed (`committed_bytes()` is 0): refilling
+    /// commits and charges again, step by step, and may then be refused by the budget.
+    ///
     /// ```
     /// # use libdd_alloc::{Allocator, Layout, SyncVirtualArena};
     /// let mut arena = SyncVirtualArena::new(1 << 20)?;
@@ -352,9 +432,22 @@ impl SyncVirtualArena {
         if touched == 0 || unsafe { os::release_pages(self.base, touched) }.is_ok() {
             self.dirty.store(0, Ordering::Relaxed);
         } else {
-            self.committed.store(0, Ordering::Relaxed);
+            self.forget_commit();
+        }
+        // The budget gets the pages back; refilling charges them again as it recommits.
+        if self.budget.is_some() {
+            self.forget_commit();
         }
         self.cursor.rewind(self.base);
+    }
+
+    /// Counts nothing as committed any more, crediting the budget for what was. `&mut self`:
+    /// no commit is in flight.
+    fn forget_commit(&mut self) {
+        let committed = self.committed.swap(0, Ordering::Relaxed);
+        if let Some(budget) = self.budget {
+            budget.credit(committed);
+        }
     }
 
     #[inline(always)]
@@ -394,9 +487,17 @@ impl SyncVirtualArena {
     fn commit_through(&self, end: usize) -> Result<(), AllocError> {
         let needed = end
             .checked_sub(self.base.as_ptr().addr())
-            .filter(|&needed| needed <= self.reservation)
             .ok_or(AllocError)?;
-        let committed = self.committed.load(Ordering::Acquire);
+        self.commit_from(self.committed.load(Ordering::Acquire), needed)
+    }
+
+    /// [`commit_through`](Self::commit_through) the offset `needed`, from a snapshot
+    /// `committed` of the frontier that this thread loaded (it may be stale by now).
+    #[inline]
+    fn commit_from(&self, committed: usize, needed: usize) -> Result<(), AllocError> {
+        if needed > self.reservation {
+            return Err(AllocError);
+        }
         if needed <= committed {
             return Ok(());
         }
@@ -409,20 +510,31 @@ impl SyncVirtualArena {
             self.page,
             self.reservation,
         );
-        // SAFETY: `committed <= needed <= wanted <= reservation`, all multiples of the page size.
-        let grew = unsafe { self.commit_range(committed, wanted) }.or_else(|_| {
-            // The generous step was refused; the bare need may still pass.
-            // SAFETY: as above.
-            unsafe { self.commit_range(committed, needed) }
+        // Charged before the `mprotect`, credited back if it fails.
+        let commit = |from, to| {
+            // SAFETY: `committed <= needed <= wanted <= reservation`, all multiples of the page
+            // size: the only ranges passed below.
+            unsafe { self.commit_range(from, to) }
+        };
+        let grew = charge_and_commit(self.budget, committed, wanted, commit).or_else(|_| {
+            // The generous step was refused (by the OS or the budget); the bare need may pass.
+            charge_and_commit(self.budget, committed, needed, commit)
         });
         match grew {
             Ok(frontier) => {
                 // `[0, committed)` was read-write (whoever published it had committed it) and
                 // this thread just made `[committed, frontier)` read-write.
-                self.committed.fetch_max(frontier, Ordering::AcqRel);
+                let prev = self.committed.fetch_max(frontier, Ordering::AcqRel);
+                // `[committed, prev)` was published, and charged, by another committer: this
+                // thread's charge for the overlap goes back, so that what stays charged is what
+                // it added to the frontier, `frontier - max(prev, committed)` (maybe 0).
+                if let Some(budget) = self.budget {
+                    budget.credit(prev.min(frontier).saturating_sub(committed));
+                }
                 Ok(())
             }
-            // Another thread, or a handler that interrupted this one, committed it meanwhile.
+            // Another thread, or a handler that interrupted this one, committed it meanwhile
+            // (the charge for the refused range went back already).
             Err(_) if needed <= self.committed.load(Ordering::Acquire) => Ok(()),
             Err(error) => Err(error),
         }
@@ -556,6 +668,8 @@ impl Drop for SyncVirtualArena {
         // SAFETY: the reservation is ours, made by `os::reserve`, and the arena is going away,
         // so no block is borrowed.
         unsafe { os::unmap(self.base, self.reservation) };
+        // Only once the pages are gone, so that the budget never counts less than is mapped.
+        self.forget_commit();
     }
 }
 
@@ -700,6 +814,121 @@ mod tests {
         assert_eq!(arena.dirty.load(Ordering::Relaxed), 2000);
         arena.reset_and_release();
         assert_eq!(arena.dirty.load(Ordering::Relaxed), 0);
+    }
+
+    const STEP: usize = 64 << 10;
+
+    /// A budget that lives as long as the test process, as `new_with_budget` needs.
+    fn leaked_budget(limit: usize) -> &'static Budget {
+        std::boxed::Box::leak(std::boxed::Box::new(Budget::new(limit)))
+    }
+
+    #[test]
+    fn a_budget_is_charged_exactly_the_committed_bytes_and_credited_on_drop() {
+        let budget = leaked_budget(1 << 30);
+        let arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        assert_eq!(budget.used(), 0, "the reservation is not charged");
+        for size in [8, 100_000, 1 << 20, 3 << 20] {
+            arena.allocate(Layout::array::<u8>(size).unwrap()).unwrap();
+            assert_eq!(budget.used(), arena.committed_bytes());
+        }
+        drop(arena);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_committer_with_a_stale_frontier_keeps_only_what_it_added() {
+        let budget = leaked_budget(1 << 20);
+        let arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        // Another committer published 128 KiB while this one still saw 0.
+        arena.commit_from(0, 2 * STEP).unwrap();
+        assert_eq!(
+            (arena.committed_bytes(), budget.used()),
+            (2 * STEP, 2 * STEP)
+        );
+        // Stale and covered: it charges [0, 64 KiB), finds it published, credits it all.
+        arena.commit_from(0, STEP).unwrap();
+        assert_eq!(
+            (arena.committed_bytes(), budget.used()),
+            (2 * STEP, 2 * STEP)
+        );
+        // Stale and further: it charges [0, 192 KiB) (its own step from 0: 64 KiB, so it asks
+        // for exactly the need), keeps the 64 KiB it added and credits the 128 KiB overlap.
+        arena.commit_from(0, 3 * STEP).unwrap();
+        assert_eq!(
+            (arena.committed_bytes(), budget.used()),
+            (3 * STEP, 3 * STEP)
+        );
+        assert_eq!(
+            budget.peak(),
+            5 * STEP,
+            "the overlap was charged until fetch_max"
+        );
+    }
+
+    #[test]
+    fn a_stale_committer_near_the_limit_may_be_refused_one_step_early() {
+        let budget = leaked_budget(3 * STEP);
+        let arena = SyncVirtualArena::new_with_budget(1 << 30, budget)
+            .unwrap()
+            .with_max_commit_step(STEP);
+        arena.commit_from(0, 2 * STEP).unwrap();
+        // From its stale snapshot it would charge 192 KiB on top of the 128 KiB published: the
+        // budget refuses, though only 64 KiB were really missing. Nothing stays charged.
+        assert_eq!(arena.commit_from(0, 3 * STEP), Err(AllocError));
+        assert_eq!(
+            (arena.committed_bytes(), budget.used()),
+            (2 * STEP, 2 * STEP)
+        );
+        // With the current frontier the same commit passes.
+        arena
+            .commit_through(arena.base.as_ptr().addr() + 3 * STEP)
+            .unwrap();
+        assert_eq!(
+            (arena.committed_bytes(), budget.used()),
+            (3 * STEP, 3 * STEP)
+        );
+    }
+
+    #[test]
+    fn a_refused_commit_claims_nothing_and_the_arena_stays_usable_below_the_limit() {
+        let budget = leaked_budget(256 << 10);
+        let arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        arena.allocate(Layout::array::<u8>(100).unwrap()).unwrap();
+        let (used, committed) = (arena.used_bytes(), arena.committed_bytes());
+        let big = Layout::array::<u8>(300 << 10).unwrap();
+        assert_eq!(arena.allocate(big), Err(AllocError));
+        assert_eq!(
+            (arena.used_bytes(), arena.committed_bytes()),
+            (used, committed)
+        );
+        assert_eq!(budget.used(), committed);
+        arena
+            .allocate(Layout::array::<u8>(150 << 10).unwrap())
+            .unwrap();
+        assert_eq!(budget.used(), arena.committed_bytes());
+        assert!(budget.peak() <= 256 << 10);
+    }
+
+    #[test]
+    fn reset_and_release_credits_the_budget_and_refilling_charges_again() {
+        let budget = leaked_budget(1 << 20);
+        let mut arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
+        let layout = Layout::array::<u8>(700 << 10).unwrap();
+        arena.allocate(layout).unwrap();
+        assert_eq!(budget.used(), arena.committed_bytes());
+        arena.reset_and_release();
+        assert_eq!((budget.used(), arena.committed_bytes()), (0, 0));
+        budget.try_charge(600 << 10).unwrap();
+        assert_eq!(arena.allocate(layout), Err(AllocError));
+        budget.credit(600 << 10);
+        let block = arena.allocate_zeroed(layout).unwrap();
+        // SAFETY: the block is ours.
+        unsafe { block.cast::<u8>().write_bytes(1, 700 << 10) };
+        assert_eq!(budget.used(), arena.committed_bytes());
+        arena.reset();
+        assert_eq!(budget.used(), arena.committed_bytes());
+        assert!(budget.used() > 0);
     }
 
     #[test]

@@ -339,13 +339,19 @@ pub unsafe extern "C" fn sync_chain_drop(a: *mut SyncChain) {
 /// their API.
 macro_rules! virtual_arena_exports {
     ($ty:ident, $new:ident, $stats:ident, $reset:ident, $drop:ident) => {
+        /// With `budget`, through `new_with_budget`: every commit path then charges it.
         #[no_mangle]
         pub extern "C" fn $new(
             reservation: usize,
             step: usize,
+            budget: Option<&'static Budget>,
             out: &mut MaybeUninit<$ty>,
         ) -> bool {
-            match $ty::new(reservation) {
+            let arena = match budget {
+                Some(budget) => $ty::new_with_budget(reservation, budget),
+                None => $ty::new(reservation),
+            };
+            match arena {
                 Ok(arena) => {
                     out.write(arena.with_max_commit_step(step));
                     true
@@ -355,7 +361,7 @@ macro_rules! virtual_arena_exports {
         }
 
         #[no_mangle]
-        pub extern "C" fn $stats(a: &$ty, out: &mut [usize; 6], size: usize, align: usize) {
+        pub extern "C" fn $stats(a: &$ty, out: &mut [usize; 7], size: usize, align: usize) {
             let fits = layout(size, align).is_some_and(|layout| a.has_capacity_for(layout));
             *out = [
                 a.used_bytes(),
@@ -364,6 +370,7 @@ macro_rules! virtual_arena_exports {
                 a.reserved_bytes(),
                 a.remaining_capacity(),
                 usize::from(fits),
+                a.budget().map_or(0, Budget::used),
             ];
         }
 
