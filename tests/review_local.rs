@@ -3,6 +3,7 @@
 //! first, then real threads, then real signals (a per-thread `timer_create` timer at 10 kHz,
 //! `SIGEV_THREAD_ID`, so that the standard harness's other threads are never interrupted;
 //! signal tests are serialized by a lock).
+#![cfg(unix)] // signals, timer_create and errno throughout: POSIX only
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;

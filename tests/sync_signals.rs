@@ -601,6 +601,7 @@ fn handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it() {
     );
 }
 
+#[cfg(unix)]
 fn handler_and_main_loop_racing_at_the_budget_of_a_sync_virtual_arena_never_exceed_it() {
     // 64 KiB steps: the second step (to 256 KiB) passes the limit, so the arena falls back to
     // committing the bare need, page by page, while the handler races it.
@@ -624,9 +625,10 @@ fn handler_and_main_loop_racing_at_the_budget_of_a_sync_virtual_arena_never_exce
 }
 
 /// Allocates from `arena` (on `budget`) until the budget has refused 200 times, round after
-/// round for `STORM`, while the timer's handler allocates from it too; after each round
+/// round until the handler has run `HANDLER_RUNS_WANTED` times, while the timer's handler allocates from it too; after each round
 /// (signal blocked) verifies every block, checks that the budget never passed its limit (and,
 /// with `charged`, that it counts exactly that many bytes), and calls `reset`.
+#[cfg(unix)]
 fn budget_storm<A: Allocator>(
     arena: &mut A,
     budget: &'static Budget,
