@@ -301,6 +301,13 @@ mod tests {
     use super::*;
     use windows_sys::Win32::System::Memory::MEM_FREE;
 
+    /// These tests check the state of addresses they just released, which a parallel test
+    /// mapping pages (the racing-reservation test does so in a loop) could take over meanwhile.
+    fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn page() -> usize {
         super::super::page_size().unwrap()
     }
@@ -311,6 +318,7 @@ mod tests {
 
     #[test]
     fn aligned_block_after_an_unaligned_offset_is_released_whole_with_its_padding() {
+        let _guard = exclusive();
         let page = page();
         for align in [16 * page, 1 << 20, 8 << 20] {
             let base =
@@ -335,6 +343,7 @@ mod tests {
 
     #[test]
     fn alignment_above_the_granularity_starts_a_region_and_needs_no_padding() {
+        let _guard = exclusive();
         let page = page();
         let align = 4 << 20;
         let base = map_aligned(3 * page, align, page).unwrap();
@@ -350,6 +359,7 @@ mod tests {
 
     #[test]
     fn tail_of_a_padded_block_is_decommitted_and_the_rest_released_later() {
+        let _guard = exclusive();
         let page = page();
         let base = map_pages_aligned(4 * page, 1 << 20, page, page, MapOptions::default()).unwrap();
         // SAFETY: the last two pages are ours and nothing refers to them.
@@ -376,6 +386,7 @@ mod tests {
 
     #[test]
     fn aligned_mapping_racing_another_mapping_thread_is_aligned_or_an_error() {
+        let _guard = exclusive();
         let page = page();
         let align = 1 << 20;
         let stop = core::sync::atomic::AtomicBool::new(false);
