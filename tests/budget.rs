@@ -525,6 +525,9 @@ proptest! {
         ops in prop::collection::vec(virtual_op(), 1..60),
     ) {
         let budget: &'static Budget = Box::leak(Box::new(Budget::new(limit)));
+        // Kept reachable for LeakSanitizer: the budget must outlive the arena, so it is leaked.
+        static KEPT: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+        KEPT.lock().unwrap().push(budget as *const Budget as usize);
         if sync {
             let arena = SyncVirtualArena::new_with_budget(8 << 20, budget).unwrap();
             check_virtual_on_budget(arena, budget, limit, ops)?;

@@ -196,6 +196,9 @@ mod signals {
         let arena: &'static SyncChainAllocator<VirtualAllocator> = Box::leak(Box::new(
             SyncChainAllocator::new_in(256 << 20, VirtualAllocator {}).unwrap(),
         ));
+        // Kept reachable for LeakSanitizer: handlers may still reach the arena, so it is leaked.
+        static KEPT: AtomicUsize = AtomicUsize::new(0);
+        KEPT.store(arena as *const _ as usize, Ordering::Relaxed);
         let stop = AtomicBool::new(false);
         let started = AtomicUsize::new(0);
         let interrupted = AtomicUsize::new(0);

@@ -818,9 +818,16 @@ mod tests {
 
     const STEP: usize = 64 << 10;
 
-    /// A budget that lives as long as the test process, as `new_with_budget` needs.
+    /// A budget that lives as long as the test process, as `new_with_budget` needs. Kept in a
+    /// static list, so that LeakSanitizer sees it reachable rather than leaked.
     fn leaked_budget(limit: usize) -> &'static Budget {
-        std::boxed::Box::leak(std::boxed::Box::new(Budget::new(limit)))
+        static KEPT: std::sync::Mutex<std::vec::Vec<&'static Budget>> =
+            std::sync::Mutex::new(std::vec::Vec::new());
+        let budget = std::boxed::Box::leak(std::boxed::Box::new(Budget::new(limit)));
+        KEPT.lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(budget);
+        budget
     }
 
     #[test]
