@@ -401,6 +401,21 @@ unsafe impl<A: Allocator> Allocator for Budgeted<'_, A> {
     }
 }
 
+/// A budget that lives as long as the test process, as `new_with_budget` needs. Kept in a static
+/// list, so that LeakSanitizer sees it reachable rather than leaked. Shared by the virtual arenas'
+/// unit tests.
+#[cfg(test)]
+#[cfg_attr(loom, allow(dead_code))] // the loom models make their own budgets
+pub(crate) fn leaked_budget(limit: usize) -> &'static Budget {
+    static KEPT: std::sync::Mutex<std::vec::Vec<&'static Budget>> =
+        std::sync::Mutex::new(std::vec::Vec::new());
+    let budget = std::boxed::Box::leak(std::boxed::Box::new(Budget::new(limit)));
+    KEPT.lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(budget);
+    budget
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

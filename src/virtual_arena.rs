@@ -771,21 +771,9 @@ mod tests {
         assert_eq!(arena.committed_bytes(), committed);
     }
 
-    /// A budget that lives as long as the test process, as `new_with_budget` needs. Kept in a
-    /// static list, so that LeakSanitizer sees it reachable rather than leaked.
-    fn leaked_budget(limit: usize) -> &'static Budget {
-        static KEPT: std::sync::Mutex<std::vec::Vec<&'static Budget>> =
-            std::sync::Mutex::new(std::vec::Vec::new());
-        let budget = std::boxed::Box::leak(std::boxed::Box::new(Budget::new(limit)));
-        KEPT.lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(budget);
-        budget
-    }
-
     #[test]
     fn a_budget_is_charged_exactly_the_committed_bytes_and_credited_on_drop() {
-        let budget = leaked_budget(1 << 30);
+        let budget = crate::budget::leaked_budget(1 << 30);
         let arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
         assert_eq!(budget.used(), 0, "the reservation is not charged");
         for size in [8, 100_000, 1 << 20, 3 << 20] {
@@ -800,7 +788,7 @@ mod tests {
     fn a_step_the_budget_refuses_falls_back_to_the_bare_need() {
         let page = os::page_size().unwrap();
         // Room for the first 64 KiB step and one more page, not for the next 64 KiB step.
-        let budget = leaked_budget(MIN_COMMIT_STEP + page);
+        let budget = crate::budget::leaked_budget(MIN_COMMIT_STEP + page);
         let arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
         arena
             .allocate(Layout::array::<u8>(MIN_COMMIT_STEP).unwrap())
@@ -818,7 +806,7 @@ mod tests {
 
     #[test]
     fn a_refused_commit_leaves_the_cursor_and_the_budget_unchanged() {
-        let budget = leaked_budget(256 << 10);
+        let budget = crate::budget::leaked_budget(256 << 10);
         let arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
         arena.allocate(Layout::array::<u8>(100).unwrap()).unwrap();
         let (used, committed) = (arena.used_bytes(), arena.committed_bytes());
@@ -841,7 +829,7 @@ mod tests {
 
     #[test]
     fn a_grow_that_would_cross_the_budget_is_refused_and_keeps_the_block() {
-        let budget = leaked_budget(128 << 10);
+        let budget = crate::budget::leaked_budget(128 << 10);
         let arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
         let old = Layout::array::<u8>(1000).unwrap();
         let block = arena.allocate(old).unwrap();
@@ -864,7 +852,7 @@ mod tests {
 
     #[test]
     fn reset_and_release_credits_the_budget_and_refilling_charges_again() {
-        let budget = leaked_budget(1 << 20);
+        let budget = crate::budget::leaked_budget(1 << 20);
         let mut arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
         arena
             .allocate(Layout::array::<u8>(700 << 10).unwrap())
@@ -894,7 +882,7 @@ mod tests {
 
     #[test]
     fn a_refused_release_credits_the_budget_for_the_commit_it_forgets() {
-        let budget = leaked_budget(1 << 20);
+        let budget = crate::budget::leaked_budget(1 << 20);
         let mut arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
         arena.allocate(Layout::array::<u8>(1000).unwrap()).unwrap();
         assert_eq!(budget.used(), MIN_COMMIT_STEP);

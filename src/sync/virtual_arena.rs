@@ -818,21 +818,9 @@ mod tests {
 
     const STEP: usize = 64 << 10;
 
-    /// A budget that lives as long as the test process, as `new_with_budget` needs. Kept in a
-    /// static list, so that LeakSanitizer sees it reachable rather than leaked.
-    fn leaked_budget(limit: usize) -> &'static Budget {
-        static KEPT: std::sync::Mutex<std::vec::Vec<&'static Budget>> =
-            std::sync::Mutex::new(std::vec::Vec::new());
-        let budget = std::boxed::Box::leak(std::boxed::Box::new(Budget::new(limit)));
-        KEPT.lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(budget);
-        budget
-    }
-
     #[test]
     fn a_budget_is_charged_exactly_the_committed_bytes_and_credited_on_drop() {
-        let budget = leaked_budget(1 << 30);
+        let budget = crate::budget::leaked_budget(1 << 30);
         let arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
         assert_eq!(budget.used(), 0, "the reservation is not charged");
         for size in [8, 100_000, 1 << 20, 3 << 20] {
@@ -845,7 +833,7 @@ mod tests {
 
     #[test]
     fn a_committer_with_a_stale_frontier_keeps_only_what_it_added() {
-        let budget = leaked_budget(1 << 20);
+        let budget = crate::budget::leaked_budget(1 << 20);
         let arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
         // Another committer published 128 KiB while this one still saw 0.
         arena.commit_from(0, 2 * STEP).unwrap();
@@ -875,7 +863,7 @@ mod tests {
 
     #[test]
     fn a_stale_committer_near_the_limit_may_be_refused_one_step_early() {
-        let budget = leaked_budget(3 * STEP);
+        let budget = crate::budget::leaked_budget(3 * STEP);
         let arena = SyncVirtualArena::new_with_budget(1 << 30, budget)
             .unwrap()
             .with_max_commit_step(STEP);
@@ -899,7 +887,7 @@ mod tests {
 
     #[test]
     fn a_refused_commit_claims_nothing_and_the_arena_stays_usable_below_the_limit() {
-        let budget = leaked_budget(256 << 10);
+        let budget = crate::budget::leaked_budget(256 << 10);
         let arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
         arena.allocate(Layout::array::<u8>(100).unwrap()).unwrap();
         let (used, committed) = (arena.used_bytes(), arena.committed_bytes());
@@ -919,7 +907,7 @@ mod tests {
 
     #[test]
     fn reset_and_release_credits_the_budget_and_refilling_charges_again() {
-        let budget = leaked_budget(1 << 20);
+        let budget = crate::budget::leaked_budget(1 << 20);
         let mut arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
         let layout = Layout::array::<u8>(700 << 10).unwrap();
         arena.allocate(layout).unwrap();
