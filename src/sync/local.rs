@@ -1,6 +1,7 @@
 //! [`LocalHandle`]: a thread-owned handle on a lock-free arena that bumps inside a slab of it
 //! without a locked instruction, and stays reentrant from signal handlers on its own thread.
 
+use super::mark::Mark;
 use crate::bump::{dangling, fit, resize_last};
 use crate::resize::LastBlock;
 use crate::{AllocError, Allocator, Arena, Layout};
@@ -8,7 +9,7 @@ use crate::{SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena};
 use core::cell::Cell;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// Size of a handle's first slab.
 const FIRST_SLAB: usize = 1 << 10;
@@ -216,8 +217,8 @@ impl LocalSource for SyncVirtualArena {}
 /// arena itself (`&mut`, once the handles are dropped).
 pub struct LocalHandle<'a, A: LocalSource> {
     arena: &'a A,
-    /// Set while an operation reads or writes the slab state (the mark of the protocol).
-    busy: AtomicBool,
+    /// Held while an operation reads or writes the slab state (the mark of the protocol).
+    mark: Mark,
     /// First free byte of the slab; carries the slab's provenance.
     cur: AtomicPtr<u8>,
     /// One past the slab (0 before the first slab: nothing fits).
@@ -234,14 +235,17 @@ pub struct LocalHandle<'a, A: LocalSource> {
     _not_sync: PhantomData<Cell<()>>,
 }
 
-/// Clears the mark when the slow path returns, or if a call into the arena (and so into a
-/// backing allocator) unwinds.
-struct ClearMark<'h>(&'h AtomicBool);
+/// Gives the mark back when the slow path returns, or if a call into the arena (and so into a
+/// backing allocator) unwinds: as the holder (`true`) or as a nested call.
+struct GiveBack<'h>(&'h Mark, bool);
 
-impl Drop for ClearMark<'_> {
+impl Drop for GiveBack<'_> {
     fn drop(&mut self) {
-        compiler_fence(Ordering::SeqCst);
-        self.0.store(false, Ordering::Relaxed);
+        if self.1 {
+            self.0.exit();
+        } else {
+            self.0.leave_nested();
+        }
     }
 }
 
@@ -250,7 +254,7 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
     fn new(arena: &'a A) -> Self {
         Self {
             arena,
-            busy: AtomicBool::new(false),
+            mark: Mark::new(),
             cur: AtomicPtr::new(core::ptr::null_mut()),
             limit: AtomicUsize::new(0),
             slab_start: AtomicUsize::new(0),
@@ -332,33 +336,24 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
         self.interrupted.load(Ordering::Relaxed)
     }
 
-    /// Sets the mark (steps 1 and 2 of the protocol on the type). `false`: it was already set,
-    /// this call interrupted another on the same handle and must not touch the slab state.
-    #[inline(always)]
-    fn enter(&self) -> bool {
-        if self.busy.load(Ordering::Relaxed) {
-            return false;
-        }
-        self.busy.store(true, Ordering::Relaxed);
-        compiler_fence(Ordering::SeqCst);
-        true
-    }
-
-    /// Clears the mark (step 5).
-    #[inline(always)]
-    fn exit(&self) {
-        compiler_fence(Ordering::SeqCst);
-        self.busy.store(false, Ordering::Relaxed);
-    }
-
-    /// Step 7: a call that interrupted another on this handle allocates from the shared arena.
+    /// Every allocation the slab cannot serve at once, behind one call site and with no flag,
+    /// so that the fast path returns its block straight to the caller (with two slow calls, or
+    /// a flag, LLVM tests the fast path's block for null again, or keeps the flag in a
+    /// register). Entered with the mark taken; the mark's value says by whom: this call holds
+    /// it and the slab has no room (the slow path of step 4), or this call interrupted another
+    /// on this handle (step 6). Gives the mark back (step 5) before it returns or unwinds.
     #[cold]
     #[inline(never)]
-    fn allocate_nested(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        let count = self.interrupted.load(Ordering::Relaxed);
-        self.interrupted
-            .store(count.wrapping_add(1), Ordering::Relaxed);
-        self.arena.allocate(layout)
+    fn allocate_slow(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        let holder = self.mark.held_by_caller();
+        let _give_back = GiveBack(&self.mark, holder);
+        if !holder {
+            let count = self.interrupted.load(Ordering::Relaxed);
+            self.interrupted
+                .store(count.wrapping_add(1), Ordering::Relaxed);
+            return self.arena.allocate(layout);
+        }
+        self.refill_marked(layout)
     }
 
     /// Doubles the next slab's size, up to the bound.
@@ -366,6 +361,22 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
         let bound = MAX_SLAB.min(sealed::Sealed::largest_slab(self.arena));
         self.next_slab
             .store(slab.saturating_mul(2).min(bound), Ordering::Relaxed);
+    }
+
+    /// The slab's end, read by a holder of the mark with a plain (non-atomic) load, which the
+    /// compiler may fold into the fit check's compare, as the `Cell` arenas' is.
+    #[inline(always)]
+    fn limit_held(&self) -> usize {
+        // SAFETY: the caller holds the mark. Every write of `limit` is made by a holder of the
+        // mark (the slow path and `drop`), and the holders on this thread (the interrupted code
+        // and the signal handlers that ran while the mark was free) are ordered by
+        // happens-before: each gives the mark back with a compiler fence then a store, and the
+        // next one takes it by reading that store, then a compiler fence (the fence-to-fence
+        // synchronization of `compiler_fence`, as C++'s `atomic_signal_fence`). So this read
+        // races with no write; the statistics, which read `limit` without the mark, only read.
+        // Another thread never touches `limit` meanwhile: the handle is `!Sync`, and moving it
+        // (`Send`) synchronizes.
+        unsafe { *self.limit.as_ptr() }
     }
 
     /// Bumps `layout` out of `[cur, limit)` and stores the new cursor. Under the mark.
@@ -380,18 +391,10 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
         Some(NonNull::slice_from_raw_parts(start, layout.size()))
     }
 
-    /// The slow path, entered under the mark, which it clears (step 5) before it returns or
-    /// unwinds: the slab has no room for `layout`. Grows the slab in place, or gives its tail
-    /// back and claims a new one, or serves a large request from the arena. Before each call
-    /// into the arena the state is consistent (a slab whose every free byte is ours), so a
-    /// backing allocator that unwinds or re-enters finds it so.
-    #[cold]
-    #[inline(never)]
-    fn refill(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        let _exit = ClearMark(&self.busy);
-        self.refill_marked(layout)
-    }
-
+    /// The slow path, under the mark: the slab has no room for `layout`. Grows the slab in
+    /// place, or gives its tail back and claims a new one, or serves a large request from the
+    /// arena. Before each call into the arena the state is consistent (a slab whose every free
+    /// byte is ours), so a backing allocator that unwinds or re-enters finds it so.
     fn refill_marked(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let slab = self.next_slab.load(Ordering::Relaxed);
         let cur = self.cur.load(Ordering::Relaxed);
@@ -476,8 +479,7 @@ impl<A: LocalSource> Drop for LocalHandle<'_, A> {
     /// pointer (a profiler that drops it with the signal unblocked) takes the shared path
     /// instead of bumping a block out of the tail this gives back.
     fn drop(&mut self) {
-        self.busy.store(true, Ordering::Relaxed);
-        compiler_fence(Ordering::SeqCst);
+        self.mark.hold_for_good();
         let cur = self.cur.load(Ordering::Relaxed);
         let limit = self.limit.load(Ordering::Relaxed);
         if let Some(tail) = NonNull::new(cur) {
@@ -516,7 +518,8 @@ impl<A: LocalSource> LocalHandle<'_, A> {
 impl<A: LocalSource> LastBlock for LocalHandle<'_, A> {
     #[inline]
     fn release_if_last(&self, ptr: NonNull<u8>, size: usize) {
-        if !self.enter() {
+        if !self.mark.enter() {
+            self.mark.leave_nested();
             return;
         }
         let cur = self.cur.load(Ordering::Relaxed);
@@ -530,7 +533,7 @@ impl<A: LocalSource> LastBlock for LocalHandle<'_, A> {
             // compare-exchange gives it back if it is still the arena's most recent block.
             self.arena.release_last(ptr, size);
         }
-        self.exit();
+        self.mark.exit();
     }
 
     #[inline]
@@ -541,7 +544,11 @@ impl<A: LocalSource> LastBlock for LocalHandle<'_, A> {
         new: Layout,
     ) -> Option<NonNull<[u8]>> {
         let block = ptr.as_ptr().addr();
-        if block & (new.align() - 1) != 0 || !self.enter() {
+        if block & (new.align() - 1) != 0 {
+            return None;
+        }
+        if !self.mark.enter() {
+            self.mark.leave_nested();
             return None;
         }
         let cur = self.cur.load(Ordering::Relaxed);
@@ -555,7 +562,7 @@ impl<A: LocalSource> LastBlock for LocalHandle<'_, A> {
             // Served by the arena directly: in place if it is the arena's most recent block.
             self.arena.resize_last(ptr, old_size, new)
         };
-        self.exit();
+        self.mark.exit();
         resized
     }
 }
@@ -572,15 +579,14 @@ unsafe impl<A: LocalSource> Allocator for LocalHandle<'_, A> {
         if layout.size() == 0 {
             return Ok(dangling(layout));
         }
-        if !self.enter() {
-            return self.allocate_nested(layout);
+        if self.mark.enter() {
+            let cur = self.cur.load(Ordering::Relaxed);
+            if let Some(block) = self.bump_in(cur, self.limit_held(), layout) {
+                self.mark.exit();
+                return Ok(block);
+            }
         }
-        let cur = self.cur.load(Ordering::Relaxed);
-        if let Some(block) = self.bump_in(cur, self.limit.load(Ordering::Relaxed), layout) {
-            self.exit();
-            return Ok(block);
-        }
-        self.refill(layout)
+        self.allocate_slow(layout)
     }
 
     #[inline]
@@ -881,7 +887,7 @@ mod tests {
         local.allocate(l).unwrap();
         let (used, remaining) = (local.used_bytes(), local.remaining_capacity());
         // What a signal handler that interrupted an allocation sees.
-        assert!(local.enter());
+        assert!(local.mark.enter());
         let nested = local.allocate(l).unwrap();
         assert_eq!(local.interrupted_allocations(), 1);
         let nested_addr = nested.cast::<u8>().as_ptr().addr();
@@ -899,7 +905,9 @@ mod tests {
             .resize_last_in_place(nested.cast(), 8, layout(16, 8))
             .is_none());
         assert_eq!(local.used_bytes(), used);
-        local.exit();
+        // Each nested call gave back only its own step: the interrupted call still holds it.
+        assert!(local.mark.held_by_caller());
+        local.mark.exit();
         local.allocate(l).unwrap();
         assert_eq!(local.used_bytes(), used + 8);
     }
