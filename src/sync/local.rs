@@ -134,41 +134,64 @@ impl LocalSource for SyncVirtualArena {}
 /// # Signal safety
 /// Reentrant on its own thread: a signal handler that interrupts the handle anywhere, even
 /// inside an allocation, and allocates from the same handle gets a disjoint block. The handle's
-/// state is a mark `busy`, its cursor `cur` and the slab's end `limit`, all relaxed atomics
-/// (plain loads and stores) ordered by [`compiler_fence`]s, as that function's docs describe for
-/// signal handlers. Every operation that writes the slab state (allocation, deallocation,
-/// in-place resizing, slab refill) runs the same protocol; the statistics only read it, and a
-/// handler that reads them mid-refill gets a snapshot, never a panic.
+/// state is a mark, its cursor `cur` and the slab's end `limit`. `cur` and `limit` are relaxed
+/// atomics (plain loads and stores), ordered by compiler fences
+/// ([`compiler_fence`](core::sync::atomic::compiler_fence)), as that function's docs describe
+/// for signal handlers; the mark is a counter: *free*, *held* by the outermost call,
+/// or held with `k` nested calls in progress on top of it. Every operation that writes the slab
+/// state (allocation, deallocation, in-place resizing, slab refill) runs the same protocol; the
+/// statistics only read it, and a handler that reads them mid-refill gets a snapshot, never a
+/// panic.
 ///
-/// 1. load `busy`; if it is set, go to step 6;
-/// 2. store `busy = true`, then a compiler fence;
+/// 1. take the mark: one step down, in one step that a signal cannot split (below); if it was
+///    not free, go to step 6;
+/// 2. a compiler fence;
 /// 3. load `cur` and `limit`, compute the block with the shared bump arithmetic;
-/// 4. store the new `cur` (or, when the slab is full, replace the slab, still under the mark);
-/// 5. a compiler fence, then store `busy = false`; return.
+/// 4. store the new `cur` (or, when the slab is full, replace the slab, still holding the
+///    mark);
+/// 5. a compiler fence, then store *free*; return.
 /// 6. (nested) use the shared arena's own lock-free path, which hands out disjoint blocks by
 ///    compare-exchange; a nested deallocation or in-place resize does nothing (the block stays
-///    allocated; a grow moves it).
+///    allocated; a grow moves it). Then give back the one step this call took (a compiler
+///    fence, a load and a store of the value one step up): a nested call never frees a mark it
+///    did not take.
+///
+/// Taking the mark is one instruction on x86_64 when built by rustc 1.87 or later (a non-`lock`
+/// `dec` of the mark and a branch on its result, through `asm!` label operands; the build
+/// script detects the compiler), and a relaxed load then a relaxed store elsewhere (and below
+/// 1.87, under loom, and under Miri). Both are atomic with respect to a handler on the same
+/// thread: an instruction cannot be split (a signal is delivered between instructions, so H
+/// runs wholly before the `dec` or wholly after it), and a handler that lands between the load
+/// and the store gives back every step it took before the interrupted code resumes, so the
+/// store writes what it would have written without it.
 ///
 /// Why no byte is handed out twice, by where a handler H (which itself runs these steps on
 /// the same handle, to completion, before the interrupted code resumes: handlers nest LIFO)
 /// lands in the interrupted code's operation:
-/// - before step 1's load, or between it and step 2's store: the mark is clear, so H runs the
-///   whole protocol and leaves `busy` clear and `cur`/`limit` consistent. The interrupted code
-///   has read nothing but the mark (which H restored), so it proceeds on H's final state.
-/// - between step 2 and step 5's store (the marked window, which is every read and write of
-///   `cur` and `limit`): H sees the mark and takes step 6. It does not read or write the slab
-///   state, so the interrupted read-compute-store is not disturbed, and its block comes from
-///   the shared arena, disjoint from the slab (which the arena handed to this handle by
+/// - before step 1 (or inside the portable step 1, between its load and its store): the mark
+///   is free, so H runs the whole protocol and leaves the mark free and `cur`/`limit`
+///   consistent. The interrupted code has read nothing but the mark (which H restored), so it
+///   proceeds on H's final state.
+/// - between step 1 and step 5's store (the held window, which is every read and write of
+///   `cur` and `limit`): H finds the mark held and takes step 6. It does not read or write the
+///   slab state, so the interrupted read-compute-store is not disturbed, and its block comes
+///   from the shared arena, disjoint from the slab (which the arena handed to this handle by
 ///   compare-exchange) and from every other block.
 /// - after step 5's store: the operation is complete; H starts from a consistent state.
 ///
 /// The same holds for a handler that interrupts a nested (step 6) call, or the slow path: the
-/// mark is still set. Replacing a slab calls the arena (and through it the backing allocator)
-/// with the mark set and the state consistent (the old slab's tail already given back or
-/// kept), so a backing allocator that fails, panics or calls back into this handle leaves it
-/// consistent; if it unwinds, the mark is cleared. The compiler fences keep the compiler from
-/// moving the state's loads and stores out of the window; the CPU needs no fence, since a
-/// signal handler runs on the same core, in program order with the code it interrupted.
+/// mark is still held. Because nested calls give back only their own steps, the slow path
+/// tells from the mark's value alone whether its call holds the mark or is nested. Replacing
+/// a slab calls the arena (and through it the backing allocator) holding the mark, with the
+/// state consistent (the old slab's tail already given back or kept), so a backing allocator
+/// that fails, panics or calls back into this handle leaves it consistent; if it unwinds, the
+/// mark is given back. The compiler fences (and the `asm!` block, which may read and write any
+/// memory, so the compiler moves no access across it) keep the compiler from moving the
+/// state's loads and stores out of the window, and order each holder's accesses after the
+/// previous holder's: so the holder may read `limit` with a plain load, which the compiler
+/// folds into the fit check. The CPU needs no fence, since a signal handler runs on the same
+/// core, in program order with the code it interrupted. Nesting deeper than 2^32 - 2 calls
+/// would wrap the counter; signal handlers nest a few levels at most.
 ///
 /// Whether a slab refill is async-signal-safe depends on the arena's backing allocator, as
 /// described on the arena; inside a slab an allocation calls nothing.
@@ -475,7 +498,7 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
 impl<A: LocalSource> Drop for LocalHandle<'_, A> {
     /// Gives the unused tail of the slab back to the arena, if the slab is still its last claim.
     ///
-    /// Under the mark, set for good: a signal handler that still reaches the handle through a
+    /// Holding the mark for good: a signal handler that still reaches the handle through a
     /// pointer (a profiler that drops it with the signal unblocked) takes the shared path
     /// instead of bumping a block out of the tail this gives back.
     fn drop(&mut self) {
