@@ -818,7 +818,13 @@ fn signal_handler_and_main_loop_never_overlap_through_one_local_handle() {
     let mut arena = HandleOnArena::new();
     let report = storm(&mut arena, HandleOnArena::reset, HandleOnArena::used_bytes);
     let interrupted = arena.interrupted_allocations();
-    println!("LocalHandle: {interrupted} handler allocations landed inside a main-loop call on the handle");
+    // Which mark the handle was built with (src/sync/mark.rs; `build.rs` sets `asm_goto`).
+    let mark = if cfg!(all(target_arch = "x86_64", asm_goto)) {
+        "x86_64 one-instruction (asm `dec`)"
+    } else {
+        "portable (load, store)"
+    };
+    println!("LocalHandle ({mark} mark): {interrupted} handler allocations landed inside a main-loop call on the handle");
     check("LocalHandle on SyncChainAllocator", report);
     // The point of the test: handlers did land inside the marked window.
     assert!(interrupted > 0, "no handler landed inside an allocation");

@@ -14,6 +14,7 @@ mod linear;
 mod local;
 #[cfg(all(test, loom))]
 mod loom_tests;
+mod mark;
 mod virtual_arena;
 
 pub use chain::SyncChainAllocator;
