@@ -9,6 +9,8 @@ mod common;
 
 use common::blocks::{fill, intact, mixed_layout, tag, verify, Block};
 use common::counting::SyncCounting;
+use common::placement::PageAligned;
+use common::scripted::{quiet_scripted_panics, ScriptedPanic};
 use libdd_alloc::{AllocError, Allocator, Layout, LocalHandle, SyncChainAllocator, System};
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -25,6 +27,11 @@ enum Hostility {
 
 type Arena<'c> = SyncChainAllocator<Hostile<'c>>;
 
+/// Chunks on page boundaries: the sweeps below need every run of the workload to make the same
+/// backing calls as the clean run, whatever the tests running beside it hold in the heap.
+type Backing = PageAligned<System>;
+const BACKING: Backing = PageAligned(System);
+
 thread_local! {
     static HANDLE: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
     /// Blocks the re-entering backing allocator got from the handle.
@@ -34,7 +41,7 @@ thread_local! {
 /// A backing allocator over a [`SyncCounting`] (which fails on its own schedule and counts live
 /// blocks) that also panics or re-enters the handle at one call.
 struct Hostile<'c> {
-    counting: &'c SyncCounting<System>,
+    counting: &'c SyncCounting<Backing>,
     at: u64,
     what: Hostility,
     calls: Cell<u64>,
@@ -48,7 +55,10 @@ unsafe impl Allocator for Hostile<'_> {
         if call == self.at {
             match self.what {
                 Hostility::None => {}
-                Hostility::Panic => panic!("backing allocator panics at call {call}"),
+                Hostility::Panic => std::panic::panic_any(ScriptedPanic {
+                    method: "allocate",
+                    call: call as usize,
+                }),
                 Hostility::Reenter => {
                     let handle = HANDLE.with(Cell::get) as *const LocalHandle<'_, Arena<'_>>;
                     // SAFETY: the test points `HANDLE` at its live handle for the whole run.
@@ -74,7 +84,7 @@ unsafe impl Allocator for Hostile<'_> {
 /// its slab and the arena takes chunks often), grows and gives back some, and checks every block.
 /// Returns how many allocations failed or unwound.
 fn workload(
-    counting: &SyncCounting<System>,
+    counting: &SyncCounting<Backing>,
     at: u64,
     what: Hostility,
     retry_must_succeed: bool,
@@ -162,7 +172,7 @@ static REENTRIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 
 /// Runs the workload with `what` at every backing call a clean run makes.
 fn at_every_call(what: Hostility) {
-    let clean = SyncCounting::new(System);
+    let clean = SyncCounting::new(BACKING);
     assert_eq!(workload(&clean, u64::MAX, Hostility::None, true), 0);
     let calls = clean.calls();
     assert!(calls >= 8, "the workload made only {calls} backing calls");
@@ -170,18 +180,18 @@ fn at_every_call(what: Hostility) {
     for n in 0..=calls {
         match what {
             Hostility::None => {
-                let once = SyncCounting::fail_on(System, n);
+                let once = SyncCounting::fail_on(BACKING, n);
                 workload(&once, u64::MAX, Hostility::None, true);
                 assert_eq!(
                     once.failures(),
                     u64::from(n < calls),
                     "fault {n} not reached"
                 );
-                let exhausted = SyncCounting::fail_from(System, n);
+                let exhausted = SyncCounting::fail_from(BACKING, n);
                 workload(&exhausted, u64::MAX, Hostility::None, false);
             }
             _ => {
-                let counting = SyncCounting::new(System);
+                let counting = SyncCounting::new(BACKING);
                 let failures = workload(&counting, n, what, true);
                 if what == Hostility::Panic && n < calls {
                     assert!(failures > 0, "panic at call {n} not seen");
@@ -198,10 +208,10 @@ fn a_failing_backing_allocator_at_every_call_gives_err_and_leaves_the_handle_usa
 
 #[test]
 fn a_panicking_backing_allocator_at_every_call_unwinds_and_leaves_the_handle_usable() {
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    // Only the injected panics are kept off stderr: a failing assertion of this test or of one
+    // running beside it is still reported.
+    quiet_scripted_panics();
     at_every_call(Hostility::Panic);
-    std::panic::set_hook(quiet);
 }
 
 #[test]

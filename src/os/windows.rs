@@ -54,8 +54,30 @@ pub(crate) fn map(len: usize) -> Result<NonNull<u8>, AllocError> {
 /// `[ptr, ptr + len)` must be a block returned by [`map`], [`map_pages`], [`map_pages_aligned`]
 /// or [`reserve`], or a page-aligned tail of one, with no live references into it.
 pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: forwarded caller contract.
+    let _ = unsafe { give_back(ptr, len) };
+}
+
+/// What [`give_back`] did with a range, for the tests: they cannot check afterwards that an
+/// address is free, since another thread of the process may map it the moment it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))] // only the tests read what was released
+enum GivenBack {
+    /// `VirtualFree(MEM_RELEASE)` of the whole region starting at this address succeeded.
+    Released(*mut u8),
+    /// `VirtualFree(MEM_DECOMMIT)` of the range succeeded; its address range stays reserved.
+    Decommitted,
+    /// `VirtualQuery` or `VirtualFree` failed: nothing was given back.
+    Failed,
+}
+
+/// [`unmap`], saying what it did.
+///
+/// # Safety
+/// As for [`unmap`].
+unsafe fn give_back(ptr: NonNull<u8>, len: usize) -> GivenBack {
     let Some(here) = query(ptr.as_ptr()) else {
-        return;
+        return GivenBack::Failed;
     };
     let region = here.AllocationBase.cast::<u8>();
     let whole_region = region == ptr.as_ptr()
@@ -64,13 +86,16 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
         });
     // SAFETY: the caller hands the range over. MEM_RELEASE takes the region base and size 0;
     // MEM_DECOMMIT takes any page-aligned range inside one region.
-    let _ = unsafe {
+    unsafe {
         if whole_region {
-            VirtualFree(region.cast(), 0, MEM_RELEASE)
-        } else {
-            VirtualFree(ptr.as_ptr().cast(), len, MEM_DECOMMIT)
+            if VirtualFree(region.cast(), 0, MEM_RELEASE) != 0 {
+                return GivenBack::Released(region);
+            }
+        } else if VirtualFree(ptr.as_ptr().cast(), len, MEM_DECOMMIT) != 0 {
+            return GivenBack::Decommitted;
         }
-    };
+    }
+    GivenBack::Failed
 }
 
 /// `VirtualQuery` of the page at `addr`: its region's base, and the run of pages from `addr`
@@ -298,15 +323,12 @@ pub(crate) unsafe fn release_pages(ptr: NonNull<u8>, len: usize) -> Result<(), A
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use windows_sys::Win32::System::Memory::MEM_FREE;
+    //! The tests check the state of regions while they hold them, and what `VirtualFree` did
+    //! when they give them back, never the state of an address after it is released: any other
+    //! thread of the process (a parallel test, the harness starting the next test's thread, the
+    //! heap growing) may map it again at once.
 
-    /// These tests check the state of addresses they just released, which a parallel test
-    /// mapping pages (the racing-reservation test does so in a loop) could take over meanwhile.
-    fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+    use super::*;
 
     fn page() -> usize {
         super::super::page_size().unwrap()
@@ -316,63 +338,79 @@ mod tests {
         query(addr).unwrap().State
     }
 
+    fn region_of(addr: *const u8) -> *mut u8 {
+        query(addr).unwrap().AllocationBase.cast()
+    }
+
     #[test]
     fn aligned_block_after_an_unaligned_offset_is_released_whole_with_its_padding() {
-        let _guard = exclusive();
         let page = page();
         for align in [16 * page, 1 << 20, 8 << 20] {
             let base =
                 map_pages_aligned(4 * page, align, page, page, MapOptions::default()).unwrap();
             assert_eq!((base.as_ptr().addr() + page) % align, 0);
-            let region = query(base.as_ptr()).unwrap().AllocationBase.cast::<u8>();
+            let region = region_of(base.as_ptr());
             assert!(
                 region < base.as_ptr(),
                 "an unaligned offset needs padding before the block"
             );
-            assert_eq!(state(region), MEM_RESERVE, "the padding is never committed");
+            let padding = query(region).unwrap();
+            assert_eq!(padding.State, MEM_RESERVE, "the padding is never committed");
+            assert_eq!(region.wrapping_add(padding.RegionSize), base.as_ptr());
+            assert_eq!(state(base.as_ptr()), MEM_COMMIT);
             // SAFETY: the four pages are committed read-write and ours.
             let bytes = unsafe { core::slice::from_raw_parts_mut(base.as_ptr(), 4 * page) };
             assert!(bytes.iter().all(|&b| b == 0));
             bytes.fill(0x3C);
             // SAFETY: the mapping is ours; `bytes` is not used again.
-            unsafe { unmap(base, 4 * page) };
-            assert_eq!(state(region), MEM_FREE, "the padding went with the block");
-            assert_eq!(state(base.as_ptr()), MEM_FREE);
+            let given_back = unsafe { give_back(base, 4 * page) };
+            assert_eq!(
+                given_back,
+                GivenBack::Released(region),
+                "the padding goes with the block: the region is released from its base"
+            );
         }
     }
 
     #[test]
     fn alignment_above_the_granularity_starts_a_region_and_needs_no_padding() {
-        let _guard = exclusive();
         let page = page();
         let align = 4 << 20;
         let base = map_aligned(3 * page, align, page).unwrap();
         assert_eq!(base.as_ptr().addr() % align, 0);
-        assert_eq!(
-            query(base.as_ptr()).unwrap().AllocationBase,
-            base.as_ptr().cast()
-        );
+        assert_eq!(region_of(base.as_ptr()), base.as_ptr());
         // SAFETY: the mapping is ours.
-        unsafe { unmap(base, 3 * page) };
-        assert_eq!(state(base.as_ptr()), MEM_FREE);
+        let given_back = unsafe { give_back(base, 3 * page) };
+        assert_eq!(given_back, GivenBack::Released(base.as_ptr()));
     }
 
     #[test]
     fn tail_of_a_padded_block_is_decommitted_and_the_rest_released_later() {
-        let _guard = exclusive();
         let page = page();
         let base = map_pages_aligned(4 * page, 1 << 20, page, page, MapOptions::default()).unwrap();
+        let region = region_of(base.as_ptr());
         // SAFETY: the last two pages are ours and nothing refers to them.
-        unsafe { unmap(base.add(2 * page), 2 * page) };
+        let tail = unsafe { give_back(base.add(2 * page), 2 * page) };
+        assert_eq!(
+            tail,
+            GivenBack::Decommitted,
+            "a tail cannot be released alone"
+        );
         // SAFETY: the first two pages stay committed read-write.
         unsafe { base.as_ptr().add(page).write(9) };
         // SAFETY: as above.
         assert_eq!(unsafe { base.as_ptr().add(page).read() }, 9);
-        // SAFETY: the tail was given back above, the head is still ours.
-        assert_eq!(state(unsafe { base.as_ptr().add(2 * page) }), MEM_RESERVE);
+        // SAFETY: the tail lies inside the region, which is still ours.
+        let tail_info = query(unsafe { base.as_ptr().add(2 * page) }).unwrap();
+        assert_eq!(
+            tail_info.State, MEM_RESERVE,
+            "the tail's pages are decommitted"
+        );
+        assert_eq!(tail_info.AllocationBase.cast::<u8>(), region);
+        assert_eq!(state(base.as_ptr()), MEM_COMMIT, "the head is untouched");
         // SAFETY: the rest of the block is ours.
-        unsafe { unmap(base, 2 * page) };
-        assert_eq!(state(base.as_ptr()), MEM_FREE);
+        let rest = unsafe { give_back(base, 2 * page) };
+        assert_eq!(rest, GivenBack::Released(region));
     }
 
     /// Sets the flag when dropped, so that a failed assertion still stops the competing thread
@@ -386,7 +424,6 @@ mod tests {
 
     #[test]
     fn aligned_mapping_racing_another_mapping_thread_is_aligned_or_an_error() {
-        let _guard = exclusive();
         let page = page();
         let align = 1 << 20;
         let stop = core::sync::atomic::AtomicBool::new(false);
@@ -417,7 +454,10 @@ mod tests {
                 unsafe {
                     base.as_ptr().add(page).write_bytes(byte, page);
                     assert_eq!(base.as_ptr().add(2 * page - 1).read(), byte);
-                    unmap(base, 2 * page);
+                    assert_eq!(
+                        give_back(base, 2 * page),
+                        GivenBack::Released(region.cast())
+                    );
                 }
             }
             // Losing all but a few races would mean the retry is broken.

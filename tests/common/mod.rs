@@ -6,6 +6,8 @@
 //!   lock-free arenas, checked without touching the heap;
 //! - [`scripted`]: a backing allocator that fails, panics or re-enters its arena at a chosen
 //!   call, and catches double frees;
+//! - [`placement`]: a backing allocator that starts every block on a page, so a workload makes
+//!   the same backing calls whatever else the heap holds;
 //! - [`process`]: forked children, resource limits, `/proc/self/statm`, valgrind detection;
 //! - [`vm`]: pages, residency and unmapped ranges;
 //! - [`rustc`]: the compiler release that compile-fail snapshots are pinned to;
@@ -22,6 +24,7 @@ pub mod counting;
 pub mod fill;
 #[cfg(any(unix, windows))]
 pub mod mapping_order;
+pub mod placement;
 pub mod process;
 pub mod rustc;
 pub mod scripted;
