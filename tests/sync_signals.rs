@@ -819,7 +819,11 @@ fn signal_handler_and_main_loop_never_overlap_through_one_local_handle() {
     let report = storm(&mut arena, HandleOnArena::reset, HandleOnArena::used_bytes);
     let interrupted = arena.interrupted_allocations();
     // Which mark the handle was built with (src/sync/mark.rs; `build.rs` sets `asm_goto`).
-    let mark = if cfg!(all(target_arch = "x86_64", asm_goto)) {
+    let mark = if cfg!(all(
+        target_arch = "x86_64",
+        target_pointer_width = "64",
+        asm_goto
+    )) {
         "x86_64 one-instruction (asm `dec`)"
     } else {
         "portable (load, store)"

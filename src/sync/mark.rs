@@ -12,11 +12,12 @@
 //!
 //! Taking the mark must be atomic with respect to a signal handler on the same thread, not with
 //! respect to other threads (the handle is `!Sync`). Two implementations, same values:
-//! - **x86_64, rustc 1.87 or later** (`cfg(asm_goto)`, set by `build.rs`; never under loom or
-//!   Miri): one non-`lock` `dec dword ptr [mark]` and a `jnz` to the nested path, through an
-//!   `asm!` label operand. A signal is delivered between instructions, so a handler runs either
-//!   wholly before the `dec` (and gives back every step it took, so the `dec` sees what it would
-//!   have seen without it) or wholly after it (and sees the mark taken). The `asm!` block may
+//! - **x86_64 with 64-bit pointers (not x32), rustc 1.87 or later** (`cfg(asm_goto)`, set by
+//!   `build.rs`; never under loom or Miri): one non-`lock` `dec dword ptr [mark]` and a `jnz`
+//!   to the nested path, through an `asm!` label operand. A signal is delivered between
+//!   instructions, so a handler runs either wholly before the `dec` (and gives back every step
+//!   it took, so the `dec` sees what it would have seen without it) or wholly after it (and
+//!   sees the mark taken). The `asm!` block may
 //!   read and write any memory (no `nomem`), so the compiler moves no load or store of the slab
 //!   state across it: it is the compiler fence after taking the mark.
 //! - **every other target or compiler**: a relaxed load, then a relaxed store of the value one
@@ -49,7 +50,13 @@ impl Mark {
     /// holds it (this one interrupted it); this call must not touch the slab state and must call
     /// [`leave_nested`](Self::leave_nested) when done.
     #[inline(always)]
-    #[cfg(all(target_arch = "x86_64", asm_goto, not(loom), not(miri)))]
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_pointer_width = "64",
+        asm_goto,
+        not(loom),
+        not(miri)
+    ))]
     pub(super) fn enter(&self) -> bool {
         // SAFETY: `dec` of the handle's own `AtomicU32` (a valid, aligned 4-byte location that
         // lives as long as `self`). No `lock` prefix: the handle is `!Sync`, so only this thread
@@ -75,7 +82,13 @@ impl Mark {
 
     /// Takes the mark (one step down): see the x86_64 version above.
     #[inline(always)]
-    #[cfg(not(all(target_arch = "x86_64", asm_goto, not(loom), not(miri))))]
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_pointer_width = "64",
+        asm_goto,
+        not(loom),
+        not(miri)
+    )))]
     pub(super) fn enter(&self) -> bool {
         let value = self.0.load(Ordering::Relaxed);
         if value != FREE {
@@ -175,10 +188,15 @@ mod tests {
         // Pins which implementation this build runs, so that a build script that stops
         // detecting the compiler cannot silently fall back to the portable mark on x86_64.
         let minor: u32 = env!("LIBDD_ALLOC_BUILD_RUSTC_MINOR").parse().unwrap();
-        let asm = cfg!(all(target_arch = "x86_64", asm_goto, not(miri)));
+        let asm = cfg!(all(
+            target_arch = "x86_64",
+            target_pointer_width = "64",
+            asm_goto,
+            not(miri)
+        ));
         assert_eq!(
             asm,
-            cfg!(target_arch = "x86_64") && minor >= 87,
+            cfg!(all(target_arch = "x86_64", target_pointer_width = "64")) && minor >= 87,
             "rustc 1.{minor}"
         );
     }
