@@ -28,17 +28,27 @@ fn main() {
     }
 }
 
-/// The minor version of a Rust 1.x compiler, from the `release: 1.87.0` line of `rustc -vV`
-/// (nightly and beta: `release: 1.97.0-nightly`).
+/// The minor version of a Rust 1.x compiler, from the `release: 1.87.0` line of `rustc -vV`,
+/// counted one lower for a nightly or dev build (`release: 1.97.0-nightly` is 96): a feature
+/// stabilized during the 1.N cycle (asm label operands, in 1.87's) is missing from the 1.N
+/// nightlies built before it landed, but every 1.N nightly has what 1.(N-1) released. A beta
+/// (`1.87.0-beta.3`) counts as its release.
 pub(crate) fn rustc_minor(verbose_version: &str) -> Option<u32> {
     let release = verbose_version
         .lines()
-        .find_map(|line| line.strip_prefix("release: "))?;
-    let mut parts = release.trim().split('.');
+        .find_map(|line| line.strip_prefix("release: "))?
+        .trim();
+    let (version, pre_release) = release.split_once('-').unwrap_or((release, ""));
+    let mut parts = version.split('.');
     if parts.next()? != "1" {
         return None;
     }
-    parts.next()?.parse().ok()
+    let minor: u32 = parts.next()?.parse().ok()?;
+    if pre_release.starts_with("nightly") || pre_release.starts_with("dev") {
+        minor.checked_sub(1)
+    } else {
+        Some(minor)
+    }
 }
 
 /// Whether `asm!` takes `label` operands: Rust 1.87 or later.

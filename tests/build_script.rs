@@ -15,7 +15,7 @@ fn verbose(release: &str) -> String {
 
 #[test]
 fn rustc_1_87_and_later_get_the_asm_mark() {
-    for release in ["1.87.0", "1.95.0", "1.97.0-nightly", "1.100.1"] {
+    for release in ["1.87.0", "1.87.0-beta.2", "1.88.0-nightly", "1.95.0", "1.97.0-nightly", "1.100.1"] {
         let minor = rustc_minor(&verbose(release));
         assert!(supports_asm_goto(minor), "{release}: {minor:?}");
     }
