@@ -4,6 +4,7 @@
 //!   counting global allocator;
 //! - [`fill`]: byte patterns that prove blocks do not overlap; [`blocks`]: tagged blocks for the
 //!   lock-free arenas, checked without touching the heap;
+//! - [`slots`]: what signal handlers record (their blocks, runs, failures), heap-free;
 //! - [`scripted`]: a backing allocator that fails, panics or re-enters its arena at a chosen
 //!   call, and catches double frees;
 //! - [`process`]: forked children, resource limits, `/proc/self/statm`, valgrind detection;
@@ -22,6 +23,7 @@ pub mod fill;
 pub mod process;
 pub mod rustc;
 pub mod scripted;
+pub mod slots;
 #[cfg(any(unix, windows))]
 pub mod vm;
 
