@@ -9,10 +9,11 @@
 mod common;
 
 use common::blocks::{fill, intact, verify, Block};
+use common::mapping_order::SeenByTsan;
 use common::{addr, layout, slots};
 use libdd_alloc::{
     Allocator, Layout, LocalHandle, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena,
-    System, VirtualAllocator,
+    System,
 };
 use std::ptr::NonNull;
 
@@ -319,7 +320,8 @@ impl Reclaim {
     }
 }
 
-type VChain = SyncChainAllocator<VirtualAllocator>;
+/// Mapped by `VirtualAllocator` (raw syscalls), its chunk maps and unmaps ordered for TSan.
+type VChain = SyncChainAllocator<SeenByTsan>;
 type VHandle = LocalHandle<'static, VChain>;
 
 /// The handle a handler reaches, as a profiler would: through a static pointer.
@@ -437,7 +439,7 @@ fn reentrancy_storm(handler: fn()) -> (u64, usize, usize) {
     while storm_time < storm::STORM {
         // Small chunks: slabs are grown, replaced and given back often.
         let arena: &'static VChain = arenas.leak(
-            VChain::new_in(4096, VirtualAllocator {})
+            VChain::new_in(4096, SeenByTsan)
                 .unwrap()
                 .with_max_chunk_size(64 << 10),
         );
@@ -632,8 +634,7 @@ fn a_handler_that_lands_in_drop_gets_a_block_the_arena_does_not_hand_out_again()
     let mut seq = 0u64;
     let mut drops = 0usize;
     while storm_time < storm::STORM {
-        let arena: &'static VChain =
-            reclaim.leak(VChain::new_in(1 << 20, VirtualAllocator {}).unwrap());
+        let arena: &'static VChain = reclaim.leak(VChain::new_in(1 << 20, SeenByTsan).unwrap());
         main.clear();
         let start = std::time::Instant::now();
         storm::set_blocked(false);
@@ -769,7 +770,7 @@ where
 
 #[test]
 fn handles_dropped_and_recreated_never_overlap_direct_use_of_a_sync_chain() {
-    let arena = VChain::new_in(4096, VirtualAllocator {})
+    let arena = VChain::new_in(4096, SeenByTsan)
         .unwrap()
         .with_max_chunk_size(64 << 10);
     handles_dropped_and_recreated_race_direct_use(&arena, |a| a.local());

@@ -6,6 +6,7 @@
 mod common;
 
 use common::blocks::{fill, intact, mixed_layout, tag, verify, Block};
+use common::mapping_order;
 use libdd_alloc::{
     AllocError, Allocator, Layout, SyncChainAllocator, SyncLinearAllocator, VirtualAllocator,
 };
@@ -13,43 +14,6 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const PER_THREAD: u64 = 200_000;
-
-/// Under ThreadSanitizer (`scripts/tsan.sh` builds with `--cfg tsan`): `VirtualAllocator` maps and
-/// unmaps with raw syscalls that TSan does not see, so pages unmapped by one thread and mapped
-/// again at the same address by another look like racing writes. The kernel orders the two
-/// calls; tell TSan so. (A loser of a publish race unmaps its chunk: this happens in these tests.)
-mod mapping_order {
-    static TOKEN: u8 = 0;
-
-    #[cfg(tsan)]
-    extern "C" {
-        fn __tsan_acquire(addr: *mut std::ffi::c_void);
-        fn __tsan_release(addr: *mut std::ffi::c_void);
-    }
-
-    fn token() -> *mut std::ffi::c_void {
-        std::ptr::addr_of!(TOKEN).cast_mut().cast()
-    }
-
-    /// Call after mapping.
-    pub fn mapped() {
-        #[cfg(tsan)]
-        // SAFETY: an annotation call of the TSan runtime, which is linked under `cfg(tsan)`.
-        unsafe {
-            __tsan_acquire(token())
-        };
-        let _ = token;
-    }
-
-    /// Call before unmapping.
-    pub fn unmapping() {
-        #[cfg(tsan)]
-        // SAFETY: as above.
-        unsafe {
-            __tsan_release(token())
-        };
-    }
-}
 
 /// `VirtualAllocator` that counts what it hands out and takes back, to prove that a lost publish
 /// race returns its chunk and that drop returns everything.

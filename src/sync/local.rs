@@ -390,8 +390,8 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
     /// compiler may fold into the fit check's compare, as the `Cell` arenas' is.
     #[inline(always)]
     fn limit_held(&self) -> usize {
-        // SAFETY: the caller holds the mark. Every write of `limit` is made by a holder of the
-        // mark (the slow path and `drop`), and the holders on this thread (the interrupted code
+        // SAFETY: the caller holds the mark. Every write of `limit` after `new` is made by a
+        // holder of the mark (the slow path), and the holders on this thread (the interrupted code
         // and the signal handlers that ran while the mark was free) are ordered by
         // happens-before: each gives the mark back with a compiler fence then a store, and the
         // next one takes it by reading that store, then a compiler fence (the fence-to-fence

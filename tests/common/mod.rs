@@ -9,7 +9,8 @@
 //!   call, and catches double frees;
 //! - [`process`]: forked children, resource limits, `/proc/self/statm`, valgrind detection;
 //! - [`vm`]: pages, residency and unmapped ranges;
-//! - [`rustc`]: the compiler release that compile-fail snapshots are pinned to.
+//! - [`rustc`]: the compiler release that compile-fail snapshots are pinned to;
+//! - [`mapping_order`]: raw maps and unmaps made visible to ThreadSanitizer.
 
 use libdd_alloc::{
     Allocator, ChainAllocator, Layout, LinearAllocator, SyncChainAllocator, SyncLinearAllocator,
@@ -20,6 +21,8 @@ use std::ptr::NonNull;
 pub mod blocks;
 pub mod counting;
 pub mod fill;
+#[cfg(any(unix, windows))]
+pub mod mapping_order;
 pub mod process;
 pub mod rustc;
 pub mod scripted;
