@@ -4,6 +4,7 @@
 //!   counting global allocator;
 //! - [`fill`]: byte patterns that prove blocks do not overlap; [`blocks`]: tagged blocks for the
 //!   lock-free arenas, checked without touching the heap;
+//! - [`slots`]: what signal handlers record (their blocks, runs, failures), heap-free;
 //! - [`scripted`]: a backing allocator that fails, panics or re-enters its arena at a chosen
 //!   call, and catches double frees;
 //! - [`placement`]: a backing allocator that starts every block on a page, so a workload makes
@@ -28,6 +29,7 @@ pub mod placement;
 pub mod process;
 pub mod rustc;
 pub mod scripted;
+pub mod slots;
 #[cfg(any(unix, windows))]
 pub mod vm;
 
