@@ -15,7 +15,14 @@ fn verbose(release: &str) -> String {
 
 #[test]
 fn rustc_1_87_and_later_get_the_asm_mark() {
-    for release in ["1.87.0", "1.87.0-beta.2", "1.88.0-nightly", "1.95.0", "1.97.0-nightly", "1.100.1"] {
+    for release in [
+        "1.87.0",
+        "1.87.0-beta.2",
+        "1.88.0-nightly",
+        "1.95.0",
+        "1.97.0-nightly",
+        "1.100.1",
+    ] {
         let minor = rustc_minor(&verbose(release));
         assert!(supports_asm_goto(minor), "{release}: {minor:?}");
     }
@@ -23,7 +30,16 @@ fn rustc_1_87_and_later_get_the_asm_mark() {
 
 #[test]
 fn the_msrv_and_other_older_compilers_get_the_portable_mark() {
-    for release in ["1.84.0", "1.84.1", "1.86.0", "1.86.0-beta.3"] {
+    // Label operands were stabilized during 1.87's nightly cycle (rust-lang/rust#133870): a
+    // 1.87 nightly or dev build may predate them (review finding F2).
+    for release in [
+        "1.84.0",
+        "1.84.1",
+        "1.86.0",
+        "1.86.0-beta.3",
+        "1.87.0-nightly",
+        "1.87.0-dev",
+    ] {
         let minor = rustc_minor(&verbose(release));
         assert!(minor.is_some(), "{release}");
         assert!(!supports_asm_goto(minor), "{release}");

@@ -147,27 +147,6 @@ fn a_nested_call_that_unwinds_gives_back_only_its_own_step() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The build script's compiler rule.
-// ---------------------------------------------------------------------------------------------
-
-#[allow(dead_code)] // `main` is the build script's
-#[path = "../build.rs"]
-mod build_script;
-
-/// `asm!` label operands were stabilized during the 1.87 nightly cycle (rust-lang/rust#133870),
-/// so a `1.87.0-nightly` (or `-dev`) built before that merge rejects them: only a 1.87 release
-/// or beta, or a 1.88 nightly, is sure to take them. The rule answers from the version alone.
-#[test]
-#[ignore = "finding F2 (review of fastpath e96cb2b): build.rs trusts every 1.87 pre-release"]
-fn a_1_87_nightly_is_not_assumed_to_take_label_operands() {
-    for release in ["1.87.0-nightly", "1.87.0-dev"] {
-        let verbose = format!("rustc {release}\nrelease: {release}\n");
-        let minor = build_script::rustc_minor(&verbose);
-        assert!(!build_script::supports_asm_goto(minor), "{release}");
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // A handler at every instruction boundary: the trap flag (x86_64 Linux).
 // ---------------------------------------------------------------------------------------------
 
