@@ -16,7 +16,7 @@
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
-use common::blocks::{fill, intact, verify, Block};
+use common::blocks::{fill, verify, Block};
 use common::layout;
 use libdd_alloc::{AllocError, Allocator, Layout, LocalHandle, SyncChainAllocator};
 use std::cell::Cell;
@@ -154,6 +154,7 @@ fn a_nested_call_that_unwinds_gives_back_only_its_own_step() {
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod single_step {
     use super::*;
+    use common::blocks::intact;
     use common::slots;
     use libdd_alloc::{LocalSource, SyncVirtualArena, VirtualAllocator};
     use std::arch::asm;
