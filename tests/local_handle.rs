@@ -217,10 +217,12 @@ mod signals {
                         started.fetch_add(1, Ordering::Release);
                         let mut blocks = Vec::with_capacity(1 << 20);
                         let mut seq = 0u64;
-                        while !stop.load(Ordering::Relaxed)
-                            && blocks.len() < (1 << 20)
-                            && arena.remaining_capacity() > 4 << 20
-                        {
+                        while !stop.load(Ordering::Relaxed) {
+                            // Past the cap (a release build gets there well within the second
+                            // of signals), keep allocating, but give each block back in place
+                            // once checked, so that signals still land inside the handle's calls.
+                            let keep =
+                                blocks.len() < (1 << 20) && arena.remaining_capacity() > 4 << 20;
                             let layout = mixed_layout(seq);
                             let block = handle.allocate(layout).unwrap();
                             // SAFETY: fresh block, ours.
@@ -228,7 +230,12 @@ mod signals {
                                 unsafe { fill(block, layout.size(), tag(worker as u64 + 1, seq)) };
                             // SAFETY: still ours; a handler handed the same bytes would change them.
                             assert!(unsafe { intact(&record) }, "block changed under the worker");
-                            blocks.push(record);
+                            if keep {
+                                blocks.push(record);
+                            } else {
+                                // SAFETY: allocated just above with `layout`, not used again.
+                                unsafe { handle.deallocate(block.cast(), layout) };
+                            }
                             seq += 1;
                         }
                         block_sigusr1(true);
