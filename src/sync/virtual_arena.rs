@@ -3,6 +3,7 @@
 use super::atomic::{AtomicUsize, Ordering};
 use super::cursor::AtomicCursor;
 use crate::bump::{self, dangling};
+use crate::cursor::Cursor;
 use crate::resize::LastBlock;
 use crate::virtual_arena::{
     charge_and_commit, commit_target, max_commit_step, DEFAULT_MAX_COMMIT_STEP,
@@ -564,7 +565,7 @@ impl SyncVirtualArena {
             let fit = bump::fit(self.cursor.cur_addr(), self.reservation_end(), layout)
                 .ok_or(AllocError)?;
             self.commit_through(fit.new_cur)?;
-            if let Some(block) = self.cursor.bump_below(layout, self.committed_end()) {
+            if let Some(block) = self.cursor.claim_below(layout, self.committed_end()) {
                 return Ok(block);
             }
         }
@@ -693,7 +694,7 @@ unsafe impl Allocator for SyncVirtualArena {
         if layout.size() == 0 {
             return Ok(dangling(layout));
         }
-        match self.cursor.bump_below(layout, self.committed_end()) {
+        match self.cursor.claim_below(layout, self.committed_end()) {
             Some(block) => Ok(block),
             None => self.allocate_after_commit(layout),
         }

@@ -1,0 +1,13 @@
+//! The arenas, each written once and generic over how its cursor moves.
+//!
+//! [`Linear`] is one implementation of the one-buffer arena; the public names are its two
+//! instances: [`LinearAllocator`](crate::LinearAllocator) = `Linear<CellCursor, A>` (one
+//! thread) and [`SyncLinearAllocator`](crate::SyncLinearAllocator) =
+//! `Linear<AtomicCursor, A>` (lock-free, reentrant). Use the arenas by those names; this module
+//! is where their shared methods are documented. The [`Cursor`] trait is sealed: its two
+//! implementations, [`CellCursor`] and [`AtomicCursor`], are the crate's own.
+
+pub(crate) mod linear;
+
+pub use crate::cursor::{AtomicCursor, CellCursor, Cursor};
+pub use linear::Linear;
