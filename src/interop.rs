@@ -98,7 +98,6 @@ forward_allocator!(impl[C: crate::arena::Cursor, A: crate::Allocator] crate::are
 forward_allocator!(impl[A: crate::Allocator] crate::ChainAllocator<A>);
 forward_allocator!(impl['a, A: crate::Rewind] crate::Scope<'a, A>);
 forward_allocator!(impl[] crate::PageAllocator);
-forward_allocator!(impl[] crate::VirtualArena);
+forward_allocator!(impl[C: crate::arena::Cursor] crate::arena::Virtual<C>);
 forward_allocator!(impl[A: crate::Allocator] crate::SyncChainAllocator<A>);
-forward_allocator!(impl[] crate::SyncVirtualArena);
 forward_allocator!(impl['a, A: crate::LocalSource] crate::LocalHandle<'a, A>);

@@ -124,12 +124,14 @@
 //! others move the cursor too; the `Cell` cursor's exchange is a store that always succeeds, so
 //! its loops run once and compile to the plain `Cell` code. Each arena kind is then written once
 //! over the [`arena::Cursor`] trait (`src/arena/`): [`arena::Linear`] is both
-//! [`LinearAllocator`] and [`SyncLinearAllocator`], type aliases with their own docs pages.
-//! Where the two really differ (only the `Cell` cursor poisons free bytes for ASan; only the
-//! atomic one can be stale), the difference lives in the cursor. `resize.rs` forwards `grow`,
-//! `grow_zeroed` and `shrink` for every arena, `os/` is the only code that talks to the OS,
-//! and `sync/` holds what is still lock-free only: [`SyncChainAllocator`] and
-//! [`SyncVirtualArena`] (to be folded with their `Cell` twins the same way) and the
+//! [`LinearAllocator`] and [`SyncLinearAllocator`], [`arena::Virtual`] both [`VirtualArena`]
+//! and [`SyncVirtualArena`] (its commit, publish the frontier with `fetch_max`, then claim
+//! below it, is a plain store and load for the `Cell` arena); the public names are type
+//! aliases with their own docs pages. Where the two really differ (only the `Cell` cursor
+//! poisons free bytes for ASan; only the atomic one can be stale), the difference lives in the
+//! cursor. `resize.rs` forwards `grow`, `grow_zeroed` and `shrink` for every arena, `os/` is
+//! the only code that talks to the OS, and `sync/` holds what is still lock-free only:
+//! [`SyncChainAllocator`] (to be folded with [`ChainAllocator`] the same way) and the
 //! [`LocalHandle`].
 //!
 //! # Features
@@ -180,19 +182,18 @@ mod string;
 mod sync;
 mod typed;
 mod virtual_alloc;
-mod virtual_arena;
 
 pub use arena::linear::{LinearAllocator, SyncLinearAllocator};
+pub use arena::virtual_arena::{SyncVirtualArena, VirtualArena};
 pub use budget::{Budget, Budgeted};
 pub use chain::ChainAllocator;
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
 #[doc(hidden)]
 pub use string::format_capacity_hint as __format_capacity_hint;
 pub use string::ArenaString;
-pub use sync::{LocalHandle, LocalSource, SyncChainAllocator, SyncVirtualArena};
+pub use sync::{LocalHandle, LocalSource, SyncChainAllocator};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;
-pub use virtual_arena::VirtualArena;
 
 // The allocator vocabulary, so users need no direct dependency on allocator_api2.
 pub use allocator_api2::alloc::*;

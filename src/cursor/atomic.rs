@@ -1,7 +1,7 @@
 //! [`AtomicCursor`]: the cursor of the lock-free arenas.
 
 use super::{sealed, Cursor};
-use crate::sync::atomic::{AtomicPtr, Ordering};
+use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -32,6 +32,7 @@ impl sealed::Sealed for AtomicCursor {}
 
 impl Cursor for AtomicCursor {
     const SHARED: bool = true;
+    type Counter = AtomicUsize;
 
     #[inline]
     fn over(start: NonNull<u8>, len: usize) -> Self {

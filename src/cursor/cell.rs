@@ -25,6 +25,7 @@ impl sealed::Sealed for CellCursor {}
 
 impl Cursor for CellCursor {
     const SHARED: bool = false;
+    type Counter = Cell<usize>;
 
     #[inline]
     fn over(start: NonNull<u8>, len: usize) -> Self {

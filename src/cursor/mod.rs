@@ -34,6 +34,11 @@ mod sealed {
 ///
 /// Its methods are the crate's own; the arenas' public methods are what to call.
 pub trait Cursor: sealed::Sealed {
+    /// The kind of word a virtual arena keeps beside this cursor (its commit frontier and
+    /// high-water mark): moved the same way as the cursor.
+    #[doc(hidden)]
+    type Counter: Counter;
+
     /// Whether other threads or signal handlers may move the cursor between two of this
     /// thread's operations (the atomic cursor). A `Cell` cursor is never stale: its loads need
     /// no re-check, and only it poisons its free bytes for ASan (feature `asan-poison`;
@@ -206,6 +211,79 @@ fn claim<C: Cursor + ?Sized, const CUR_MAY_PASS_BOUND: bool>(
             }
             Err(now) => cur = now,
         }
+    }
+}
+
+/// A word beside the cursor that only grows while the arena is shared: a virtual arena's commit
+/// frontier and its high-water mark. `Cell<usize>` for the `Cell` cursor, an atomic for the
+/// atomic one ([`Cursor::Counter`]). Sealed.
+pub trait Counter: sealed::Sealed {
+    /// A counter at `value`.
+    #[doc(hidden)]
+    fn new(value: usize) -> Self;
+
+    /// The value now (`Acquire`: what was published with it is visible).
+    #[doc(hidden)]
+    fn value(&self) -> usize;
+
+    /// Raises the value to at least `value` and returns the one before (`fetch_max`, `AcqRel`).
+    #[doc(hidden)]
+    fn raise_to(&self, value: usize) -> usize;
+
+    /// Sets the value. `&mut self`: nothing else can be using the counter.
+    #[doc(hidden)]
+    fn reset_to(&mut self, value: usize);
+}
+
+impl sealed::Sealed for core::cell::Cell<usize> {}
+
+impl Counter for core::cell::Cell<usize> {
+    #[inline(always)]
+    fn new(value: usize) -> Self {
+        core::cell::Cell::new(value)
+    }
+
+    #[inline(always)]
+    fn value(&self) -> usize {
+        self.get()
+    }
+
+    #[inline(always)]
+    fn raise_to(&self, value: usize) -> usize {
+        let prev = self.get();
+        if value > prev {
+            self.set(value);
+        }
+        prev
+    }
+
+    #[inline(always)]
+    fn reset_to(&mut self, value: usize) {
+        self.set(value);
+    }
+}
+
+impl sealed::Sealed for crate::sync::atomic::AtomicUsize {}
+
+impl Counter for crate::sync::atomic::AtomicUsize {
+    #[inline(always)]
+    fn new(value: usize) -> Self {
+        crate::sync::atomic::AtomicUsize::new(value)
+    }
+
+    #[inline(always)]
+    fn value(&self) -> usize {
+        self.load(crate::sync::atomic::Ordering::Acquire)
+    }
+
+    #[inline(always)]
+    fn raise_to(&self, value: usize) -> usize {
+        self.fetch_max(value, crate::sync::atomic::Ordering::AcqRel)
+    }
+
+    #[inline(always)]
+    fn reset_to(&mut self, value: usize) {
+        self.store(value, crate::sync::atomic::Ordering::Relaxed);
     }
 }
 

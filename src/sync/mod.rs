@@ -10,7 +10,11 @@ mod local;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod mark;
-mod virtual_arena;
+
+/// The virtual arena's most recent block, by the path the handle knows it by.
+mod virtual_arena {
+    pub(crate) use crate::arena::virtual_arena::LastOf;
+}
 
 /// The atomic cursor, by the path the chain arena knows it by.
 mod cursor {
@@ -19,4 +23,3 @@ mod cursor {
 
 pub use chain::SyncChainAllocator;
 pub use local::{LocalHandle, LocalSource};
-pub use virtual_arena::SyncVirtualArena;
