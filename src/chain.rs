@@ -710,11 +710,17 @@ mod tests {
 
     #[test]
     fn chunk_size_bounds_raise_initial_to_the_minimum_and_max_to_initial() {
-        assert_eq!(chunk_size_bounds(64 << 10, 1 << 20, 128), (64 << 10, 1 << 20));
+        assert_eq!(
+            chunk_size_bounds(64 << 10, 1 << 20, 128),
+            (64 << 10, 1 << 20)
+        );
         assert_eq!(chunk_size_bounds(0, 0, 128), (128, 128));
         assert_eq!(chunk_size_bounds(8192, 4096, 128), (8192, 8192));
         assert_eq!(chunk_size_bounds(4096, usize::MAX, 128), (4096, usize::MAX));
-        assert_eq!(chunk_size_bounds(usize::MAX, 0, 128), (usize::MAX, usize::MAX));
+        assert_eq!(
+            chunk_size_bounds(usize::MAX, 0, 128),
+            (usize::MAX, usize::MAX)
+        );
     }
 
     #[test]
@@ -746,11 +752,17 @@ mod tests {
         // Doubling would pass isize::MAX: the size stays where it was.
         assert_eq!(next_chunk_size(half, usize::MAX, 16), half);
         // Doubling would overflow usize: the cap, which is no valid size either, is refused too.
-        assert_eq!(next_chunk_size(usize::MAX / 2 + 1, usize::MAX, 16), usize::MAX / 2 + 1);
+        assert_eq!(
+            next_chunk_size(usize::MAX / 2 + 1, usize::MAX, 16),
+            usize::MAX / 2 + 1
+        );
         for taken in [1 << 20, half / 2, half - 16, half] {
             let next = next_chunk_size(taken, usize::MAX, 16);
             assert!(next >= taken, "{taken} -> {next}");
-            assert!(Layout::from_size_align(next, 16).is_ok(), "{taken} -> {next}");
+            assert!(
+                Layout::from_size_align(next, 16).is_ok(),
+                "{taken} -> {next}"
+            );
         }
         // Below the address-space limit, usize::MAX is no cap at all.
         assert_eq!(next_chunk_size(8 << 20, usize::MAX, 16), 16 << 20);

@@ -599,14 +599,22 @@ fn capped_chunk_sizes(initial: usize, max: usize, requests: &[usize]) -> Vec<usi
     let sync_counts = Counts::default();
     let cell = ChainAllocator::new_capped_in(initial, max, Counting::new(System, &cell_counts));
     let sync = SyncChainAllocator::new_capped_in(initial, max, Counting::new(System, &sync_counts));
-    assert_eq!((cell.reserved_bytes(), sync.reserved_bytes()), (0, 0), "lazy");
+    assert_eq!(
+        (cell.reserved_bytes(), sync.reserved_bytes()),
+        (0, 0),
+        "lazy"
+    );
     assert_eq!((cell_counts.calls(), sync_counts.calls()), (0, 0), "lazy");
     for &size in requests {
         cell.allocate(layout(size, 8)).unwrap();
         sync.allocate(layout(size, 8)).unwrap();
     }
     let sizes = cell_counts.allocated.borrow().clone();
-    assert_eq!(sizes, *sync_counts.allocated.borrow(), "the Cell and Sync twins size alike");
+    assert_eq!(
+        sizes,
+        *sync_counts.allocated.borrow(),
+        "the Cell and Sync twins size alike"
+    );
     assert_eq!(cell.reserved_bytes(), sizes.iter().sum::<usize>());
     sizes
 }
@@ -618,7 +626,10 @@ fn capped_chain_chunks_start_at_initial_and_double_up_to_max() {
     assert!(sizes.len() > 5);
     assert!(sizes[4..].iter().all(|&s| s == 32_768), "{sizes:?}");
     // A cap that is no power-of-two multiple of the start is reached exactly.
-    assert_eq!(capped_chunk_sizes(4096, 12_000, &[4000; 8])[..4], [4096, 8192, 12_000, 12_000]);
+    assert_eq!(
+        capped_chunk_sizes(4096, 12_000, &[4000; 8])[..4],
+        [4096, 8192, 12_000, 12_000]
+    );
 }
 
 #[test]
@@ -655,19 +666,31 @@ fn capped_chain_with_usize_max_doubles_past_the_default_4_mib() {
     requests.push(8 << 20);
     let sizes = capped_chunk_sizes(4096, usize::MAX, &requests);
     let doubling: Vec<usize> = (0..13).map(|i| 4096 << i).collect();
-    assert_eq!(sizes[..13], doubling[..], "8 MiB and 16 MiB chunks, above the default cap");
+    assert_eq!(
+        sizes[..13],
+        doubling[..],
+        "8 MiB and 16 MiB chunks, above the default cap"
+    );
 }
 
 #[test]
 fn capped_chain_with_a_start_no_layout_can_hold_fails_with_err() {
-    for (initial, max) in [(usize::MAX, usize::MAX), (usize::MAX, 0), (isize::MAX as usize, 0)] {
+    for (initial, max) in [
+        (usize::MAX, usize::MAX),
+        (usize::MAX, 0),
+        (isize::MAX as usize, 0),
+    ] {
         let counts = Counts::default();
         let cell = ChainAllocator::new_capped_in(initial, max, Counting::new(System, &counts));
         let sync = SyncChainAllocator::new_capped_in(initial, max, Counting::new(System, &counts));
         assert_eq!(cell.allocate(layout(8, 8)), Err(AllocError));
         assert_eq!(sync.allocate(layout(8, 8)), Err(AllocError));
         assert_eq!((cell.reserved_bytes(), sync.reserved_bytes()), (0, 0));
-        assert_eq!(counts.calls(), 0, "refused before asking the backing allocator");
+        assert_eq!(
+            counts.calls(),
+            0,
+            "refused before asking the backing allocator"
+        );
     }
 }
 
