@@ -57,8 +57,9 @@ banned_own='(^|::)(panicking|panic_[a-z_]+|begin_panic[a-z_]*|rust_begin_unwind|
 banned_own+='|unwrap_failed|expect_failed|[a-z_]+_index_fail|_Unwind_[A-Za-z_]+'
 banned_own+='|rust_eh_personality)(::|<|$)'
 
-# exceptions TARGET FEATURES CRATE: the banned symbols CRATE's rlib may reference there, as an
-# extended regular expression (empty: none), and why, on stderr... (printed by the caller).
+# exception TARGET FEATURES CRATE: prints on stdout the banned symbols CRATE's rlib may reference
+# in that build, as an extended regular expression (nothing: none), and on stderr the reason,
+# which the scan shows when the exception is used.
 exception() {
     local target=$1 features=$2 crate=$3
     case "$crate" in
@@ -157,6 +158,14 @@ for target in "$@"; do
         scanned=()
         while read -r crate rlib; do
             scanned+=("$crate")
+            # nm must read every object: a binutils without the target's format would read none,
+            # and find nothing. "no symbols" (the metadata members) is no error.
+            nm_errors=$(nm -u "$rlib" 2>&1 >/dev/null | grep -v ': no symbols$' || true)
+            if [ -n "$nm_errors" ]; then
+                echo "FAILED: $target $features: nm cannot read $rlib:"
+                sed 's/^/    /' <<<"$nm_errors"
+                status=1
+            fi
             symbols=$(nm -u -C "$rlib" 2>/dev/null | awk '{ $1 = ""; sub(/^ /, ""); print }' |
                 sed 's/@.*//' | sort -u)
             hits=$(grep -E "$banned" <<<"$symbols" || true)
