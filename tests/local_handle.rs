@@ -304,7 +304,7 @@ mod signals {
 
 /// The three lock-free arenas, each built the same way twice (one for a handle, one to allocate
 /// from directly, the model), so that both start from the same state: page-aligned, and large
-/// enough that no test here needs a second chunk.
+/// enough (4 MiB) that no test here needs a second chunk.
 fn sync_chain() -> SyncChainAllocator<VirtualAllocator> {
     SyncChainAllocator::new_in(4 << 20, VirtualAllocator {}).unwrap()
 }
@@ -316,7 +316,8 @@ fn sync_linear() -> SyncLinearAllocator<VirtualAllocator> {
     .unwrap()
 }
 fn sync_virtual() -> SyncVirtualArena {
-    SyncVirtualArena::new(1 << 30).unwrap()
+    // Two at a time, beside the other tests' arenas: small enough for a 32-bit address space.
+    SyncVirtualArena::new(64 << 20).unwrap()
 }
 
 /// The three arenas' `local()`, for tests generic over them.
@@ -464,12 +465,13 @@ fn run_against_model<A: SyncArena>(make: fn() -> A, ops: &[Op], same_offsets: bo
                 let index = live.len() - 1 - back;
                 let twin = &live[index];
                 let len = twin.block.len;
+                // In place (the model's most recent block) whatever the size; else it moves, to
+                // a block the slab serves.
+                let in_place = twin.model.addr + len == model_cursor();
                 let size = if !grow {
                     extra.min(len).max(1)
-                } else if twin.model.addr + len == model_cursor() || !same_offsets {
-                    len + extra // in place, whatever the size
-                } else if len + extra <= SMALL {
-                    len + extra // moves, to a block the slab serves
+                } else if in_place || !same_offsets || len + extra <= SMALL {
+                    len + extra
                 } else {
                     continue;
                 };

@@ -549,10 +549,11 @@ fn grow_the_newest_chunks_only_block_then_rewind(
 fn chain_rewind_keeps_a_chunk_grown_by_the_backing_allocator_with_the_blocks_first_bytes() {
     let ((chunks, reserved, used, next), grown, _) =
         grow_the_newest_chunks_only_block_then_rewind(false);
-    // The documented exception: the grown chunk stays, at its new size (20,000 + the header),
+    // The documented exception: the grown chunk stays, at its new size (20,000 and the header),
     // and the rollback keeps the block's size at the checkpoint (200 bytes) allocated.
-    assert_eq!((chunks, reserved), (2, 4096 + 20_032));
-    assert_eq!((used, next), (4096 + 32 + 200, grown + 200));
+    let header = grow_reenters::Arena::CHAIN_NODE_OVERHEAD;
+    assert_eq!((chunks, reserved), (2, 4096 + header + 20_000));
+    assert_eq!((used, next), (4096 + header + 200, grown + 200));
 }
 
 #[test]
@@ -564,6 +565,7 @@ fn chain_rewind_after_a_growth_during_which_the_backing_allocator_took_a_chunk_k
     // chunk the re-entrant allocation took) goes back to the backing allocator, block and all;
     // the re-entrant chunk (16 KiB, the next regular size) stays as the newest, with the
     // checkpoint's 200 bytes counted as used at its start.
+    let header = grow_reenters::Arena::CHAIN_NODE_OVERHEAD;
     assert_eq!((chunks, reserved), (2, 4096 + 16_384));
-    assert_eq!((used, next), (4096 + 32 + 200, reentered + 200));
+    assert_eq!((used, next), (4096 + header + 200, reentered + 200));
 }

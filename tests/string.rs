@@ -150,7 +150,7 @@ fn a_failed_format_in_gives_back_everything_it_allocated_on_every_arena() {
     // One chunk holds every round (past a chunk's end, the bytes left in the old chunk stay).
     let chain = ChainAllocator::new_in(1 << 20, System).unwrap();
     a_failed_format_leaves_nothing_allocated(&chain, &|| chain.used_bytes());
-    let pages = VirtualArena::new(1 << 30).unwrap();
+    let pages = VirtualArena::new(16 << 20).unwrap();
     a_failed_format_leaves_nothing_allocated(&pages, &|| pages.used_bytes());
 }
 
@@ -176,7 +176,7 @@ fn a_failed_format_in_on_a_local_handle_gives_back_everything_it_allocated() {
         VirtualAllocator {}
     )
     .unwrap());
-    on_the_arena_and_on_a_handle!(SyncVirtualArena::new(1 << 30).unwrap());
+    on_the_arena_and_on_a_handle!(SyncVirtualArena::new(16 << 20).unwrap());
 }
 
 #[test]
