@@ -101,9 +101,9 @@ impl LocalSource for SyncVirtualArena {}
 /// so `reset(&mut self)` cannot run while a handle lives. It implements [`Allocator`] and
 /// [`Arena`], so `Vec::new_in(&handle)` and [`try_alloc_str`](Arena::try_alloc_str) work. Its
 /// most recent block grows, shrinks and is given back in place; a growth past the slab's end
-/// grows the slab in place first, when the slab is still the arena's most recent claim, so the
-/// block keeps its address exactly when it would on the arena directly. Blocks stay valid until
-/// the *arena* is reset or dropped: dropping the handle frees nothing handed out.
+/// grows the slab in place first, when the slab is still the arena's most recent claim, so a
+/// lone handle's block keeps its address whenever it would on the arena directly. Blocks stay
+/// valid until the *arena* is reset or dropped: dropping the handle frees nothing handed out.
 ///
 /// # Slabs
 /// The first slab is 1 KiB; each new one doubles, up to 64 KiB (and, on a
