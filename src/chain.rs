@@ -567,6 +567,18 @@ impl<A: Allocator> ChainAllocator<A> {
 /// a chunk grown in place by the backing allocator since then: it keeps its new size, counted in
 /// `reserved_bytes`. The growth of the next chunk's size is not undone.
 ///
+/// One case is not exact: a chunk grown by the backing allocator (the growth of the only block
+/// of the newest chunk past that chunk's end) while the backing allocator's `grow` allocated
+/// from this arena. The chunk is unlinked during that call, so those allocations take chunks of
+/// their own, and the chunk (grown or not) is linked back above them, one level higher per
+/// chunk taken. A rollback to a checkpoint taken while it was the newest chunk then gives it back
+/// to the backing allocator, with the block in it (whose first bytes were allocated before the
+/// checkpoint), and keeps the first chunk taken during `grow` as the newest, with the
+/// checkpoint's offset (clamped to its end) counted as used in it: `reserved_bytes` is then that
+/// chunk's size instead of the grown one's. Checkpoints taken while an older chunk was the
+/// newest, or during the `grow`, roll back exactly. Safe code never sees the freed block:
+/// `rewind` takes `&mut self`, so no reference into the arena is alive.
+///
 /// ```
 /// use libdd_alloc::{Arena, ChainAllocator, Rewind, System};
 ///
