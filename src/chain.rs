@@ -28,11 +28,14 @@ struct ChunkHeader {
 /// bytes of bookkeeping.
 ///
 /// # Chunk sizes
-/// The first chunk is `chunk_size_hint` bytes (header included). Each following chunk doubles
-/// the previous one, up to `max(chunk_size_hint, 4 MiB)`; [`with_max_chunk_size`] changes the
-/// bound (set it to the hint for fixed-size chunks, as in libdd-alloc 1.0). An allocation too big
-/// for the next chunk gets a chunk sized exactly for it. The backing allocator may round a chunk
-/// up (e.g. [`VirtualAllocator`](crate::VirtualAllocator) to pages); the extra bytes are used.
+/// The first chunk is `chunk_size_hint` bytes (header included). Each chunk taken sets the next
+/// to twice its own size, up to a cap: `max(chunk_size_hint, 4 MiB)` by default,
+/// `max(max, initial)` with [`new_capped_in`] (the constructor of libdd-alloc's next release), or
+/// as set by [`with_max_chunk_size`] (set it to the hint for fixed-size chunks, as in libdd-alloc
+/// 1.0). An allocation too big for the next chunk gets a chunk sized exactly for it, after which
+/// the next is twice that size, capped. The backing allocator may round a chunk up (e.g.
+/// [`VirtualAllocator`](crate::VirtualAllocator) to pages); the extra bytes are used, but do not
+/// count in the doubling.
 ///
 /// # Freeing
 /// Deallocation is a no-op except for the most recent block, whose bytes are given back. The
@@ -68,6 +71,7 @@ struct ChunkHeader {
 /// ```
 ///
 /// [`with_max_chunk_size`]: Self::with_max_chunk_size
+/// [`new_capped_in`]: Self::new_capped_in
 pub struct ChainAllocator<A: Allocator> {
     /// Free range of the newest chunk.
     cursor: Cursor,
@@ -88,6 +92,32 @@ unsafe impl<A: Allocator + Send> Send for ChainAllocator<A> {}
 
 /// The default bound on geometric chunk growth.
 pub(crate) const DEFAULT_MAX_CHUNK_SIZE: usize = 4 << 20;
+
+/// The first regular chunk size and the cap on regular chunks of a chain arena (`ChainAllocator`
+/// and `SyncChainAllocator`) built with `initial` and `max`: the first is `initial` raised to
+/// `min`, the smallest chunk worth its header; the cap is `max` raised to the first, so
+/// `max <= initial` means fixed-size chunks. As in libdd-alloc's `new_capped_in`.
+pub(crate) const fn chunk_size_bounds(initial: usize, max: usize, min: usize) -> (usize, usize) {
+    let first = if initial < min { min } else { initial };
+    (first, if max < first { first } else { max })
+}
+
+/// The next regular chunk size of a chain arena whose cap is `max`, once a chunk of `taken` bytes
+/// (as requested, before the backing allocator rounds it) is linked: `2 * taken`, capped at
+/// `max`; so `max` after a chunk at or above the cap (one sized for an oversized allocation).
+/// Never a size that no layout of alignment `align` can have: where doubling would give one
+/// (above `isize::MAX`), it stays `taken`. As in libdd-alloc's `new_capped_in`.
+pub(crate) fn next_chunk_size(taken: usize, max: usize, align: usize) -> usize {
+    if taken >= max {
+        return max;
+    }
+    let next = taken.checked_mul(2).map_or(max, |doubled| doubled.min(max));
+    if Layout::from_size_align(next, align).is_ok() {
+        next
+    } else {
+        taken
+    }
+}
 
 impl<A: Allocator> ChainAllocator<A> {
     /// Bytes of bookkeeping at the start of each chunk. Size a hint with it in mind when a
@@ -132,22 +162,47 @@ impl<A: Allocator> ChainAllocator<A> {
     /// assert_eq!(arena.reserved_bytes(), 0);
     /// ```
     pub const fn new_lazy_in(chunk_size_hint: usize, allocator: A) -> Self {
-        let hint = if chunk_size_hint < Self::MIN_CHUNK_SIZE {
-            Self::MIN_CHUNK_SIZE
-        } else {
-            chunk_size_hint
-        };
+        Self::new_capped_in(chunk_size_hint, DEFAULT_MAX_CHUNK_SIZE, allocator)
+    }
+
+    /// Creates the arena without allocating (like [`new_lazy_in`](Self::new_lazy_in)), with
+    /// chunks that start at `initial` bytes and double up to `max`: the constructor libdd-alloc's
+    /// next release adds, with its signature and sizing.
+    ///
+    /// The first chunk is `initial` bytes, raised to `4 * CHAIN_NODE_OVERHEAD`. Each chunk taken
+    /// sets the next to twice its size, capped at `max(max, initial)`: `max <= initial` (`0`
+    /// included) gives fixed-size chunks of `initial` bytes, and `usize::MAX` no cap but the
+    /// address space (a doubling that no layout can hold keeps the size it had). An allocation
+    /// larger than the next chunk gets a chunk sized for it, even above the cap; the chunk after
+    /// it is twice its size, capped. `const` and infallible: a size no backing allocator can
+    /// serve shows up as `Err(AllocError)` from the allocation that needs the chunk.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{Allocator, ChainAllocator, Layout, System};
+    /// // 64 KiB chunks, doubling up to 1 MiB: a small worker keeps a small floor.
+    /// let arena = ChainAllocator::new_capped_in(64 << 10, 1 << 20, System);
+    /// assert_eq!(arena.reserved_bytes(), 0);
+    /// let mut chunks = Vec::new();
+    /// for _ in 0..6 {
+    ///     let before = arena.reserved_bytes();
+    ///     // Fill the newest chunk; the next byte takes a new one.
+    ///     arena.allocate(Layout::array::<u8>(arena.remaining_capacity()).unwrap())?;
+    ///     arena.allocate(Layout::new::<u8>())?;
+    ///     chunks.push((arena.reserved_bytes() - before) >> 10);
+    /// }
+    /// assert_eq!(chunks, [64, 128, 256, 512, 1024, 1024]); // KiB
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    pub const fn new_capped_in(initial: usize, max: usize, allocator: A) -> Self {
+        let (first, cap) = chunk_size_bounds(initial, max, Self::MIN_CHUNK_SIZE);
         Self {
             cursor: Cursor::empty(),
             top: Cell::new(None),
             reserved: Cell::new(0),
-            next_chunk_size: Cell::new(hint),
-            chunk_size_hint: hint,
-            max_chunk_size: if hint > DEFAULT_MAX_CHUNK_SIZE {
-                hint
-            } else {
-                DEFAULT_MAX_CHUNK_SIZE
-            },
+            next_chunk_size: Cell::new(first),
+            chunk_size_hint: first,
+            max_chunk_size: cap,
             allocator,
         }
     }
@@ -413,10 +468,8 @@ impl<A: Allocator> ChainAllocator<A> {
         self.top.set(Some(header));
         self.reserved.set(self.reserved.get() + chunk.len());
         self.point_cursor_at(header, chunk.len());
-        if size == regular {
-            self.next_chunk_size
-                .set(regular.saturating_mul(2).min(self.max_chunk_size));
-        }
+        self.next_chunk_size
+            .set(next_chunk_size(size, self.max_chunk_size, align));
         Ok(())
     }
 
@@ -513,6 +566,18 @@ impl<A: Allocator> ChainAllocator<A> {
 /// `used_bytes` and `reserved_bytes` are again what they were at the checkpoint. The exception is
 /// a chunk grown in place by the backing allocator since then: it keeps its new size, counted in
 /// `reserved_bytes`. The growth of the next chunk's size is not undone.
+///
+/// One case is not exact: a chunk grown by the backing allocator (the growth of the only block
+/// of the newest chunk past that chunk's end) while the backing allocator's `grow` allocated
+/// from this arena. The chunk is unlinked during that call, so those allocations take chunks of
+/// their own, and the chunk (grown or not) is linked back above them, one level higher per
+/// chunk taken. A rollback to a checkpoint taken while it was the newest chunk then gives it back
+/// to the backing allocator, with the block in it (whose first bytes were allocated before the
+/// checkpoint), and keeps the first chunk taken during `grow` as the newest, with the
+/// checkpoint's offset (clamped to its end) counted as used in it: `reserved_bytes` is then that
+/// chunk's size instead of the grown one's. Checkpoints taken while an older chunk was the
+/// newest, or during the `grow`, roll back exactly. Safe code never sees the freed block:
+/// `rewind` takes `&mut self`, so no reference into the arena is alive.
 ///
 /// ```
 /// use libdd_alloc::{Arena, ChainAllocator, Rewind, System};
@@ -647,5 +712,71 @@ unsafe impl<A: Allocator> Allocator for ChainAllocator<A> {
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: forwarded caller contract.
         unsafe { crate::resize::shrink(self, &self.cursor, ptr, old, new) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunk_size_bounds, next_chunk_size};
+    use core::alloc::Layout;
+
+    #[test]
+    fn chunk_size_bounds_raise_initial_to_the_minimum_and_max_to_initial() {
+        assert_eq!(
+            chunk_size_bounds(64 << 10, 1 << 20, 128),
+            (64 << 10, 1 << 20)
+        );
+        assert_eq!(chunk_size_bounds(0, 0, 128), (128, 128));
+        assert_eq!(chunk_size_bounds(8192, 4096, 128), (8192, 8192));
+        assert_eq!(chunk_size_bounds(4096, usize::MAX, 128), (4096, usize::MAX));
+        assert_eq!(
+            chunk_size_bounds(usize::MAX, 0, 128),
+            (usize::MAX, usize::MAX)
+        );
+    }
+
+    #[test]
+    fn next_chunk_size_doubles_the_chunk_taken_up_to_the_cap() {
+        let mut sizes = [0; 6];
+        let mut taken = 64 << 10;
+        for size in &mut sizes {
+            taken = next_chunk_size(taken, 1 << 20, 16);
+            *size = taken >> 10;
+        }
+        assert_eq!(sizes, [128, 256, 512, 1024, 1024, 1024]);
+        // Not a power of two: doubled, then the cap itself.
+        assert_eq!(next_chunk_size(5000, 12_000, 16), 10_000);
+        assert_eq!(next_chunk_size(10_000, 12_000, 16), 12_000);
+    }
+
+    #[test]
+    fn next_chunk_size_after_an_oversized_chunk_is_twice_it_capped() {
+        // A chunk sized for one large allocation: the next regular one follows it.
+        assert_eq!(next_chunk_size(300 << 10, 1 << 20, 16), 600 << 10);
+        assert_eq!(next_chunk_size(3 << 20, 1 << 20, 16), 1 << 20);
+        // Fixed-size chunks (cap == hint) stay fixed after one.
+        assert_eq!(next_chunk_size(100_000, 4096, 16), 4096);
+    }
+
+    #[test]
+    fn next_chunk_size_is_always_a_valid_layout_size_at_the_largest_caps() {
+        let half = (isize::MAX as usize).div_ceil(2);
+        // Doubling would pass isize::MAX: the size stays where it was.
+        assert_eq!(next_chunk_size(half, usize::MAX, 16), half);
+        // Doubling would overflow usize: the cap, which is no valid size either, is refused too.
+        assert_eq!(
+            next_chunk_size(usize::MAX / 2 + 1, usize::MAX, 16),
+            usize::MAX / 2 + 1
+        );
+        for taken in [1 << 20, half / 2, half - 16, half] {
+            let next = next_chunk_size(taken, usize::MAX, 16);
+            assert!(next >= taken, "{taken} -> {next}");
+            assert!(
+                Layout::from_size_align(next, 16).is_ok(),
+                "{taken} -> {next}"
+            );
+        }
+        // Below the address-space limit, usize::MAX is no cap at all.
+        assert_eq!(next_chunk_size(8 << 20, usize::MAX, 16), 16 << 20);
     }
 }

@@ -35,7 +35,8 @@
 //! # Strings, formatting and memory budgets
 //! [`ArenaString`] is a fallible, growable UTF-8 string on any allocator that grows in place on
 //! these arenas and freezes into a `&str` borrowing the arena; [`format_in!`] formats into an
-//! arena with no heap and no panic, for crash reports and signal handlers. A [`Budget`] caps the
+//! arena with no heap and no panic (widths and precisions are literals), for crash reports and
+//! signal handlers. A [`Budget`] caps the
 //! bytes that one or several arenas take from their backing allocator: build each arena on a
 //! [`Budgeted`] backing allocator that shares it, and the virtual arenas, which commit pages
 //! themselves, with [`VirtualArena::new_with_budget`] / [`SyncVirtualArena::new_with_budget`].
@@ -190,6 +191,8 @@ pub use chain::ChainAllocator;
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
 #[doc(hidden)]
 pub use string::format_capacity_hint as __format_capacity_hint;
+#[doc(hidden)]
+pub use string::format_counts_are_literal as __format_counts_are_literal;
 pub use string::ArenaString;
 pub use sync::{LocalHandle, LocalSource, SyncChainAllocator};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};

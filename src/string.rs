@@ -146,6 +146,11 @@ impl<A: Allocator> ArenaString<A> {
     /// `Err(AllocError)` when the allocator cannot hold the output, or a `Display`/`Debug`
     /// implementation among `args` returns `fmt::Error`. Whatever was allocated is given back.
     ///
+    /// # Panics
+    /// Never itself. But the caller's own `format_args!` panics, before this is called, when it
+    /// takes a width or precision above 65,535 from an argument (`{:w$}`, `{:.*}`; Rust 1.87 and
+    /// later): bound such a value first. [`format_in!`](crate::format_in) refuses the form.
+    ///
     /// # Examples
     /// ```
     /// use libdd_alloc::{ArenaString, ChainAllocator, System};
@@ -655,28 +660,93 @@ impl<A: Allocator> core::hash::Hash for ArenaString<A> {
     }
 }
 
+/// What [`format_in!`](crate::format_in) reads from its format string, at compile time.
+#[derive(Clone, Copy)]
+struct TemplateFacts {
+    /// Placeholders (`{...}`; an escaped `{{` is text).
+    placeholders: usize,
+    /// Whether some placeholder takes its width or precision from an argument (`{:w$}`,
+    /// `{:1$}`, `{:.p$}`, `{:.*}`).
+    count_from_argument: bool,
+}
+
+/// Reads a format string as `format_args!` does (`std::fmt`'s grammar): text, `{{` and `}}`
+/// escapes, and placeholders `{argument:spec}`. In a spec, a fill character is the character
+/// before an alignment (`<`, `^`, `>`), whatever it is (`{:$>5}`, `{:*<5}`, `{:}>5}` are
+/// literal widths); after it, `$` and `*` appear only in a count taken from an argument.
+/// A template `format_args!` rejects may be read differently; it does not compile anyway.
+const fn scan_template(template: &str) -> TemplateFacts {
+    let mut facts = TemplateFacts {
+        placeholders: 0,
+        count_from_argument: false,
+    };
+    let mut rest = template.as_bytes();
+    while let [first, tail @ ..] = rest {
+        rest = tail;
+        if *first != b'{' {
+            continue;
+        }
+        if let [b'{', after @ ..] = rest {
+            rest = after; // an escaped `{{`
+            continue;
+        }
+        facts.placeholders = facts.placeholders.saturating_add(1);
+        while let [byte, after @ ..] = rest {
+            if *byte == b':' || *byte == b'}' {
+                break;
+            }
+            rest = after; // the argument's name or index
+        }
+        if let [b':', spec @ ..] = rest {
+            rest = skip_fill_and_alignment(spec);
+            while let [byte, after @ ..] = rest {
+                match *byte {
+                    b'}' => break,
+                    b'$' | b'*' => facts.count_from_argument = true,
+                    _ => {}
+                }
+                rest = after;
+            }
+        }
+        // `rest` starts at the placeholder's closing `}`, which the loop reads as text.
+    }
+    facts
+}
+
+/// `spec` without its leading fill character and alignment, if it starts with them.
+const fn skip_fill_and_alignment(spec: &[u8]) -> &[u8] {
+    // The fill is one UTF-8 character: its length is told by its lead byte.
+    let after_fill = match spec {
+        [0x00..=0x7F, after @ ..]
+        | [0xC0..=0xDF, _, after @ ..]
+        | [0xE0..=0xEF, _, _, after @ ..]
+        | [0xF0..=0xFF, _, _, _, after @ ..] => after,
+        _ => return spec,
+    };
+    match after_fill {
+        [b'<' | b'^' | b'>', after @ ..] => after,
+        _ => spec,
+    }
+}
+
 /// The first block [`format_in!`](crate::format_in) asks for, from its format string: the
 /// template's length plus 16 bytes per placeholder (enough for any integer, a pointer or a short
 /// name), rounded up to 16. Evaluated at compile time.
 #[doc(hidden)]
 pub const fn format_capacity_hint(template: &str) -> usize {
-    let mut placeholders: usize = 0;
-    let mut rest = template.as_bytes();
-    while let [first, tail @ ..] = rest {
-        rest = tail;
-        if *first == b'{' {
-            if let [b'{', after @ ..] = tail {
-                rest = after; // an escaped `{{`
-            } else {
-                placeholders = placeholders.saturating_add(1);
-            }
-        }
-    }
     template
         .len()
-        .saturating_add(placeholders.saturating_mul(16))
+        .saturating_add(scan_template(template).placeholders.saturating_mul(16))
         .saturating_add(15)
         & !15
+}
+
+/// Whether every width and precision in the format string is a literal (`{:>8}`, `{:.3}`), as
+/// [`format_in!`](crate::format_in) requires: none is taken from an argument (`{:w$}`, `{:1$}`,
+/// `{:.p$}`, `{:.*}`). Evaluated at compile time.
+#[doc(hidden)]
+pub const fn format_counts_are_literal(template: &str) -> bool {
+    !scan_template(template).count_from_argument
 }
 
 /// Formats into an arena: `format_in!(&arena, "pid {} sig {}", pid, sig)` is a
@@ -687,7 +757,26 @@ pub const fn format_capacity_hint(template: &str) -> usize {
 /// fit at the end (see [`ArenaString::try_from_fmt_in`] for the growth policy). A format string
 /// without arguments is copied once. The first argument is a reference to any [`Arena`] (all
 /// this crate's arenas, and [`Scope`](crate::Scope)); the rest is as for `format!`, with a
-/// literal format string.
+/// literal format string and literal widths and precisions.
+///
+/// # Compile errors
+/// A width or precision taken from an argument (`{:w$}`, `{:1$}`, `{:.p$}`, `{:.*}`) does not
+/// compile. Since Rust 1.87 `core::fmt` keeps widths and precisions as `u16`, and the
+/// `format_args!` the macro expands to panics ("Formatting argument out of range") when such an
+/// argument is above 65,535, before any formatting starts; the macro cannot see the argument's
+/// value (it may be a captured variable), so it refuses the form. (Rust 1.84 to 1.86 keep a
+/// `usize` there and do not panic.) A literal width or precision is checked by the compiler
+/// (up to 65,535 since 1.87) and never panics. For a width known only at run time, write the
+/// padding yourself: a `Display` type that writes `n` fill characters, or
+/// [`ArenaString::try_push`] in a loop.
+///
+/// ```compile_fail,E0080
+/// # use libdd_alloc::{format_in, ChainAllocator, System};
+/// let arena = ChainAllocator::new_in(4096, System)?;
+/// let w = 65_536;
+/// let line = format_in!(&arena, "{:w$}", 1)?; // refused: a width from an argument
+/// # Ok::<(), libdd_alloc::AllocError>(())
+/// ```
 ///
 /// # Errors
 /// `Err(AllocError)` when the arena cannot hold the text, or a `Display`/`Debug` implementation
@@ -712,14 +801,22 @@ pub const fn format_capacity_hint(template: &str) -> usize {
 /// ```
 #[macro_export]
 macro_rules! format_in {
-    ($arena:expr, $template:literal $($arguments:tt)*) => {
+    ($arena:expr, $template:literal $($arguments:tt)*) => {{
+        // A const item, not an inline `const` block: `cargo check` evaluates items too, so the
+        // refusal shows before a build.
+        const _: () = ::core::assert!(
+            $crate::__format_counts_are_literal($template),
+            "format_in! takes no width or precision from an argument ({{:w$}}, {{:1$}}, \
+             {{:.p$}}, {{:.*}}): core::fmt panics on one above 65,535 (Rust 1.87 and later) \
+             and format_in! never panics; use a literal, or write the padding"
+        );
         $crate::ArenaString::try_from_fmt_in(
             ::core::format_args!($template $($arguments)*),
             const { $crate::__format_capacity_hint($template) },
             $arena,
         )
         .map($crate::ArenaString::into_str)
-    };
+    }};
 }
 
 #[cfg(test)]
@@ -735,6 +832,51 @@ mod tests {
         assert_eq!(format_capacity_hint("pid {} sig {}"), 48);
         assert_eq!(format_capacity_hint("{{}}"), 16);
         assert_eq!(format_capacity_hint("{x:>8}"), 32);
+        // A `{` fill character opens no placeholder.
+        assert_eq!(format_capacity_hint("{:{>5}"), 32);
+    }
+
+    #[test]
+    fn counts_from_arguments_are_found_and_fill_characters_are_not_taken_for_them() {
+        for from_argument in [
+            "{:w$}",
+            "{:1$}",
+            "{0:>1$}",
+            "{:.p$}",
+            "{:.*}",
+            "{:8.p$}",
+            "{x:x<w$}",
+            "{:*^w$}",
+            "{:$>0$}",
+            "ok {} then {:é>w$.2}",
+        ] {
+            assert!(!format_counts_are_literal(from_argument), "{from_argument}");
+        }
+        for literal in [
+            "",
+            "{}",
+            "{:>8}",
+            "{x:08.3}",
+            "{:$>5}",
+            "{:*<5}",
+            "{:}>5}",
+            "{:{>5}",
+            "{:é>5}",
+            "{:#x?}",
+            "{{:w$}} {{:.*}}",
+            "$ * {} *$",
+        ] {
+            assert!(format_counts_are_literal(literal), "{literal}");
+        }
+    }
+
+    #[test]
+    fn format_in_takes_literal_widths_up_to_65535_and_fill_characters_that_look_like_counts() {
+        let arena = ChainAllocator::new_in(4096, System).unwrap();
+        let wide = format_in!(&arena, "{:>65535}", 'x').unwrap();
+        assert_eq!((wide.len(), wide.trim_start()), (65_535, "x"));
+        let filled = format_in!(&arena, "{:$>5}{:*<4}{:}>3}{:.2}", 1, 2, 3, 0.125).unwrap();
+        assert_eq!(filled, "$$$$12***}}30.12");
     }
 
     #[test]

@@ -24,7 +24,8 @@ use core::ptr::NonNull;
 ///
 /// # Errors
 /// Every failure is `Err(AllocError)`: a size that rounds past `isize::MAX`, an alignment that
-/// cannot be honoured, or the OS refusing (out of memory or address space, `vm.max_map_count`).
+/// cannot be honoured, the OS refusing (out of memory or address space, `vm.max_map_count`), or
+/// the page size that cannot be read ([`os::page_size`]: a sandbox refusing every probe).
 ///
 /// # Signal safety
 /// Async-signal-safe on Linux and Android: each call is a raw `mmap`/`munmap`/`mremap` syscall,

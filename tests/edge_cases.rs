@@ -9,8 +9,8 @@ use common::fill::{check, fill};
 use common::process::under_valgrind;
 use common::*;
 use libdd_alloc::{
-    os, AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, SyncLinearAllocator,
-    SyncVirtualArena, System, VirtualAllocator, VirtualArena,
+    os, AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, SyncChainAllocator,
+    SyncLinearAllocator, SyncVirtualArena, System, VirtualAllocator, VirtualArena,
 };
 use std::ptr::NonNull;
 
@@ -266,10 +266,13 @@ fn a_backing_allocator_that_fails_on_one_call_fails_only_that_allocation() {
     for fail_on in 2..=6 {
         let counts = Counts::default();
         counts.fail_on.set(fail_on);
-        let arena = ChainAllocator::new_in(1024, Counting::new(System, &counts)).unwrap();
+        let arena = ChainAllocator::new_in(1024, Counting::new(System, &counts))
+            .unwrap()
+            .with_max_chunk_size(1024);
         let mut live = Vec::new();
         let mut failed = 0;
-        // Each block is larger than a regular chunk: one backing call per allocation.
+        // Each block is larger than a regular chunk, which the cap keeps at 1024 bytes even
+        // after an oversized one: one backing call per allocation.
         for id in 0..8 {
             let l = layout(5000 + id, 8);
             match arena.allocate(l) {
@@ -538,13 +541,13 @@ fn chain_allocation_larger_than_the_hint_gets_a_chunk_sized_for_it() {
     assert_eq!(*counts.allocated.borrow(), [4096, OVERHEAD + 100_000]);
     assert_eq!(arena.reserved_bytes(), 4096 + OVERHEAD + 100_000);
     assert_eq!(arena.remaining_capacity(), 0);
-    // An oversized chunk does not advance the geometric sequence: the next regular chunk is
-    // the second one, 2 * hint.
+    // The chunk after an oversized one is twice its size (under the cap), as in libdd-alloc's
+    // `new_capped_in`.
     arena.allocate(layout(8, 8)).unwrap();
-    assert_eq!(counts.allocated.borrow()[2], 8192);
+    assert_eq!(counts.allocated.borrow()[2], 2 * (OVERHEAD + 100_000));
     // A stricter alignment is accounted for in the chunk size.
-    arena.allocate(layout(20_000, 4096)).unwrap();
-    assert_eq!(counts.allocated.borrow()[3], 4096 + 20_000);
+    arena.allocate(layout(500_000, 4096)).unwrap();
+    assert_eq!(counts.allocated.borrow()[3], 4096 + 500_000);
 }
 
 #[test]
@@ -586,6 +589,109 @@ fn chain_with_max_chunk_size_equal_to_hint_makes_fixed_size_chunks() {
     }
     assert!(counts.allocated.borrow().iter().all(|&s| s == 4096));
     assert_eq!(counts.allocated.borrow().len(), 10);
+}
+
+/// The chunk sizes `ChainAllocator::new_capped_in(initial, max, _)` and its `SyncChainAllocator`
+/// twin ask their backing allocator for while they serve blocks of `requests` bytes (alignment
+/// 8), in order; both arenas must agree, so one list is returned.
+fn capped_chunk_sizes(initial: usize, max: usize, requests: &[usize]) -> Vec<usize> {
+    let cell_counts = Counts::default();
+    let sync_counts = Counts::default();
+    let cell = ChainAllocator::new_capped_in(initial, max, Counting::new(System, &cell_counts));
+    let sync = SyncChainAllocator::new_capped_in(initial, max, Counting::new(System, &sync_counts));
+    assert_eq!(
+        (cell.reserved_bytes(), sync.reserved_bytes()),
+        (0, 0),
+        "lazy"
+    );
+    assert_eq!((cell_counts.calls(), sync_counts.calls()), (0, 0), "lazy");
+    for &size in requests {
+        cell.allocate(layout(size, 8)).unwrap();
+        sync.allocate(layout(size, 8)).unwrap();
+    }
+    let sizes = cell_counts.allocated.borrow().clone();
+    assert_eq!(
+        sizes,
+        *sync_counts.allocated.borrow(),
+        "the Cell and Sync twins size alike"
+    );
+    assert_eq!(cell.reserved_bytes(), sizes.iter().sum::<usize>());
+    sizes
+}
+
+#[test]
+fn capped_chain_chunks_start_at_initial_and_double_up_to_max() {
+    let sizes = capped_chunk_sizes(4096, 32_768, &[4000; 40]);
+    assert_eq!(sizes[..4], [4096, 8192, 16_384, 32_768]);
+    assert!(sizes.len() > 5);
+    assert!(sizes[4..].iter().all(|&s| s == 32_768), "{sizes:?}");
+    // A cap that is no power-of-two multiple of the start is reached exactly.
+    assert_eq!(
+        capped_chunk_sizes(4096, 12_000, &[4000; 8])[..4],
+        [4096, 8192, 12_000, 12_000]
+    );
+}
+
+#[test]
+fn capped_chain_with_max_below_initial_makes_fixed_chunks_of_initial() {
+    let sizes = capped_chunk_sizes(8192, 4096, &[8000; 6]);
+    assert_eq!(sizes, [8192; 6]);
+    assert_eq!(capped_chunk_sizes(4096, 4096, &[4000; 6]), [4096; 6]);
+}
+
+#[test]
+fn capped_chain_with_zero_sizes_makes_fixed_chunks_of_the_minimum() {
+    let min = 4 * OVERHEAD;
+    assert_eq!(SyncChainAllocator::<System>::CHAIN_NODE_OVERHEAD, OVERHEAD);
+    let block = min - OVERHEAD;
+    assert_eq!(capped_chunk_sizes(0, 0, &[block; 5]), [min; 5]);
+    // max = 0 alone is "no room to double": fixed chunks of the start.
+    assert_eq!(capped_chunk_sizes(4096, 0, &[4000; 3]), [4096; 3]);
+}
+
+#[test]
+fn capped_chain_gives_an_allocation_above_max_its_own_chunk_then_takes_max() {
+    // 4000 fills the first chunk; 100_000 is above the cap: a chunk sized for it; the next
+    // regular chunk is twice that, capped: the cap itself.
+    let sizes = capped_chunk_sizes(4096, 16_384, &[4000, 100_000, 8, 16_000, 16_000]);
+    assert_eq!(sizes, [4096, OVERHEAD + 100_000, 16_384, 16_384]);
+    // Between the hint and the cap: the next is twice the oversized chunk.
+    let sizes = capped_chunk_sizes(4096, 1 << 20, &[4000, 10_000, 8, 20_000]);
+    assert_eq!(sizes, [4096, OVERHEAD + 10_000, 2 * (OVERHEAD + 10_000)]);
+}
+
+#[test]
+fn capped_chain_with_usize_max_doubles_past_the_default_4_mib() {
+    let mut requests = vec![4000; 4 * 1024 + 1];
+    requests.push(8 << 20);
+    let sizes = capped_chunk_sizes(4096, usize::MAX, &requests);
+    let doubling: Vec<usize> = (0..13).map(|i| 4096 << i).collect();
+    assert_eq!(
+        sizes[..13],
+        doubling[..],
+        "8 MiB and 16 MiB chunks, above the default cap"
+    );
+}
+
+#[test]
+fn capped_chain_with_a_start_no_layout_can_hold_fails_with_err() {
+    for (initial, max) in [
+        (usize::MAX, usize::MAX),
+        (usize::MAX, 0),
+        (isize::MAX as usize, 0),
+    ] {
+        let counts = Counts::default();
+        let cell = ChainAllocator::new_capped_in(initial, max, Counting::new(System, &counts));
+        let sync = SyncChainAllocator::new_capped_in(initial, max, Counting::new(System, &counts));
+        assert_eq!(cell.allocate(layout(8, 8)), Err(AllocError));
+        assert_eq!(sync.allocate(layout(8, 8)), Err(AllocError));
+        assert_eq!((cell.reserved_bytes(), sync.reserved_bytes()), (0, 0));
+        assert_eq!(
+            counts.calls(),
+            0,
+            "refused before asking the backing allocator"
+        );
+    }
 }
 
 #[test]

@@ -1,16 +1,19 @@
 //! `LocalHandle`: thread-owned handles on one lock-free arena. Threads with a handle each never
 //! overlap; threads *and* signal handlers that allocate from the interrupted thread's own handle
-//! never overlap; a proptest against a model (a second arena allocated from directly) pins the
-//! in-place operations and the exact accounting; 8 threads x 100,000 mixed allocations reserve
-//! at most 1.15x what they request.
+//! never overlap; proptests against a model (a twin arena allocated from directly, for each of
+//! the three lock-free arenas) pin the in-place operations, growth of the most recent block
+//! past the slab's end included, and the exact accounting; 8 threads x 100,000 mixed
+//! allocations reserve at most 1.15x what they request.
 #![cfg_attr(not(unix), allow(unused_imports))] // the signal tests are POSIX only
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
 
 use common::blocks::{fill, intact, mixed_layout, tag, verify, Block};
+use common::Stats;
 use libdd_alloc::{
-    Allocator, Layout, LocalHandle, SyncChainAllocator, SyncVirtualArena, System, VirtualAllocator,
+    Allocator, Layout, LocalHandle, LocalSource, SyncChainAllocator, SyncLinearAllocator,
+    SyncVirtualArena, System, VirtualAllocator,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
@@ -299,57 +302,129 @@ mod signals {
 
 // ---- proptest against a model -----------------------------------------------------------------
 
+/// The three lock-free arenas, each built the same way twice (one for a handle, one to allocate
+/// from directly, the model), so that both start from the same state: page-aligned, and large
+/// enough (4 MiB) that no test here needs a second chunk.
+fn sync_chain() -> SyncChainAllocator<VirtualAllocator> {
+    SyncChainAllocator::new_in(4 << 20, VirtualAllocator {}).unwrap()
+}
+fn sync_linear() -> SyncLinearAllocator<VirtualAllocator> {
+    SyncLinearAllocator::new_in(
+        Layout::from_size_align(4 << 20, 4096).unwrap(),
+        VirtualAllocator {},
+    )
+    .unwrap()
+}
+fn sync_virtual() -> SyncVirtualArena {
+    // Two at a time, beside the other tests' arenas: small enough for a 32-bit address space.
+    SyncVirtualArena::new(64 << 20).unwrap()
+}
+
+/// The three arenas' `local()`, for tests generic over them.
+trait SyncArena: LocalSource + Allocator + Stats + Sized {
+    /// Whether `reserved_bytes` is all taken when the arena is built (a first chunk, a
+    /// buffer), rather than committed as it goes (`SyncVirtualArena`).
+    const RESERVES_AT_BUILD: bool;
+    fn handle(&self) -> LocalHandle<'_, Self>;
+}
+macro_rules! sync_arena {
+    ($($ty:ty: $at_build:literal),*) => {$(
+        impl SyncArena for $ty {
+            const RESERVES_AT_BUILD: bool = $at_build;
+            fn handle(&self) -> LocalHandle<'_, Self> {
+                self.local()
+            }
+        }
+    )*};
+}
+sync_arena!(
+    SyncChainAllocator<VirtualAllocator>: true,
+    SyncLinearAllocator<VirtualAllocator>: true,
+    SyncVirtualArena: false
+);
+
 #[derive(Clone, Debug)]
 enum Op {
-    Allocate { size: usize, align: usize },
+    Allocate {
+        size: usize,
+        align: usize,
+    },
     DeallocateLast,
-    GrowLast { extra: usize },
-    ShrinkLast { keep: usize },
-    DeallocateOlder { back: usize },
+    DeallocateOlder {
+        back: usize,
+    },
+    /// Grows the block `back` places from the end of the live list by `extra` bytes.
+    Grow {
+        back: usize,
+        extra: usize,
+    },
+    /// Shrinks the block `back` places from the end of the live list to `keep` bytes.
+    Shrink {
+        back: usize,
+        keep: usize,
+    },
 }
+
+/// The largest block a lone handle always serves from its slab: with its worst-case alignment
+/// padding (15 bytes at 16) it is an eighth of the first slab; larger requests go to the arena.
+const SMALL: usize = 113;
 
 /// Any operation, large blocks and growth past the slab included.
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (1usize..600, 0u32..7).prop_map(|(size, shift)| Op::Allocate { size, align: 1 << shift }),
         2 => Just(Op::DeallocateLast),
-        2 => (0usize..3000).prop_map(|extra| Op::GrowLast { extra }),
-        2 => (0usize..600).prop_map(|keep| Op::ShrinkLast { keep }),
         1 => (1usize..8).prop_map(|back| Op::DeallocateOlder { back }),
+        2 => (0usize..3000).prop_map(|extra| Op::Grow { back: 0, extra }),
+        2 => (0usize..600).prop_map(|keep| Op::Shrink { back: 0, keep }),
     ]
 }
 
-/// Operations a lone handle serves from its slab alone (blocks that, with their worst-case
-/// alignment padding, are at most an eighth of the first slab; no growth, which may move a
-/// block the model grows in place): the handle must then be indistinguishable from the arena.
-fn slab_op() -> impl Strategy<Value = Op> {
+/// Operations whose requests all fit: every block a lone handle allocates (or moves a block
+/// to) is at most `SMALL` (so its slab serves it), and the model's first chunk holds them all.
+/// A growth of the most recent block may be of any size (in place, past the slab's end too);
+/// one of an older block moves it, so the runner keeps it within `SMALL`. The handle must then
+/// be indistinguishable from the arena.
+fn fitting_op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => (1usize..=113, 0u32..5).prop_map(|(size, shift)| Op::Allocate { size, align: 1 << shift }),
+        8 => (1usize..=SMALL, 0u32..5).prop_map(|(size, shift)| Op::Allocate { size, align: 1 << shift }),
         2 => Just(Op::DeallocateLast),
-        2 => (0usize..128).prop_map(|keep| Op::ShrinkLast { keep }),
         1 => (1usize..8).prop_map(|back| Op::DeallocateOlder { back }),
+        3 => (0usize..3000).prop_map(|extra| Op::Grow { back: 0, extra }),
+        1 => (1usize..4, 0usize..SMALL).prop_map(|(back, extra)| Op::Grow { back, extra }),
+        2 => (0usize..600).prop_map(|keep| Op::Shrink { back: 0, keep }),
+        1 => (1usize..4, 0usize..SMALL).prop_map(|(back, keep)| Op::Shrink { back, keep }),
     ]
 }
 
-/// Runs `ops` through a handle on one arena and directly on a model arena of the same kind;
+/// A live block on each side: the handle's (with its tag) and the model's (same size, filled
+/// with the same tag).
+struct Twin {
+    block: Block,
+    model: Block,
+    layout: Layout,
+}
+
+fn ptr(block: &Block) -> NonNull<u8> {
+    NonNull::new(block.addr as *mut u8).unwrap()
+}
+
+/// Runs `ops` through a handle on one arena and directly on a model arena built the same way;
 /// blocks must stay disjoint, aligned and intact throughout. With `same_offsets`, the handle
-/// (which grows its slab in place when alone) must also hand out the same offsets as the model
-/// and leave the arena with the same statistics once dropped.
-fn run_against_model(ops: &[Op], same_offsets: bool) {
-    let arena = SyncChainAllocator::new_in(4 << 20, System).unwrap();
-    let model = SyncChainAllocator::new_in(4 << 20, System).unwrap();
-    let local = arena.local();
-    let mut live: Vec<(Block, Layout, usize)> = Vec::new(); // block, layout, model address
-    let base = local
-        .allocate(Layout::new::<u8>())
-        .unwrap()
-        .cast::<u8>()
-        .as_ptr() as usize;
-    let model_base = model
-        .allocate(Layout::new::<u8>())
-        .unwrap()
-        .cast::<u8>()
-        .as_ptr() as usize;
+/// (which grows its slab in place when alone) must also hand out the same offsets as the model,
+/// grow in place exactly when the model does, and leave the arena with the same statistics once
+/// dropped.
+fn run_against_model<A: SyncArena>(make: fn() -> A, ops: &[Op], same_offsets: bool) {
+    let (arena, model) = (make(), make());
+    let (reserved, model_reserved) = (arena.reserved(), model.reserved());
+    let local = arena.handle();
+    let mut live: Vec<Twin> = Vec::new();
+    let one = Layout::new::<u8>();
+    let base = local.allocate(one).unwrap().cast::<u8>().as_ptr() as usize;
+    let model_base = model.allocate(one).unwrap().cast::<u8>().as_ptr() as usize;
+    // The model's cursor (its first free byte), from its statistics: one chunk throughout.
+    let model_used = model.used();
+    let model_cursor = || model_base + 1 + (model.used() - model_used);
     let mut seq = 0u64;
     for op in ops {
         seq += 1;
@@ -358,86 +433,126 @@ fn run_against_model(ops: &[Op], same_offsets: bool) {
                 let layout = Layout::from_size_align(size, align).unwrap();
                 let block = local.allocate(layout).unwrap();
                 let m = model.allocate(layout).unwrap();
-                let addr = block.cast::<u8>().as_ptr() as usize;
-                assert_eq!(addr % align, 0);
-                // SAFETY: fresh block, ours.
-                let record = unsafe { fill(block, size, tag(1, seq)) };
-                live.push((record, layout, m.cast::<u8>().as_ptr() as usize));
+                assert_eq!(block.cast::<u8>().as_ptr() as usize % align, 0);
+                // SAFETY: fresh blocks, ours.
+                let (block, model) =
+                    unsafe { (fill(block, size, tag(1, seq)), fill(m, size, tag(1, seq))) };
+                live.push(Twin {
+                    block,
+                    model,
+                    layout,
+                });
             }
-            Op::DeallocateLast => {
-                if let Some((b, layout, m)) = live.pop() {
-                    // SAFETY: live block of `layout` from each arena.
-                    unsafe {
-                        local.deallocate(NonNull::new(b.addr as *mut u8).unwrap(), layout);
-                        model.deallocate(NonNull::new(m as *mut u8).unwrap(), layout);
-                    }
-                }
-            }
-            Op::DeallocateOlder { back } => {
+            Op::DeallocateLast | Op::DeallocateOlder { .. } => {
+                let back = match *op {
+                    Op::DeallocateOlder { back } => back,
+                    _ => 0,
+                };
                 if live.len() > back {
-                    let (b, layout, m) = live.remove(live.len() - 1 - back);
-                    // SAFETY: as above.
+                    let twin = live.remove(live.len() - 1 - back);
+                    // SAFETY: live blocks of `layout`, one from each arena.
                     unsafe {
-                        local.deallocate(NonNull::new(b.addr as *mut u8).unwrap(), layout);
-                        model.deallocate(NonNull::new(m as *mut u8).unwrap(), layout);
+                        local.deallocate(ptr(&twin.block), twin.layout);
+                        model.deallocate(ptr(&twin.model), twin.layout);
                     }
                 }
             }
-            Op::GrowLast { extra } | Op::ShrinkLast { keep: extra } => {
-                let grow = matches!(op, Op::GrowLast { .. });
-                if let Some((b, layout, m)) = live.pop() {
-                    let size = if grow {
-                        b.len + extra
+            Op::Grow { back, extra } | Op::Shrink { back, keep: extra } => {
+                let grow = matches!(op, Op::Grow { .. });
+                if live.len() <= back {
+                    continue;
+                }
+                let index = live.len() - 1 - back;
+                let twin = &live[index];
+                let len = twin.block.len;
+                // In place (the model's most recent block) whatever the size; else it moves, to
+                // a block the slab serves.
+                let in_place = twin.model.addr + len == model_cursor();
+                let size = if !grow {
+                    extra.min(len).max(1)
+                } else if in_place || !same_offsets || len + extra <= SMALL {
+                    len + extra
+                } else {
+                    continue;
+                };
+                let new = Layout::from_size_align(size, twin.layout.align()).unwrap();
+                // SAFETY: live blocks of `layout`; sizes ordered as grow/shrink require.
+                let (block, mblock) = unsafe {
+                    if grow {
+                        (
+                            local.grow(ptr(&twin.block), twin.layout, new).unwrap(),
+                            model.grow(ptr(&twin.model), twin.layout, new).unwrap(),
+                        )
                     } else {
-                        extra.min(b.len).max(1)
-                    };
-                    let new = Layout::from_size_align(size, layout.align()).unwrap();
-                    let ptr = NonNull::new(b.addr as *mut u8).unwrap();
-                    let mptr = NonNull::new(m as *mut u8).unwrap();
-                    // SAFETY: live blocks of `layout`; sizes ordered as grow/shrink require.
-                    let (block, mblock) = unsafe {
-                        if grow {
-                            (
-                                local.grow(ptr, layout, new).unwrap(),
-                                model.grow(mptr, layout, new).unwrap(),
-                            )
-                        } else {
-                            (
-                                local.shrink(ptr, layout, new).unwrap(),
-                                model.shrink(mptr, layout, new).unwrap(),
-                            )
-                        }
-                    };
-                    let kept = Block {
-                        len: b.len.min(size),
-                        ..b
-                    };
+                        (
+                            local.shrink(ptr(&twin.block), twin.layout, new).unwrap(),
+                            model.shrink(ptr(&twin.model), twin.layout, new).unwrap(),
+                        )
+                    }
+                };
+                let kept = len.min(size);
+                for (old, now) in [(twin.block, block), (twin.model, mblock)] {
                     let moved = Block {
-                        addr: block.cast::<u8>().as_ptr() as usize,
-                        ..kept
+                        addr: now.cast::<u8>().as_ptr() as usize,
+                        len: kept,
+                        ..old
                     };
                     // SAFETY: the kept prefix was preserved (in place or copied).
-                    assert!(unsafe { intact(&moved) });
-                    // SAFETY: the block is ours, `size` bytes long.
-                    let record = unsafe { fill(block, size, tag(1, seq)) };
-                    live.push((record, new, mblock.cast::<u8>().as_ptr() as usize));
+                    assert!(unsafe { intact(&moved) }, "{op:?} lost contents");
                 }
+                // SAFETY: each block is ours, `size` bytes long.
+                let (block, model) = unsafe {
+                    (
+                        fill(block, size, tag(1, seq)),
+                        fill(mblock, size, tag(1, seq)),
+                    )
+                };
+                live[index] = Twin {
+                    block,
+                    model,
+                    layout: new,
+                };
             }
         }
-        // Same offsets as the model: the handle is transparent for a lone thread.
-        if let (true, Some((b, _, m))) = (same_offsets, live.last()) {
-            assert_eq!(b.addr - base, m - model_base, "after {op:?}");
+        if same_offsets {
+            // The handle is transparent for a lone thread: every block where the model has it.
+            for twin in &live {
+                assert_eq!(
+                    twin.block.addr - base,
+                    twin.model.addr - model_base,
+                    "after {op:?}"
+                );
+            }
         }
-        let mut blocks: Vec<Block> = live.iter().map(|(b, _, _)| *b).collect();
+        let mut blocks: Vec<Block> = live.iter().map(|t| t.block).collect();
         // SAFETY: every block is live.
         assert_eq!(unsafe { verify(&mut blocks) }, Ok(()));
     }
     let handed_out = local.used_bytes();
     drop(local);
-    assert!(arena.used_bytes() >= handed_out);
+    assert!(arena.used() >= handed_out);
+    // The same contents on both sides.
+    for twin in &live {
+        // SAFETY: live blocks of `twin.layout` on each side.
+        let (a, b) = unsafe {
+            (
+                std::slice::from_raw_parts(twin.block.addr as *const u8, twin.block.len),
+                std::slice::from_raw_parts(twin.model.addr as *const u8, twin.model.len),
+            )
+        };
+        assert_eq!(a, b);
+        // SAFETY: as above.
+        assert!(unsafe { intact(&twin.model) });
+    }
     if same_offsets {
-        assert_eq!(arena.used_bytes(), model.used_bytes());
-        assert_eq!(arena.reserved_bytes(), model.reserved_bytes());
+        assert_eq!(arena.used(), model.used());
+        if A::RESERVES_AT_BUILD {
+            // One chunk (or buffer) throughout, as `model_cursor` assumes.
+            assert_eq!(
+                (arena.reserved(), model.reserved()),
+                (reserved, model_reserved)
+            );
+        }
     }
 }
 
@@ -454,18 +569,125 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn a_lone_handle_serving_from_its_slab_is_indistinguishable_from_the_arena(
-        ops in prop::collection::vec(slab_op(), 1..300),
+    fn a_lone_handle_whose_requests_fit_is_indistinguishable_from_the_sync_chain_arena(
+        ops in prop::collection::vec(fitting_op(), 1..300),
     ) {
-        run_against_model(&ops, true);
+        run_against_model(sync_chain, &ops, true);
+    }
+
+    #[test]
+    fn a_lone_handle_whose_requests_fit_is_indistinguishable_from_the_sync_linear_arena(
+        ops in prop::collection::vec(fitting_op(), 1..300),
+    ) {
+        run_against_model(sync_linear, &ops, true);
+    }
+
+    #[test]
+    fn a_lone_handle_whose_requests_fit_is_indistinguishable_from_the_sync_virtual_arena(
+        ops in prop::collection::vec(fitting_op(), 1..300),
+    ) {
+        run_against_model(sync_virtual, &ops, true);
     }
 
     #[test]
     fn a_handle_keeps_blocks_disjoint_aligned_and_intact_whatever_the_sizes(
         ops in prop::collection::vec(op(), 1..200),
     ) {
-        run_against_model(&ops, false);
+        run_against_model(sync_chain, &ops, false);
     }
+}
+
+// ---- the most recent block grows in place across the slab's end -----------------------------
+
+/// 128 blocks of 8 bytes fill the first 1 KiB slab exactly; growing the last one to 24 bytes
+/// must grow the slab in place, then the block, as the arena grows its own last block: 1040
+/// bytes either way (it used to copy the block into the grown slab: 1048).
+fn growing_the_last_block_past_a_full_slab_uses_what_direct_allocation_uses<A>(make: fn() -> A)
+where
+    A: SyncArena,
+{
+    let (arena, direct) = (make(), make());
+    let (arena_base, direct_base) = (arena.used(), direct.used());
+    let (small, big) = (
+        Layout::from_size_align(8, 8).unwrap(),
+        Layout::from_size_align(24, 8).unwrap(),
+    );
+    {
+        let local = arena.handle();
+        let mut last = None;
+        for i in 0..128u64 {
+            let (block, direct_block) = (
+                local.allocate(small).unwrap(),
+                direct.allocate(small).unwrap(),
+            );
+            // SAFETY: fresh blocks of 8 bytes, ours.
+            unsafe {
+                block.cast::<u64>().write(i);
+                direct_block.cast::<u64>().write(i);
+            }
+            last = Some((block.cast::<u8>(), direct_block.cast::<u8>()));
+        }
+        assert_eq!(local.remaining_capacity(), 0, "the first slab is full");
+        let (last, direct_last) = last.unwrap();
+        // SAFETY: the most recent blocks of `small`, from `local` and from `direct`.
+        let (grown, direct_grown) = unsafe {
+            (
+                local.grow(last, small, big).unwrap(),
+                direct.grow(direct_last, small, big).unwrap(),
+            )
+        };
+        assert_eq!(
+            direct_grown.cast::<u8>(),
+            direct_last,
+            "the arena grows in place"
+        );
+        assert_eq!(grown.cast::<u8>(), last, "the handle grows in place too");
+        // SAFETY: the first 8 bytes were kept.
+        assert_eq!(unsafe { grown.cast::<u64>().read() }, 127);
+        assert_eq!(local.used_bytes(), 1040);
+    }
+    assert_eq!(direct.used() - direct_base, 1040);
+    assert_eq!(arena.used() - arena_base, 1040);
+}
+
+#[test]
+fn a_lone_handles_last_block_grows_in_place_across_the_slabs_end_on_every_sync_arena() {
+    growing_the_last_block_past_a_full_slab_uses_what_direct_allocation_uses(sync_chain);
+    growing_the_last_block_past_a_full_slab_uses_what_direct_allocation_uses(sync_linear);
+    growing_the_last_block_past_a_full_slab_uses_what_direct_allocation_uses(sync_virtual);
+}
+
+/// How often a `Vec<u8>` of 200,000 pushes moves (its buffer's address changes).
+fn moves_of_a_vec_of_200_000_pushes<A: Allocator>(allocator: &A) -> usize {
+    let mut v = allocator_api2::vec::Vec::new_in(allocator);
+    let (mut moves, mut at) = (0, None);
+    for i in 0..200_000u32 {
+        v.push(i as u8);
+        let now = v.as_ptr();
+        if at.is_some_and(|at| at != now) {
+            moves += 1;
+        }
+        at = Some(now);
+    }
+    assert!(v.iter().enumerate().all(|(i, &b)| b == i as u8));
+    moves
+}
+
+fn a_lone_handles_vec_moves_as_often_as_on_the_arena<A>(make: fn() -> A)
+where
+    A: SyncArena,
+{
+    let (arena, direct) = (make(), make());
+    let direct_moves = moves_of_a_vec_of_200_000_pushes(&direct);
+    let local = arena.handle();
+    assert_eq!(moves_of_a_vec_of_200_000_pushes(&local), direct_moves);
+}
+
+#[test]
+fn a_vec_on_a_lone_handle_moves_exactly_as_often_as_on_the_arena_directly() {
+    a_lone_handles_vec_moves_as_often_as_on_the_arena(sync_chain);
+    a_lone_handles_vec_moves_as_often_as_on_the_arena(sync_linear);
+    a_lone_handles_vec_moves_as_often_as_on_the_arena(sync_virtual);
 }
 
 // ---- memory ----------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 //! Checkpoints and scopes (`Rewind`) on the arenas that joined the five: `VirtualArena`,
 //! `SyncVirtualArena`, `SyncLinearAllocator` and `SyncChainAllocator`. (`LinearAllocator` and `ChainAllocator` are
-//! covered in `typed.rs`, whose property test runs over all five.)
+//! covered in `typed.rs`, whose property test runs over all five.) Also `ChainAllocator`'s
+//! rollback after a chunk grew in its backing allocator, with and without that allocator
+//! allocating from the arena during the `grow`.
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
@@ -455,4 +457,115 @@ fn sync_virtual_arena_allocate_zeroed_after_release_then_rewind_returns_zeros() 
         bytes.iter().all(|&b| b == 0),
         "stale bytes after the rewind"
     );
+}
+
+// ---- ChainAllocator: a rollback after a chunk grew while its backing allocator re-entered ----
+
+mod grow_reenters {
+    use super::*;
+    use std::cell::Cell;
+
+    pub type Arena = ChainAllocator<GrowReenters>;
+
+    thread_local! {
+        /// The arena the backing allocator's `grow` allocates from, or null.
+        pub static ARENA: Cell<*const Arena> = const { Cell::new(std::ptr::null()) };
+        /// The block that allocation got.
+        pub static REENTERED: Cell<Option<NonNull<[u8]>>> = const { Cell::new(None) };
+    }
+
+    /// Bytes the re-entrant allocation takes: more than the arena's chunk hint, so it gets a
+    /// chunk of its own.
+    pub const REENTRANT: usize = 6000;
+
+    /// `System`, counted, whose `grow` first allocates `REENTRANT` bytes from the arena it
+    /// backs (as a backing allocator that logs into its arena would).
+    pub struct GrowReenters(pub Counting<'static, System>);
+
+    // SAFETY: forwards to `Counting<System>`; the extra call allocates from the arena, which
+    // hands out its own disjoint blocks.
+    unsafe impl Allocator for GrowReenters {
+        fn allocate(&self, l: Layout) -> Result<NonNull<[u8]>, libdd_alloc::AllocError> {
+            self.0.allocate(l)
+        }
+        unsafe fn deallocate(&self, ptr: NonNull<u8>, l: Layout) {
+            // SAFETY: forwarded caller contract.
+            unsafe { self.0.deallocate(ptr, l) }
+        }
+        unsafe fn grow(
+            &self,
+            ptr: NonNull<u8>,
+            old: Layout,
+            new: Layout,
+        ) -> Result<NonNull<[u8]>, libdd_alloc::AllocError> {
+            // SAFETY: the test points `ARENA` at its live arena while it grows.
+            if let Some(arena) = unsafe { ARENA.get().as_ref() } {
+                REENTERED.set(arena.allocate(layout(REENTRANT, 8)).ok());
+            }
+            // SAFETY: forwarded caller contract.
+            unsafe { self.0.grow(ptr, old, new) }
+        }
+    }
+}
+
+/// The only block of a chunk of its own, grown past that chunk (so the chunk itself grows in the
+/// backing allocator) after a checkpoint taken while that chunk was the newest; then rolled
+/// back. Returns (chunks live in the backing allocator, `reserved_bytes`, `used_bytes`, where
+/// the next block lands), the block's address after the growth, and the re-entrant block.
+fn grow_the_newest_chunks_only_block_then_rewind(
+    reenter: bool,
+) -> ((usize, usize, usize, usize), usize, Option<usize>) {
+    use grow_reenters::*;
+    let counts: &'static Counts = Box::leak(Box::new(Counts::default()));
+    let mut arena: Arena =
+        ChainAllocator::new_in(4096, GrowReenters(Counting::new(System, counts))).unwrap();
+    arena.allocate(layout(4000, 8)).unwrap(); // the first chunk, nearly full
+    let small = layout(200, 8);
+    let block = arena.allocate(small).unwrap().cast::<u8>(); // a second chunk of 8 KiB
+    assert_eq!(counts.live_blocks(), 2);
+    let checkpoint = arena.checkpoint();
+    REENTERED.set(None);
+    ARENA.set(if reenter { &arena } else { std::ptr::null() });
+    // SAFETY: `block` is a live block of `small` from `arena`.
+    let grown = unsafe { arena.grow(block, small, layout(20_000, 8)) }.unwrap();
+    ARENA.set(std::ptr::null());
+    let reentered = REENTERED.get().map(addr);
+    assert_eq!(reentered.is_some(), reenter);
+    arena.rewind(checkpoint);
+    let next = addr(arena.allocate(layout(8, 8)).unwrap());
+    (
+        (
+            counts.live_blocks(),
+            arena.reserved_bytes(),
+            arena.used_bytes() - 8,
+            next,
+        ),
+        addr(grown),
+        reentered,
+    )
+}
+
+#[test]
+fn chain_rewind_keeps_a_chunk_grown_by_the_backing_allocator_with_the_blocks_first_bytes() {
+    let ((chunks, reserved, used, next), grown, _) =
+        grow_the_newest_chunks_only_block_then_rewind(false);
+    // The documented exception: the grown chunk stays, at its new size (20,000 and the header),
+    // and the rollback keeps the block's size at the checkpoint (200 bytes) allocated.
+    let header = grow_reenters::Arena::CHAIN_NODE_OVERHEAD;
+    assert_eq!((chunks, reserved), (2, 4096 + header + 20_000));
+    assert_eq!((used, next), (4096 + header + 200, grown + 200));
+}
+
+#[test]
+fn chain_rewind_after_a_growth_during_which_the_backing_allocator_took_a_chunk_keeps_that_one() {
+    let ((chunks, reserved, used, next), _, reentered) =
+        grow_the_newest_chunks_only_block_then_rewind(true);
+    let reentered = reentered.unwrap();
+    // What the `Rewind` docs of `ChainAllocator` say: the grown chunk (linked back above the
+    // chunk the re-entrant allocation took) goes back to the backing allocator, block and all;
+    // the re-entrant chunk (16 KiB, the next regular size) stays as the newest, with the
+    // checkpoint's 200 bytes counted as used at its start.
+    let header = grow_reenters::Arena::CHAIN_NODE_OVERHEAD;
+    assert_eq!((chunks, reserved), (2, 4096 + 16_384));
+    assert_eq!((used, next), (4096 + header + 200, reentered + 200));
 }

@@ -112,6 +112,73 @@ fn format_in_an_arena_that_is_full_is_an_error_and_uses_nothing() {
     assert_eq!(format_in!(&arena, "{}", 12_345_678).unwrap(), "12345678");
 }
 
+/// A `Display` that writes `bytes` bytes (in pieces of 64) and then fails.
+struct FailsAfter {
+    bytes: usize,
+}
+
+impl std::fmt::Display for FailsAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for _ in 0..self.bytes / 64 {
+            f.write_str("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")?;
+        }
+        Err(std::fmt::Error)
+    }
+}
+
+/// Rounds of small strings (107 bytes each, so that the failed format starts at many offsets
+/// of a slab or chunk), each followed by a `format_in!` whose argument fails after 6.4 KB:
+/// the failure gives back every byte it took, as `used()` (read after each) shows.
+fn a_failed_format_leaves_nothing_allocated<A: Arena>(arena: &A, used: &dyn Fn() -> usize) {
+    for round in 0..40 {
+        for _ in 0..round {
+            arena.try_alloc_str(&"s".repeat(107)).unwrap();
+        }
+        let before = used();
+        assert_eq!(
+            format_in!(arena, "{}", FailsAfter { bytes: 6400 }),
+            Err(AllocError)
+        );
+        assert_eq!(used(), before, "round {round}");
+    }
+}
+
+#[test]
+fn a_failed_format_in_gives_back_everything_it_allocated_on_every_arena() {
+    let linear = LinearAllocator::new_in(layout(1 << 20, 8), System).unwrap();
+    a_failed_format_leaves_nothing_allocated(&linear, &|| linear.used_bytes());
+    // One chunk holds every round (past a chunk's end, the bytes left in the old chunk stay).
+    let chain = ChainAllocator::new_in(1 << 20, System).unwrap();
+    a_failed_format_leaves_nothing_allocated(&chain, &|| chain.used_bytes());
+    let pages = VirtualArena::new(16 << 20).unwrap();
+    a_failed_format_leaves_nothing_allocated(&pages, &|| pages.used_bytes());
+}
+
+/// A failed `format_in!` on a lone handle, and on a twin arena allocated from directly: nothing
+/// stays allocated on either, and once the handle is dropped both arenas count the same bytes.
+macro_rules! on_the_arena_and_on_a_handle {
+    ($make:expr) => {{
+        let (arena, direct) = ($make, $make);
+        a_failed_format_leaves_nothing_allocated(&direct, &|| direct.used_bytes());
+        {
+            let local = arena.local();
+            a_failed_format_leaves_nothing_allocated(&local, &|| local.used_bytes());
+        }
+        assert_eq!(arena.used_bytes(), direct.used_bytes());
+    }};
+}
+
+#[test]
+fn a_failed_format_in_on_a_local_handle_gives_back_everything_it_allocated() {
+    on_the_arena_and_on_a_handle!(SyncChainAllocator::new_in(1 << 20, VirtualAllocator {}).unwrap());
+    on_the_arena_and_on_a_handle!(SyncLinearAllocator::new_in(
+        layout(1 << 20, 4096),
+        VirtualAllocator {}
+    )
+    .unwrap());
+    on_the_arena_and_on_a_handle!(SyncVirtualArena::new(16 << 20).unwrap());
+}
+
 #[test]
 fn an_arena_string_is_send_and_sync_when_its_allocator_is() {
     fn send_sync<T: Send + Sync>(_: &T) {}

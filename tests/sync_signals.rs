@@ -321,6 +321,15 @@ fn width(seq: u64) -> usize {
     (seq.wrapping_mul(0x9E37_79B9) % 150) as usize
 }
 
+/// `n` dashes, written one `char` at a time: `format_in!` takes no width from an argument.
+struct Dashes(usize);
+
+impl core::fmt::Display for Dashes {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        (0..self.0).try_for_each(|_| f.write_char('-'))
+    }
+}
+
 /// A `fmt::Write` sink over a stack buffer, to render the expected text without the heap.
 struct StackText {
     bytes: [u8; 256],
@@ -357,7 +366,7 @@ fn build_string<A: Arena>(
     seq: u64,
 ) -> Result<&str, libdd_alloc::AllocError> {
     if seq % 2 == 0 {
-        return format_in!(arena, "{owner}:{seq}:{:-<w$}|", "", w = width(seq));
+        return format_in!(arena, "{owner}:{seq}:{}|", Dashes(width(seq)));
     }
     let mut s = ArenaString::new_in(arena);
     write!(s, "{owner}:{seq}:").map_err(|_| libdd_alloc::AllocError)?;

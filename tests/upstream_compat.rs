@@ -270,6 +270,24 @@ fn chain_with_max_chunk_size_equal_to_the_hint_reserves_like_upstream() {
 }
 
 #[test]
+fn chain_new_capped_in_with_max_equal_to_initial_reserves_like_upstream_new_in() {
+    // The next release's constructor, as its `new_in` calls it: fixed chunks, 1.0's sizing.
+    let ours = const { ChainAllocator::new_capped_in(4096, 4096, System) };
+    let theirs = upstream::ChainAllocator::new_in(4096, upstream::System);
+    assert_eq!(ours.reserved_bytes(), 0, "lazy, as upstream");
+    for step in 0..200 {
+        ours.allocate(layout(1000, 8)).unwrap();
+        theirs.allocate(layout(1000, 8)).unwrap();
+        assert_eq!(
+            ours.reserved_bytes(),
+            theirs.reserved_bytes(),
+            "step {step}"
+        );
+    }
+    assert_eq!(ours.reserved_bytes(), 50 * 4096);
+}
+
+#[test]
 fn difference_chain_chunks_grow_geometrically_by_default() {
     let ours = ChainAllocator::new_lazy_in(4096, System);
     let theirs = upstream::ChainAllocator::new_in(4096, upstream::System);

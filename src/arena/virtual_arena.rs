@@ -313,7 +313,8 @@ impl<C: Cursor> Virtual<C> {
     ///
     /// # Errors
     /// `Err(AllocError)` when the OS refuses the reservation: not enough address space, or
-    /// `RLIMIT_AS`; a size past `isize::MAX`.
+    /// `RLIMIT_AS`; a size past `isize::MAX`; the page size cannot be read
+    /// ([`os::page_size`](crate::os::page_size)).
     ///
     /// # Examples
     ///

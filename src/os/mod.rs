@@ -18,7 +18,8 @@
 //! `deallocate` rounds the length to pages) reads it through [`page_size`], which is one relaxed
 //! load of a cached value after the first call in the process (made by any arena constructor
 //! that maps pages). On Linux even that first read makes no libc call: it is a few raw
-//! `mprotect` syscalls that change nothing. Elsewhere it is libc `sysconf(_SC_PAGESIZE)` with
+//! zero-length `mprotect` syscalls that change nothing (`madvise`, then `msync`, where a sandbox
+//! refuses `mprotect`). Elsewhere it is libc `sysconf(_SC_PAGESIZE)` with
 //! `errno` kept, and on 32-bit x86 Linux rustix's first syscall in the process finds the vDSO
 //! through libc (`dlsym`): there, call [`page_size`] once before installing a handler. The
 //! map/unmap primitives are async-signal-safe in practice on Linux: a raw `mmap` syscall takes
@@ -45,10 +46,14 @@ static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 /// memory.
 ///
 /// Read from the OS once and cached; later calls are one relaxed atomic load. On Linux the first
-/// read is up to 31 raw `mprotect(addr, 0, PROT_NONE)` syscalls, which change no mapping: the
-/// page size is the smallest power of two the kernel accepts as a page-aligned address. No libc
-/// call, no `errno` write, no panic. Elsewhere the first read is libc `sysconf(_SC_PAGESIZE)`
-/// (Windows: `GetSystemInfo`), with `errno` kept.
+/// read is raw zero-length `mprotect(addr, 0, PROT_NONE)` syscalls (13 with 4 KiB pages, at most
+/// 31), which change no mapping: the page size is the smallest power of two the kernel accepts
+/// as a page-aligned address, taken only when the answers prove it (the one below was rejected
+/// as misaligned, this one accepted). Where a sandbox refuses `mprotect` (a seccomp filter
+/// answering `EPERM` or `ENOSYS`), `madvise(addr, 0, MADV_NORMAL)` and then
+/// `msync(addr, 0, MS_ASYNC)` are asked the same way. No libc call, no `errno` write, no panic.
+/// Elsewhere the first read is libc `sysconf(_SC_PAGESIZE)` (Windows: `GetSystemInfo`), with
+/// `errno` kept.
 ///
 /// # Signal safety
 /// Async-signal-safe on Linux x86_64, aarch64, arm and riscv64, from the first call. Elsewhere
@@ -57,7 +62,10 @@ static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 /// syscall entry through libc (`dlsym`, `getauxval`), which may take the dynamic loader's lock.
 ///
 /// # Errors
-/// `Err(AllocError)` if the OS reports a page size that is not a power of two.
+/// `Err(AllocError)` if the OS reports a page size that is not a power of two; on Linux, when
+/// none of the three probes answers in a way that proves a page size (a sandbox refusing
+/// `mprotect`, `madvise` and `msync`). Every allocator that needs the page size then fails with
+/// `Err` too. A failure is not cached: the next call probes again.
 ///
 /// # Examples
 /// ```

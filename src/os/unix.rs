@@ -57,31 +57,77 @@ pub(crate) fn keep_errno<T>(call: impl FnOnce() -> T) -> T {
 #[cfg(target_os = "linux")]
 const MAX_PAGE_SIZE: usize = 1 << 30;
 
-/// The page size on Linux, found without libc: the kernel rejects an `mprotect` address that is
-/// not page-aligned with `EINVAL` (POSIX requires it) before it looks at the length, and a zero
-/// length changes no mapping. So the page size is the smallest power of two that
-/// `mprotect(addr, 0, PROT_NONE)` does not reject with `EINVAL`: the kernel returns 0 for it,
-/// qemu-user `ENOMEM` (it rejects empty ranges). At most 31 raw syscalls, once per process; 0
-/// (which [`super::page_size`] turns into `Err`) if no candidate is accepted.
+/// The page size on Linux, found without libc, without allocating and without a panic path.
+///
+/// Three syscalls reject an address that is not page-aligned with `EINVAL` before they look at
+/// the length, and do nothing for a zero length: `mprotect(addr, 0, PROT_NONE)`,
+/// `madvise(addr, 0, MADV_NORMAL)` and `msync(addr, 0, MS_ASYNC)` (their man pages; the kernel
+/// returns 0 for an aligned empty range, qemu-user's `mprotect` `ENOMEM`). So the page size is the
+/// smallest power of two that one of them does not reject with `EINVAL`. A sandbox can answer
+/// for the kernel, though: a seccomp filter that refuses `mprotect` with `EPERM` or `ENOSYS`
+/// refuses address 1 just as it refuses 4096. An answer is therefore taken only when it proves
+/// the alignment ([`page_size_by`]); when `mprotect` is refused, `madvise` is asked the same way,
+/// then `msync`. At most 31 raw syscalls per probe (13 with 4 KiB pages, which the first probe
+/// normally finds), once per process; 0 (which [`super::page_size`] turns into `Err`) when no
+/// probe proves a page size.
 ///
 /// Why not rustix's `param::page_size`: with `use-libc-auxv` it calls libc `sysconf`; without,
 /// it reads the auxiliary vector through `prctl(PR_GET_AUXV)` or `/proc/self/auxv` and panics
 /// when neither is available (a sandbox, no `/proc`).
 #[cfg(target_os = "linux")]
 pub(super) fn query_page_size() -> usize {
+    let probes: [fn(*mut c_void) -> rustix::io::Result<()>; 3] =
+        [mprotect_nothing, madvise_nothing, msync_nothing];
+    for probe in probes {
+        if let Some(page) = page_size_by(probe) {
+            return page;
+        }
+    }
+    0
+}
+
+/// `mprotect(addr, 0, PROT_NONE)`: `EINVAL` if `addr` is not page-aligned, else nothing.
+#[cfg(target_os = "linux")]
+fn mprotect_nothing(addr: *mut c_void) -> rustix::io::Result<()> {
+    // SAFETY: a zero-length range covers no byte: no protection changes; `addr` is not read.
+    unsafe { rustix::mm::mprotect(addr, 0, rustix::mm::MprotectFlags::empty()) }
+}
+
+/// `madvise(addr, 0, MADV_NORMAL)`: `EINVAL` if `addr` is not page-aligned, else nothing.
+#[cfg(target_os = "linux")]
+fn madvise_nothing(addr: *mut c_void) -> rustix::io::Result<()> {
+    // SAFETY: a zero-length range covers no byte: no advice is applied; `addr` is not read.
+    unsafe { rustix::mm::madvise(addr, 0, rustix::mm::Advice::Normal) }
+}
+
+/// `msync(addr, 0, MS_ASYNC)`: `EINVAL` if `addr` is not page-aligned, else nothing.
+#[cfg(target_os = "linux")]
+fn msync_nothing(addr: *mut c_void) -> rustix::io::Result<()> {
+    // SAFETY: a zero-length range covers no byte: nothing is written back; `addr` is not read.
+    unsafe { rustix::mm::msync(addr, 0, rustix::mm::MsyncFlags::ASYNC) }
+}
+
+/// The page size as `probe` (a zero-length syscall that checks its address's alignment first)
+/// proves it, or `None` when its answers prove nothing.
+///
+/// Asks for the powers of two from 1 up, and takes the first candidate that is not rejected with
+/// `EINVAL` only if that answer is one the alignment check lets through (success, or `ENOMEM`:
+/// an unmapped range) and the candidate is not 1, so that the one below it was rejected as
+/// misaligned. Any other answer (`EPERM`, `ENOSYS`, ... from a sandbox), success for address 1
+/// (a filter that fakes success), or `EINVAL` for every candidate means the call is not the
+/// kernel's alignment check: `None`.
+#[cfg(target_os = "linux")]
+fn page_size_by(probe: fn(*mut c_void) -> rustix::io::Result<()>) -> Option<usize> {
     let mut candidate: usize = 1;
     while candidate <= MAX_PAGE_SIZE {
         let addr = core::ptr::without_provenance_mut::<c_void>(candidate);
-        // SAFETY: a zero-length mprotect covers no byte, so it changes no mapping.
-        let result = keep_errno(|| unsafe {
-            rustix::mm::mprotect(addr, 0, rustix::mm::MprotectFlags::empty())
-        });
-        if result != Err(rustix::io::Errno::INVAL) {
-            return candidate;
+        match keep_errno(|| probe(addr)) {
+            Err(rustix::io::Errno::INVAL) => candidate <<= 1,
+            Ok(()) | Err(rustix::io::Errno::NOMEM) if candidate > 1 => return Some(candidate),
+            _ => return None,
         }
-        candidate <<= 1;
     }
-    0
+    None
 }
 
 /// The page size off Linux: rustix's `param::page_size`, which is libc `sysconf(_SC_PAGESIZE)`
@@ -400,5 +446,68 @@ pub(crate) unsafe fn release_pages(ptr: NonNull<u8>, len: usize) -> Result<(), A
             rustix::mm::mmap_anonymous(ptr.as_ptr().cast(), len, prot, flags)
         });
         result.map(|_| ()).map_err(|_| AllocError)
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use rustix::io::{Errno, Result};
+
+    /// The page size libc read from the auxiliary vector at startup.
+    fn libc_page_size() -> usize {
+        // SAFETY: sysconf with a valid name has no preconditions.
+        usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap()
+    }
+
+    #[test]
+    fn each_probe_alone_finds_the_page_size_libc_reports() {
+        let page = libc_page_size();
+        assert_eq!(page_size_by(mprotect_nothing), Some(page), "mprotect");
+        assert_eq!(page_size_by(madvise_nothing), Some(page), "madvise");
+        assert_eq!(page_size_by(msync_nothing), Some(page), "msync");
+    }
+
+    /// A kernel with 16 KiB pages, answering as Linux does (0 when aligned) or as qemu-user's
+    /// `mprotect` does (`ENOMEM` when aligned).
+    fn aligned_16k(addr: *mut c_void) -> Result<()> {
+        if addr.addr() % 16384 == 0 {
+            Ok(())
+        } else {
+            Err(Errno::INVAL)
+        }
+    }
+    fn aligned_16k_qemu(addr: *mut c_void) -> Result<()> {
+        match aligned_16k(addr) {
+            Ok(()) => Err(Errno::NOMEM),
+            misaligned => misaligned,
+        }
+    }
+
+    #[test]
+    fn answers_of_an_alignment_check_prove_the_page_size() {
+        assert_eq!(page_size_by(aligned_16k), Some(16384));
+        assert_eq!(page_size_by(aligned_16k_qemu), Some(16384));
+    }
+
+    #[test]
+    fn refusals_and_uniform_answers_prove_no_page_size() {
+        // A seccomp filter (or a sandbox) that answers every call the same way, whatever the
+        // address: nothing shows where misaligned ends.
+        assert_eq!(page_size_by(|_| Err(Errno::PERM)), None);
+        assert_eq!(page_size_by(|_| Err(Errno::NOSYS)), None);
+        assert_eq!(page_size_by(|_| Err(Errno::ACCESS)), None);
+        assert_eq!(page_size_by(|_| Ok(())), None);
+        assert_eq!(page_size_by(|_| Err(Errno::NOMEM)), None);
+        assert_eq!(page_size_by(|_| Err(Errno::INVAL)), None);
+        // An alignment check that a filter overrides from some address on.
+        assert_eq!(
+            page_size_by(|addr| if addr.addr() < 64 {
+                Err(Errno::INVAL)
+            } else {
+                Err(Errno::PERM)
+            }),
+            None
+        );
     }
 }

@@ -3,7 +3,7 @@
 use super::atomic::{const_fn_unless_loom, AtomicPtr, AtomicUsize, Ordering};
 use super::cursor::AtomicCursor;
 use crate::bump::{chunk_layout, dangling};
-use crate::chain::DEFAULT_MAX_CHUNK_SIZE;
+use crate::chain::{chunk_size_bounds, next_chunk_size, DEFAULT_MAX_CHUNK_SIZE};
 use crate::resize::LastBlock;
 use crate::{AllocError, Allocator, Checkpoint, Rewind};
 use core::alloc::Layout;
@@ -87,8 +87,9 @@ impl ChunkShape {
 ///
 /// # Chunk sizes
 /// As for `ChainAllocator`: the first chunk is `chunk_size_hint` bytes (header included), each
-/// following one doubles, up to `max(chunk_size_hint, 4 MiB)` ([`with_max_chunk_size`] changes
-/// the bound); a block too big for the next chunk gets a chunk of its own size.
+/// chunk taken sets the next to twice its size, up to `max(chunk_size_hint, 4 MiB)`
+/// ([`new_capped_in`](Self::new_capped_in) and [`with_max_chunk_size`] set the cap); a block too
+/// big for the next chunk gets a chunk of its own size.
 ///
 /// # Freeing
 /// Deallocation is a no-op except for the most recent block of the newest chunk, which is given
@@ -211,21 +212,36 @@ impl<A: Allocator> SyncChainAllocator<A> {
     /// # Ok::<(), libdd_alloc::AllocError>(())
     /// ```
     pub const fn new_lazy_in(chunk_size_hint: usize, allocator: A) -> Self {
-        let hint = if chunk_size_hint < Self::MIN_CHUNK_SIZE {
-            Self::MIN_CHUNK_SIZE
-        } else {
-            chunk_size_hint
-        };
+        Self::new_capped_in(chunk_size_hint, DEFAULT_MAX_CHUNK_SIZE, allocator)
+    }
+    }
+
+    const_fn_unless_loom! {
+    /// Creates the arena without allocating, with chunks that start at `initial` bytes and
+    /// double up to `max`: the sizing of
+    /// [`ChainAllocator::new_capped_in`](crate::ChainAllocator::new_capped_in), which says
+    /// what `max <= initial`, `0`, `usize::MAX` and oversized allocations give. `const`, so it
+    /// can initialise a `static` that a signal handler uses.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{Allocator, Layout, SyncChainAllocator, VirtualAllocator};
+    /// static ARENA: SyncChainAllocator<VirtualAllocator> =
+    ///     SyncChainAllocator::new_capped_in(64 << 10, 1 << 20, VirtualAllocator {});
+    /// assert_eq!(ARENA.reserved_bytes(), 0);
+    /// ARENA.allocate(Layout::new::<[u8; 60_000]>())?; // the first chunk: 64 KiB
+    /// ARENA.allocate(Layout::new::<[u8; 60_000]>())?; // does not fit: a second, of 128 KiB
+    /// assert_eq!(ARENA.reserved_bytes(), (64 + 128) << 10);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    pub const fn new_capped_in(initial: usize, max: usize, allocator: A) -> Self {
+        let (first, cap) = chunk_size_bounds(initial, max, Self::MIN_CHUNK_SIZE);
         Self {
             top: AtomicPtr::new(core::ptr::null_mut()),
             reserved: AtomicUsize::new(0),
-            next_chunk_size: AtomicUsize::new(hint),
-            chunk_size_hint: hint,
-            max_chunk_size: if hint > DEFAULT_MAX_CHUNK_SIZE {
-                hint
-            } else {
-                DEFAULT_MAX_CHUNK_SIZE
-            },
+            next_chunk_size: AtomicUsize::new(first),
+            chunk_size_hint: first,
+            max_chunk_size: cap,
             allocator,
         }
     }
@@ -501,16 +517,18 @@ impl<A: Allocator> SyncChainAllocator<A> {
             ) {
                 Ok(_) => {
                     self.reserved.fetch_add(memory.len(), Ordering::Relaxed);
-                    if chunk_layout.size() == regular {
-                        let next = regular.saturating_mul(2).min(self.max_chunk_size);
-                        // Failure means a racing publisher already advanced it.
-                        let _ = self.next_chunk_size.compare_exchange(
-                            regular,
-                            next,
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        );
-                    }
+                    let next = next_chunk_size(
+                        chunk_layout.size(),
+                        self.max_chunk_size,
+                        chunk_layout.align(),
+                    );
+                    // Failure means a racing publisher already advanced it.
+                    let _ = self.next_chunk_size.compare_exchange(
+                        regular,
+                        next,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     return Ok(block);
                 }
                 Err(winner) => {

@@ -100,8 +100,10 @@ impl LocalSource for SyncVirtualArena {}
 /// It is `!Sync` (one thread uses it; [`Send`] when the arena is `Sync`) and borrows the arena,
 /// so `reset(&mut self)` cannot run while a handle lives. It implements [`Allocator`] and
 /// [`Arena`], so `Vec::new_in(&handle)` and [`try_alloc_str`](Arena::try_alloc_str) work. Its
-/// most recent block grows, shrinks and is given back in place. Blocks stay valid until the
-/// *arena* is reset or dropped: dropping the handle frees nothing handed out.
+/// most recent block grows, shrinks and is given back in place; a growth past the slab's end
+/// grows the slab in place first, when the slab is still the arena's most recent claim, so a
+/// lone handle's block keeps its address whenever it would on the arena directly. Blocks stay
+/// valid until the *arena* is reset or dropped: dropping the handle frees nothing handed out.
 ///
 /// # Slabs
 /// The first slab is 1 KiB; each new one doubles, up to 64 KiB (and, on a
@@ -126,8 +128,9 @@ impl LocalSource for SyncVirtualArena {}
 /// handle's whole slab as used. When the handle is dropped it gives its slab's unused tail back
 /// if that slab is still the arena's last claim; a tail it could not give back (another thread
 /// claimed after it) stays counted as used by the arena. A handle alone on its arena whose
-/// slab stayed the arena's last claim (every request fit it, growing it in place) therefore
-/// leaves the arena's `used_bytes` exactly as if it had allocated from the arena directly; a
+/// slab stayed the arena's last claim (every request fit it, growing it in place, and so did
+/// every growth of its most recent block) therefore leaves the arena's `used_bytes` exactly as
+/// if it had allocated, grown, shrunk and given back from the arena directly; a
 /// request the arena served directly, or a slab that could not grow in place (the end of a
 /// `SyncChainAllocator` chunk), leaves that slab's unused tail counted as used.
 ///
@@ -185,11 +188,14 @@ impl LocalSource for SyncVirtualArena {}
 /// a slab calls the arena (and through it the backing allocator) holding the mark, with the
 /// state consistent (the old slab's tail already given back or kept), so a backing allocator
 /// that fails, panics or calls back into this handle leaves it consistent; if it unwinds, the
-/// mark is given back. The compiler fences (and the `asm!` block, which may read and write any
-/// memory, so the compiler moves no access across it) keep the compiler from moving the
-/// state's loads and stores out of the window, and order each holder's accesses after the
-/// previous holder's: so the holder may read `limit` with a plain load, which the compiler
-/// folds into the fit check. The CPU needs no fence, since a signal handler runs on the same
+/// mark is given back. Growing a slab in place (a refill, or the growth of the most recent
+/// block past the slab's end) calls only the arena's in-place resize of its last claim, which
+/// calls no backing allocator, holding the mark; `limit` is stored before `cur` moves past the
+/// old end, so the state is consistent at every instruction. The compiler fences (and the
+/// `asm!` block, which may read and write any memory, so the compiler moves no access across
+/// it) keep the compiler from moving the state's loads and stores out of the window, and
+/// order each holder's accesses after the previous holder's: so the holder may read `limit`
+/// with a plain load, which the compiler folds into the fit check. The CPU needs no fence, since a signal handler runs on the same
 /// core, in program order with the code it interrupted. Nesting deeper than 2^32 - 2 calls
 /// would wrap the counter; signal handlers nest a few levels at most.
 ///
@@ -414,6 +420,42 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
         Some(NonNull::slice_from_raw_parts(start, layout.size()))
     }
 
+    /// Grows the current slab in place so that it reaches at least `needed_end` (an address past
+    /// `limit`), if the slab is still the arena's most recent claim; returns the new `limit`,
+    /// already stored. Under the mark, held by the calling call, with a slab installed.
+    ///
+    /// By a slab or, at the end of a chunk, by the largest half, quarter, ... of one that fits,
+    /// and at last by exactly what is needed: a lone handle fills a chunk as direct allocation
+    /// would, in a few growths (each at least halves the room left) rather than one per
+    /// request. Each attempt is one call of the arena's in-place resize of its last block (one
+    /// compare-exchange; on `SyncVirtualArena` it may commit pages first), which calls no
+    /// backing allocator: nothing here unwinds or re-enters the handle, except a signal
+    /// handler, which finds the mark held and leaves the slab state alone. An attempt takes
+    /// effect whole or not at all, so on `None` the slab is as it was.
+    fn grow_slab_in_place(&self, needed_end: usize) -> Option<usize> {
+        let start = self.slab_start.load(Ordering::Relaxed);
+        let limit = self.limit.load(Ordering::Relaxed);
+        let slab = self.next_slab.load(Ordering::Relaxed);
+        let start_ptr = NonNull::new(self.cur.load(Ordering::Relaxed).with_addr(start))?;
+        let len = limit - start;
+        let needed = needed_end.checked_sub(start)?;
+        let mut step = slab;
+        let grown = loop {
+            let new_len = len.saturating_add(step).max(needed);
+            let grown = Layout::from_size_align(new_len, 1)
+                .ok()
+                .and_then(|new| self.arena.resize_last(start_ptr, len, new));
+            if grown.is_some() || new_len == needed {
+                break grown;
+            }
+            step /= 2;
+        }?;
+        let limit = start + grown.len();
+        self.limit.store(limit, Ordering::Relaxed);
+        self.grow_next_slab(slab);
+        Some(limit)
+    }
+
     /// The slow path, under the mark: the slab has no room for `layout`. Grows the slab in
     /// place, or gives its tail back and claims a new one, or serves a large request from the
     /// arena. Before each call into the arena the state is consistent (a slab whose every free
@@ -431,37 +473,11 @@ impl<'a, A: LocalSource> LocalHandle<'a, A> {
         if layout.size().saturating_add(layout.align() - 1) > current / LARGE_FRACTION {
             return self.arena.allocate(layout);
         }
-        if let Some(start_ptr) = NonNull::new(cur.with_addr(start)) {
+        if start != 0 {
             // Grow the slab in place while it is the arena's most recent claim.
-            let len = limit - start;
-            let grow_to = |new_len: usize| {
-                Layout::from_size_align(new_len, 1)
-                    .ok()
-                    .and_then(|new| self.arena.resize_last(start_ptr, len, new))
-            };
-            // By a slab or, at the end of a chunk, by the largest half, quarter, ... of one
-            // that fits, and at last by what the request needs: a lone handle fills a chunk
-            // as direct allocation would, in a few refills (each at least halves the room
-            // left) rather than one per request.
-            let grown = fit(cur.addr(), usize::MAX, layout).and_then(|fit| {
-                // `needed > len`: the request did not fit before `limit`.
-                let needed = fit.new_cur - start;
-                let mut step = slab;
-                loop {
-                    let new_len = len.saturating_add(step).max(needed);
-                    if let Some(grown) = grow_to(new_len) {
-                        return Some(grown);
-                    }
-                    if new_len == needed {
-                        return None;
-                    }
-                    step /= 2;
-                }
-            });
-            if let Some(grown) = grown {
-                let limit = start + grown.len();
-                self.limit.store(limit, Ordering::Relaxed);
-                self.grow_next_slab(slab);
+            let grown = fit(cur.addr(), usize::MAX, layout)
+                .and_then(|fit| self.grow_slab_in_place(fit.new_cur));
+            if let Some(limit) = grown {
                 if let Some(block) = self.bump_in(cur, limit, layout) {
                     return Ok(block);
                 }
@@ -533,6 +549,34 @@ impl<A: LocalSource> LocalHandle<'_, A> {
         block >= self.slab_start.load(Ordering::Relaxed)
             && block < self.limit.load(Ordering::Relaxed)
     }
+
+    /// The cursor after growing the slab's most recent block `[block, block + old_size)` to
+    /// `new_size` bytes past the slab's end: the slab grows in place first (when it is still the
+    /// arena's most recent claim), then the block, so that the block keeps its address and the
+    /// bytes used are those the arena would use for its own last block. `None` (the block will
+    /// move) when the block is not the slab's most recent one or the slab cannot grow. Under the
+    /// mark, held by the calling call; `cur` is the cursor it read.
+    ///
+    /// Invariants for the protocol on the type: the slab state is consistent at every
+    /// instruction (the slab's new end is stored before the cursor moves into it, and the bytes
+    /// between are the slab's, free), and the arena is called only to grow the slab, as a
+    /// refill does (see [`grow_slab_in_place`](Self::grow_slab_in_place)).
+    #[cold]
+    #[inline(never)]
+    fn grow_last_past_slab_end(
+        &self,
+        cur: usize,
+        block: usize,
+        old_size: usize,
+        new_size: usize,
+    ) -> Option<usize> {
+        // Only the most recent block: growing the slab for an older one would waste its room.
+        if block.wrapping_add(old_size) != cur {
+            return None;
+        }
+        let limit = self.grow_slab_in_place(block.checked_add(new_size)?)?;
+        resize_last(cur, limit, block, old_size, new_size)
+    }
 }
 
 /// The handle's most recent block, for `resize.rs`: in place under the mark, inside the
@@ -577,10 +621,12 @@ impl<A: LocalSource> LastBlock for LocalHandle<'_, A> {
         let cur = self.cur.load(Ordering::Relaxed);
         let resized = if self.in_slab(block) {
             let limit = self.limit.load(Ordering::Relaxed);
-            resize_last(cur.addr(), limit, block, old_size, new.size()).map(|new_cur| {
-                self.cur.store(cur.with_addr(new_cur), Ordering::Relaxed);
-                NonNull::slice_from_raw_parts(ptr, new.size())
-            })
+            resize_last(cur.addr(), limit, block, old_size, new.size())
+                .or_else(|| self.grow_last_past_slab_end(cur.addr(), block, old_size, new.size()))
+                .map(|new_cur| {
+                    self.cur.store(cur.with_addr(new_cur), Ordering::Relaxed);
+                    NonNull::slice_from_raw_parts(ptr, new.size())
+                })
         } else {
             // Served by the arena directly: in place if it is the arena's most recent block.
             self.arena.resize_last(ptr, old_size, new)
