@@ -21,9 +21,7 @@ mod single_step {
     use common::blocks::{fill, intact, tag, verify, Block};
     use common::layout;
     use common::slots;
-    use libdd_alloc::{
-        Allocator, Budget, SyncLinearAllocator, SyncVirtualArena, VirtualAllocator,
-    };
+    use libdd_alloc::{Allocator, Budget, SyncLinearAllocator, SyncVirtualArena, VirtualAllocator};
     use std::arch::asm;
     use std::ptr::NonNull;
     use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -299,7 +297,10 @@ mod single_step {
                     .expect("shrink never fails");
                 assert_eq!(s.cast::<u8>(), b.cast::<u8>(), "shrink stays in place");
                 // SAFETY: still live.
-                assert!(unsafe { intact(&record) }, "round {round}: shrink lost bytes");
+                assert!(
+                    unsafe { intact(&record) },
+                    "round {round}: shrink lost bytes"
+                );
                 kept.push(record);
             }
             let l = layout(300, 8);
@@ -312,8 +313,16 @@ mod single_step {
             after_round(arena);
         }
         uninstall();
-        assert_eq!(slots::FAILURES.load(Ordering::Relaxed), 0, "handler failures");
-        assert_eq!(NOT_ZERO.load(Ordering::Relaxed), 0, "zeroed blocks not zero");
+        assert_eq!(
+            slots::FAILURES.load(Ordering::Relaxed),
+            0,
+            "handler failures"
+        );
+        assert_eq!(
+            NOT_ZERO.load(Ordering::Relaxed),
+            0,
+            "zeroed blocks not zero"
+        );
         assert_eq!(LOST_BY_GROW.load(Ordering::Relaxed), 0, "grows lost bytes");
         let n = kept.len();
         // SAFETY: every block is live (the arena is not reset while they are checked).
@@ -327,7 +336,10 @@ mod single_step {
             rounds,
             REFUSED.load(Ordering::Relaxed)
         );
-        assert!(boundaries > rounds * 50, "handlers ran at {boundaries} boundaries");
+        assert!(
+            boundaries > rounds * 50,
+            "handlers ran at {boundaries} boundaries"
+        );
         (n, refused)
     }
 
@@ -369,8 +381,7 @@ mod single_step {
     }
 
     #[test]
-    fn a_budgeted_virtual_arena_counts_its_commits_exactly_with_a_handler_at_every_instruction()
-    {
+    fn a_budgeted_virtual_arena_counts_its_commits_exactly_with_a_handler_at_every_instruction() {
         static BUDGET: Budget = Budget::new(48 << 20);
         let arena: &'static SyncVirtualArena = Box::leak(Box::new(
             SyncVirtualArena::new_with_budget(1 << 30, &BUDGET)
