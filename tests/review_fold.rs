@@ -296,17 +296,18 @@ mod single_step {
                 let s = stepped(|| unsafe { arena.shrink(b.cast(), l, layout(100, 8)) })
                     .expect("shrink never fails");
                 assert_eq!(s.cast::<u8>(), b.cast::<u8>(), "shrink stays in place");
-                // SAFETY: still live.
-                assert!(
-                    unsafe { intact(&record) },
-                    "round {round}: shrink lost bytes"
-                );
+                let kept_bytes = {
+                    // SAFETY: still live.
+                    unsafe { intact(&record) }
+                };
+                assert!(kept_bytes, "round {round}: shrink lost bytes");
                 kept.push(record);
             }
             let l = layout(300, 8);
             if let Ok(b) = arena.allocate(l) {
-                // SAFETY: fresh, ours; given back once, then never used.
+                // SAFETY: fresh, ours.
                 unsafe { fill(b, 300, u64::MAX - 2) };
+                // SAFETY: given back once, with its layout, then never used.
                 stepped(|| unsafe { arena.deallocate(b.cast(), l) });
             }
             slots::drain(&mut kept);
