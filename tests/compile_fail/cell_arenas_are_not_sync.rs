@@ -2,7 +2,7 @@
 // between threads, whatever the backing allocator (`LinearAllocator<A>` is `Linear<CellCursor, A>`,
 // `VirtualArena` is `Virtual<CellCursor>`: the generic arenas must not become `Sync` for them).
 use libdd_alloc::arena::{CellCursor, Linear, Virtual};
-use libdd_alloc::{ChainAllocator, LinearAllocator, System, VirtualAllocator, VirtualArena};
+use libdd_alloc::{LinearAllocator, System, VirtualAllocator, VirtualArena};
 
 fn shared<T: Sync>() {}
 
@@ -12,5 +12,4 @@ fn main() {
     shared::<Linear<CellCursor, System>>();
     shared::<VirtualArena>();
     shared::<Virtual<CellCursor>>();
-    shared::<ChainAllocator<System>>();
 }
