@@ -11,6 +11,9 @@
 //! from the same arena. Then every block is checked disjoint and intact, every zeroed block was
 //! zero, and a budgeted arena's budget counts its committed bytes exactly. Run it with
 //! `--release` too: the code the compiler emitted is what is stepped.
+//!
+//! And both virtual arenas under a budget that refuses the commit at every point of a workload
+//! (`refused_commits`): a refusal changes nothing, and the budget counts the commit exactly.
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
@@ -442,5 +445,172 @@ mod single_step {
         assert!(blocks > 1000);
         assert_eq!(refused, 0);
         free(arena);
+    }
+}
+
+/// Both virtual arenas, with a budget that refuses the commit at every point of a workload
+/// (one run per limit, 16 KiB apart): an operation the budget refuses changes nothing (cursor,
+/// commit, budget), the blocks kept stay intact, zeroed blocks are zero, a refused grow keeps
+/// the block, and the budget counts the commit exactly throughout and is 0 once the arena is
+/// dropped.
+mod refused_commits {
+    use super::common::{self, blocks::fill, blocks::intact, blocks::Block, layout};
+    use libdd_alloc::{Allocator, Budget, SyncVirtualArena, VirtualArena};
+    use std::ptr::NonNull;
+
+    trait Arena: Allocator {
+        fn make(budget: &'static Budget) -> Self;
+        fn used(&self) -> usize;
+        fn committed(&self) -> usize;
+    }
+
+    macro_rules! arena {
+        ($t:ty) => {
+            impl Arena for $t {
+                fn make(budget: &'static Budget) -> Self {
+                    <$t>::new_with_budget(64 << 20, budget)
+                        .unwrap()
+                        .with_max_commit_step(64 << 10)
+                }
+                fn used(&self) -> usize {
+                    self.used_bytes()
+                }
+                fn committed(&self) -> usize {
+                    self.committed_bytes()
+                }
+            }
+        };
+    }
+    arena!(VirtualArena);
+    arena!(SyncVirtualArena);
+
+    fn zero(block: NonNull<[u8]>) -> bool {
+        // SAFETY: a fresh block of ours, readable.
+        (0..block.len()).all(|i| unsafe { block.cast::<u8>().as_ptr().add(i).read() } == 0)
+    }
+
+    /// Runs the workload on an arena of kind `A` under `limit`; returns how many operations
+    /// the budget refused.
+    fn workload<A: Arena>(limit: usize) -> usize {
+        let budget: &'static Budget = Box::leak(Box::new(Budget::new(limit)));
+        let arena = A::make(budget);
+        let mut kept: Vec<Block> = Vec::new();
+        let mut refused = 0;
+        let mut last: Option<(NonNull<[u8]>, usize)> = None;
+        for i in 0..160u64 {
+            let before = (arena.used(), arena.committed(), budget.used());
+            let size = 1000 + (i as usize * 7919) % 30_000;
+            let ok = match i % 5 {
+                // Allocate, dirty, give back, then allocate zeroed over it.
+                0 => match arena.allocate(layout(size, 8)) {
+                    Ok(b) => {
+                        // SAFETY: fresh, ours; given back once.
+                        unsafe {
+                            fill(b, size, u64::MAX);
+                            arena.deallocate(b.cast(), layout(size, 8));
+                        }
+                        match arena.allocate_zeroed(layout(size, 8)) {
+                            Ok(z) => {
+                                assert!(zero(z), "limit {limit}, op {i}: not zeroed");
+                                // SAFETY: ours.
+                                kept.push(unsafe { fill(z, size, i) });
+                                last = Some((z, size));
+                                true
+                            }
+                            Err(_) => false,
+                        }
+                    }
+                    Err(_) => false,
+                },
+                // Grow the last block across the frontier.
+                1 | 3 => match last {
+                    Some((b, old)) => {
+                        let new = old + size * 2;
+                        // SAFETY: `b` is the live block of `old` bytes.
+                        match unsafe { arena.grow(b.cast(), layout(old, 8), layout(new, 8)) } {
+                            Ok(g) => {
+                                let record = kept.pop().unwrap();
+                                let moved = Block {
+                                    addr: common::addr(g),
+                                    ..record
+                                };
+                                // SAFETY: the first `old` bytes were kept.
+                                assert!(unsafe { intact(&moved) }, "limit {limit}, op {i}");
+                                // SAFETY: ours.
+                                kept.push(unsafe { fill(g, new, i) });
+                                last = Some((g, new));
+                                true
+                            }
+                            Err(_) => false,
+                        }
+                    }
+                    None => true,
+                },
+                // Shrink the last block.
+                2 => match last {
+                    Some((b, old)) if old > 64 => {
+                        // SAFETY: `b` is the live block of `old` bytes.
+                        let s = unsafe { arena.shrink(b.cast(), layout(old, 8), layout(64, 8)) }
+                            .expect("shrink never fails");
+                        let mut record = kept.pop().unwrap();
+                        record.len = 64;
+                        record.addr = common::addr(s);
+                        kept.push(record);
+                        last = Some((s, 64));
+                        true
+                    }
+                    _ => true,
+                },
+                // A plain allocation, kept.
+                _ => match arena.allocate(layout(size, 64)) {
+                    Ok(b) => {
+                        // SAFETY: ours.
+                        kept.push(unsafe { fill(b, size, i) });
+                        last = Some((b, size));
+                        true
+                    }
+                    Err(_) => false,
+                },
+            };
+            if !ok {
+                refused += 1;
+                // A refusal claims and commits nothing (a refused zeroed allocation after the
+                // give-back: the cursor is back where it was).
+                assert_eq!(
+                    (arena.used(), arena.committed(), budget.used()),
+                    before,
+                    "limit {limit}, op {i}: a refused operation changed the arena"
+                );
+            }
+            assert_eq!(budget.used(), arena.committed(), "limit {limit}, op {i}");
+            assert!(budget.peak() <= limit);
+        }
+        for block in &kept {
+            // SAFETY: the arena is alive and not reset.
+            assert!(unsafe { intact(block) }, "limit {limit}: {block:?} corrupt");
+        }
+        drop(arena);
+        assert_eq!(budget.used(), 0, "limit {limit}: drop credits the commit");
+        // SAFETY: leaked above; the arena that held it is gone.
+        drop(unsafe { Box::from_raw(budget as *const Budget as *mut Budget) });
+        refused
+    }
+
+    fn every_limit<A: Arena>() {
+        let mut refusals = 0;
+        for step in 0..=96 {
+            refusals += workload::<A>(step * (16 << 10));
+        }
+        assert!(refusals > 96, "the budget refused {refusals} operations");
+    }
+
+    #[test]
+    fn virtual_arena_refused_at_every_commit_changes_nothing_and_counts_exactly() {
+        every_limit::<VirtualArena>();
+    }
+
+    #[test]
+    fn sync_virtual_arena_refused_at_every_commit_changes_nothing_and_counts_exactly() {
+        every_limit::<SyncVirtualArena>();
     }
 }
