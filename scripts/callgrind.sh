@@ -25,7 +25,8 @@ if ! command -v valgrind >/dev/null 2>&1; then
 fi
 
 cargo build --release --example alloc_count --quiet
-BIN=target/release/examples/alloc_count
+# Where cargo put it: CARGO_TARGET_DIR when set (else a stale target/ binary would be measured).
+BIN="${CARGO_TARGET_DIR:-target}/release/examples/alloc_count"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 

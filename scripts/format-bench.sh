@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 N="${1:-5000}"
 OUT="${FORMAT_BENCH_OUT:-docs/format-benchmark.md}"
 cargo build --release --example format_compare --quiet
-BIN=target/release/examples/format_compare
+# Where cargo put it: CARGO_TARGET_DIR when set (else a stale target/ binary would be measured).
+BIN="${CARGO_TARGET_DIR:-target}/release/examples/format_compare"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 

@@ -4,14 +4,14 @@
 //! `start <= cur <= limit` marks the first free byte. Bumping upwards is what lets the most recent
 //! allocation grow, shrink or be given back in place: it is the block that ends at `cur`.
 //!
-//! The functions here are pure arithmetic on addresses (`usize`), so the `Cell` arenas
-//! ([`Cursor`]) and the atomic arenas (compare-exchange on the same numbers) share them. They
+//! The functions here are pure arithmetic on addresses (`usize`), so the cursors of
+//! [`crate::cursor`] (plain stores for the `Cell` arenas, compare-exchange for the atomic ones)
+//! share them. They
 //! never overflow, never panic and are `#[inline(always)]`: with a constant [`Layout`] a fit
 //! check compiles to a few instructions and one branch.
 
 use crate::asan;
 use core::alloc::Layout;
-use core::cell::Cell;
 use core::ptr::NonNull;
 
 /// Where a block lands in a chunk: it starts at `start` and the cursor moves to `new_cur`.
@@ -98,134 +98,14 @@ pub(crate) fn dangling(layout: Layout) -> NonNull<[u8]> {
     NonNull::slice_from_raw_parts(ptr, 0)
 }
 
+/// The `Cell` cursor, by the name the chain arena knows it by.
+pub(crate) use crate::cursor::CellCursor as Cursor;
+
 /// Lifts the ASan poisoning a [`Cursor`] put on the free bytes of a chunk. Call it before the
 /// chunk goes back to its backing allocator or is moved by it. Free without `asan-poison`.
 #[inline(always)]
 pub(crate) fn unpoison_chunk(start: NonNull<u8>, len: usize) {
     asan::unpoison(start, len);
-}
-
-/// A bump cursor over one chunk, for the single-threaded (`Cell`) arenas.
-///
-/// With the `asan-poison` feature the bytes in `[cur, limit)` are poisoned for AddressSanitizer
-/// (see `asan.rs`): every method here keeps that true as the cursor moves.
-///
-/// Invariant: `cur` carries the provenance of the chunk `[cur - used, limit)`, and
-/// `cur.addr() <= limit`. An empty cursor (no chunk yet) has `cur.addr() == limit`, so nothing of
-/// non-zero size fits and the arena falls through to its slow path without a separate check.
-pub(crate) struct Cursor {
-    cur: Cell<*mut u8>,
-    limit: Cell<usize>,
-}
-
-impl Cursor {
-    /// A cursor with no chunk: every non-zero-size allocation misses.
-    pub(crate) const fn empty() -> Self {
-        Self {
-            cur: Cell::new(core::ptr::null_mut()),
-            limit: Cell::new(0),
-        }
-    }
-
-    /// Points the cursor at the free range `[start, start + len)`.
-    ///
-    /// `start` must carry the provenance of that whole range, which must be valid for writes as
-    /// long as the cursor points into it.
-    #[inline]
-    pub(crate) fn set(&self, start: NonNull<u8>, len: usize) {
-        self.set_used(start, len, 0);
-    }
-
-    /// Points the cursor at the range `[start, start + len)` of which the first `used` bytes are
-    /// already handed out (`used` is clamped to `len`). This is how a checkpoint is restored.
-    ///
-    /// `start` must carry the provenance of that whole range, as for [`set`](Self::set).
-    #[inline]
-    pub(crate) fn set_used(&self, start: NonNull<u8>, len: usize, used: usize) {
-        // `wrapping_add` keeps `start`'s provenance; `used <= len` keeps it inside the range.
-        let used = used.min(len);
-        self.cur.set(start.as_ptr().wrapping_add(used));
-        self.limit.set(start.as_ptr().addr() + len);
-        // Only the free part: the first `used` bytes may hold live blocks.
-        if let Some(cur) = NonNull::new(self.cur.get()) {
-            asan::poison(cur, len - used);
-        }
-    }
-
-    /// Bytes handed out from the chunk that starts at `start` (the one the cursor points into).
-    #[inline]
-    pub(crate) fn used_since(&self, start: NonNull<u8>) -> usize {
-        self.cur_addr() - start.as_ptr().addr()
-    }
-
-    /// Address of the first free byte.
-    #[inline(always)]
-    pub(crate) fn cur_addr(&self) -> usize {
-        self.cur.get().addr()
-    }
-
-    /// Address one past the chunk.
-    #[inline(always)]
-    pub(crate) fn limit(&self) -> usize {
-        self.limit.get()
-    }
-
-    /// Bytes left between the cursor and the end of the chunk.
-    #[inline(always)]
-    pub(crate) fn remaining(&self) -> usize {
-        self.limit() - self.cur_addr()
-    }
-
-    /// Would a block of `layout` fit without a new chunk?
-    #[inline]
-    pub(crate) fn has_room_for(&self, layout: Layout) -> bool {
-        layout.size() == 0 || fit(self.cur_addr(), self.limit(), layout).is_some()
-    }
-
-    /// Bumps out a block of the non-zero-size `layout`, or `None` when the chunk is full.
-    #[inline(always)]
-    pub(crate) fn bump(&self, layout: Layout) -> Option<NonNull<[u8]>> {
-        let cur = self.cur.get();
-        let fit = fit(cur.addr(), self.limit(), layout)?;
-        self.cur.set(cur.with_addr(fit.new_cur));
-        // SAFETY: `fit.start` lies in `[cur, limit)` of a live chunk (fit guarantees it), so
-        // it is not null; `with_addr` keeps the chunk's provenance.
-        let start = unsafe { NonNull::new_unchecked(cur.with_addr(fit.start)) };
-        asan::unpoison(start, layout.size());
-        Some(NonNull::slice_from_raw_parts(start, layout.size()))
-    }
-
-    /// Gives back the block `[ptr, ptr + size)` if it is the most recent one. Other blocks stay
-    /// allocated until the arena is reset or dropped.
-    #[inline]
-    pub(crate) fn release_if_last(&self, ptr: NonNull<u8>, size: usize) {
-        let cur = self.cur.get();
-        if ptr.as_ptr().addr().wrapping_add(size) == cur.addr() {
-            // `ptr` came from this chunk, so `cur.with_addr(ptr)` stays inside it.
-            self.cur.set(cur.with_addr(ptr.as_ptr().addr()));
-            asan::poison(ptr, size);
-        }
-    }
-
-    /// Resizes the most recent block in place to `new.size()`, if it is the most recent block,
-    /// suits `new.align()` and the chunk has room. Returns the resized block.
-    #[inline]
-    pub(crate) fn resize_last_in_place(
-        &self,
-        ptr: NonNull<u8>,
-        old_size: usize,
-        new: Layout,
-    ) -> Option<NonNull<[u8]>> {
-        let block = ptr.as_ptr().addr();
-        if block & (new.align() - 1) != 0 {
-            return None;
-        }
-        let cur = self.cur.get();
-        let new_cur = resize_last(cur.addr(), self.limit(), block, old_size, new.size())?;
-        self.cur.set(cur.with_addr(new_cur));
-        asan::resized(ptr, old_size, new.size());
-        Some(NonNull::slice_from_raw_parts(ptr, new.size()))
-    }
 }
 
 #[cfg(test)]
@@ -345,20 +225,6 @@ mod tests {
         assert_eq!(align_up(1, 4096), Some(4096));
         assert_eq!(align_up(4096, 4096), Some(4096));
         assert_eq!(align_up(usize::MAX - 1, 4096), None);
-    }
-
-    #[test]
-    fn set_used_restores_a_position_and_clamps_to_the_chunk() {
-        let mut buffer = [0u8; 64];
-        let start = NonNull::new(buffer.as_mut_ptr()).unwrap();
-        let cursor = Cursor::empty();
-        cursor.set_used(start, 64, 24);
-        assert_eq!(cursor.used_since(start), 24);
-        assert_eq!(cursor.remaining(), 40);
-        cursor.set_used(start, 64, 1000);
-        assert_eq!(cursor.used_since(start), 64);
-        assert_eq!(cursor.remaining(), 0);
-        assert!(cursor.bump(layout(1, 1)).is_none());
     }
 
     #[test]

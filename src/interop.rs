@@ -94,12 +94,10 @@ macro_rules! forward_allocator {
 
 // Every allocator of the crate: add a line here for each new one.
 forward_allocator!(impl[] crate::VirtualAllocator);
-forward_allocator!(impl[A: crate::Allocator] crate::LinearAllocator<A>);
+forward_allocator!(impl[C: crate::arena::Cursor, A: crate::Allocator] crate::arena::Linear<C, A>);
 forward_allocator!(impl[A: crate::Allocator] crate::ChainAllocator<A>);
 forward_allocator!(impl['a, A: crate::Rewind] crate::Scope<'a, A>);
 forward_allocator!(impl[] crate::PageAllocator);
-forward_allocator!(impl[] crate::VirtualArena);
-forward_allocator!(impl[A: crate::Allocator] crate::SyncLinearAllocator<A>);
+forward_allocator!(impl[C: crate::arena::Cursor] crate::arena::Virtual<C>);
 forward_allocator!(impl[A: crate::Allocator] crate::SyncChainAllocator<A>);
-forward_allocator!(impl[] crate::SyncVirtualArena);
 forward_allocator!(impl['a, A: crate::LocalSource] crate::LocalHandle<'a, A>);

@@ -116,6 +116,25 @@
 //! a signal handler that interrupts it and allocates from the same handle is still handed a
 //! disjoint block (its `# Signal safety` section has the argument).
 //!
+//! # Design: one arena per kind, generic over its cursor
+//! `bump.rs` is the one piece of bump arithmetic (align, fit, resize the last block). A
+//! *cursor* (`src/cursor/`) is how an arena's first free address moves: [`arena::CellCursor`]
+//! with plain loads and stores for one thread, [`arena::AtomicCursor`] by compare-exchange for
+//! threads and signal handlers. Each protocol on a cursor (claim a block, give the last block
+//! back, resize it in place) is written once, in the compare-exchange form that is correct when
+//! others move the cursor too; the `Cell` cursor's exchange is a store that always succeeds, so
+//! its loops run once and compile to the plain `Cell` code. Each arena kind is then written once
+//! over the [`arena::Cursor`] trait (`src/arena/`): [`arena::Linear`] is both
+//! [`LinearAllocator`] and [`SyncLinearAllocator`], [`arena::Virtual`] both [`VirtualArena`]
+//! and [`SyncVirtualArena`] (its commit, publish the frontier with `fetch_max`, then claim
+//! below it, is a plain store and load for the `Cell` arena); the public names are type
+//! aliases with their own docs pages. Where the two really differ (only the `Cell` cursor
+//! poisons free bytes for ASan; only the atomic one can be stale), the difference lives in the
+//! cursor. `resize.rs` forwards `grow`, `grow_zeroed` and `shrink` for every arena, `os/` is
+//! the only code that talks to the OS, and `sync/` holds what is still lock-free only:
+//! [`SyncChainAllocator`] (to be folded with [`ChainAllocator`] the same way) and the
+//! [`LocalHandle`].
+//!
 //! # Features
 //! - `std` (default): [`AllocError`] implements `std::error::Error`, and [`System`] is available
 //!   as a backing allocator. Without it the crate uses neither `std` nor `alloc`.
@@ -145,17 +164,18 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod arena;
 mod asan;
 mod budget;
 mod bump;
 mod chain;
+mod cursor;
 #[cfg(any(
     feature = "allocator-api2-03",
     feature = "allocator-api2-04",
     feature = "nightly"
 ))]
 mod interop;
-mod linear;
 pub mod os;
 mod page_alloc;
 mod resize;
@@ -163,23 +183,20 @@ mod string;
 mod sync;
 mod typed;
 mod virtual_alloc;
-mod virtual_arena;
 
+pub use arena::linear::{LinearAllocator, SyncLinearAllocator};
+pub use arena::virtual_arena::{SyncVirtualArena, VirtualArena};
 pub use budget::{Budget, Budgeted};
 pub use chain::ChainAllocator;
-pub use linear::LinearAllocator;
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
 #[doc(hidden)]
 pub use string::format_capacity_hint as __format_capacity_hint;
 #[doc(hidden)]
 pub use string::format_counts_are_literal as __format_counts_are_literal;
 pub use string::ArenaString;
-pub use sync::{
-    LocalHandle, LocalSource, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena,
-};
+pub use sync::{LocalHandle, LocalSource, SyncChainAllocator};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;
-pub use virtual_arena::VirtualArena;
 
 // The allocator vocabulary, so users need no direct dependency on allocator_api2.
 pub use allocator_api2::alloc::*;

@@ -1,12 +1,14 @@
-//! `grow` and `shrink` for the `Cell` arenas: in place for the most recent block, else a copy.
+//! `grow`, `grow_zeroed` and `shrink` for every arena: in place for the most recent block, else a
+//! copy.
 
-use crate::bump::{dangling, Cursor};
+use crate::bump::dangling;
 use crate::{AllocError, Allocator};
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
 /// The in-place operations on an arena's most recent block that [`grow`] and [`shrink`] build
-/// on: the `Cell` [`Cursor`] and the lock-free arenas' atomic cursor both provide them.
+/// on: every [`Cursor`](crate::cursor::Cursor) provides them, and an arena whose most recent
+/// block needs more care (a chain's newest chunk, a virtual arena's commit) wraps its cursor.
 pub(crate) trait LastBlock {
     /// Gives back `[ptr, ptr + size)` if it is the most recent block; otherwise does nothing.
     fn release_if_last(&self, ptr: NonNull<u8>, size: usize);
@@ -19,23 +21,6 @@ pub(crate) trait LastBlock {
         old_size: usize,
         new: Layout,
     ) -> Option<NonNull<[u8]>>;
-}
-
-impl LastBlock for Cursor {
-    #[inline]
-    fn release_if_last(&self, ptr: NonNull<u8>, size: usize) {
-        Cursor::release_if_last(self, ptr, size);
-    }
-
-    #[inline]
-    fn resize_last_in_place(
-        &self,
-        ptr: NonNull<u8>,
-        old_size: usize,
-        new: Layout,
-    ) -> Option<NonNull<[u8]>> {
-        Cursor::resize_last_in_place(self, ptr, old_size, new)
-    }
 }
 
 /// Grows `ptr` from `old` to `new`: in place when it is the most recent block of `cursor` and the
@@ -58,6 +43,24 @@ pub(crate) unsafe fn grow<A: Allocator + ?Sized>(
     }
     // SAFETY: forwarded caller contract.
     unsafe { move_block(arena, ptr, old, new) }
+}
+
+/// [`grow`], then zeroes the bytes past the old size, as `grow_zeroed` promises.
+///
+/// # Safety
+/// As for [`grow`].
+pub(crate) unsafe fn grow_zeroed<A: Allocator + ?Sized>(
+    arena: &A,
+    cursor: &impl LastBlock,
+    ptr: NonNull<u8>,
+    old: Layout,
+    new: Layout,
+) -> Result<NonNull<[u8]>, AllocError> {
+    // SAFETY: forwarded caller contract.
+    let block = unsafe { grow(arena, cursor, ptr, old, new) }?;
+    // SAFETY: the block is ours and at least `new.size() >= old.size()` long.
+    unsafe { zero_tail(block, old.size()) };
+    Ok(block)
 }
 
 /// Copies the block `ptr` of `old` into a new block of `new` from `arena` (which may take a new

@@ -554,19 +554,15 @@ unsafe impl<A: Rewind> Arena for Scope<'_, A> {}
 // parts of chunks it owns, which stay valid until `reset`/`rewind` (both `&mut self`) or drop;
 // through `&self`, only the most recent block is ever resized or given back, and only by its
 // owner's `deallocate`/`grow`/`shrink` calls.
-// SAFETY: see above.
-unsafe impl<A: Allocator> Arena for crate::LinearAllocator<A> {}
+// SAFETY: see above; with the atomic cursor each byte is handed out once (compare-exchange on
+// the cursor).
+unsafe impl<C: crate::arena::Cursor, A: Allocator> Arena for crate::arena::Linear<C, A> {}
 // SAFETY: see above.
 unsafe impl<A: Allocator> Arena for crate::ChainAllocator<A> {}
-// SAFETY: see above; `VirtualArena` never moves or unmaps a block while `&self` is shared
+// SAFETY: see above; the virtual arenas hand out only committed bytes (the atomic one each
+// once, by compare-exchange) and never move, decommit or unmap them while `&self` is shared
 // (`reset` and `reset_and_release` take `&mut self`).
-unsafe impl Arena for crate::VirtualArena {}
+unsafe impl<C: crate::arena::Cursor> Arena for crate::arena::Virtual<C> {}
 // SAFETY: see above; the lock-free arenas hand out each byte once (compare-exchange on the
 // cursor) and free chunks only in `reset`/`rewind` (`&mut self`) or drop.
-unsafe impl<A: Allocator> Arena for crate::SyncLinearAllocator<A> {}
-// SAFETY: as for `SyncLinearAllocator`.
 unsafe impl<A: Allocator> Arena for crate::SyncChainAllocator<A> {}
-// SAFETY: as for `SyncLinearAllocator`; `SyncVirtualArena` hands out only committed bytes and
-// never moves, decommits or unmaps them while `&self` is shared (`reset` and
-// `reset_and_release` take `&mut self`).
-unsafe impl Arena for crate::SyncVirtualArena {}

@@ -10,7 +10,7 @@ use common::process::under_valgrind;
 use common::*;
 use libdd_alloc::{
     os, AllocError, Allocator, ChainAllocator, Layout, LinearAllocator, SyncChainAllocator,
-    SyncVirtualArena, System, VirtualAllocator, VirtualArena,
+    SyncLinearAllocator, SyncVirtualArena, System, VirtualAllocator, VirtualArena,
 };
 use std::ptr::NonNull;
 
@@ -851,6 +851,9 @@ mod send_sync {
         let _ = <NotSendBacking as AmbiguousIfSend<_>>::some_item;
         let _ = <LinearAllocator<NotSendBacking> as AmbiguousIfSend<_>>::some_item;
         let _ = <ChainAllocator<NotSendBacking> as AmbiguousIfSend<_>>::some_item;
+        // The lock-free arena is `Send`/`Sync` only as far as its backing allocator is.
+        let _ = <SyncLinearAllocator<NotSendBacking> as AmbiguousIfSend<_>>::some_item;
+        let _ = <SyncLinearAllocator<NotSendBacking> as AmbiguousIfSync<_>>::some_item;
     }
 
     #[test]

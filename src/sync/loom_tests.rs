@@ -298,6 +298,37 @@ fn a_refused_commit_claims_nothing_and_the_committed_part_stays_usable() {
     });
 }
 
+/// One thread writes a block and gives it back while another asks for zeroed bytes: whenever the
+/// second is handed the first one's bytes, they read as zero. The giver raises the high-water
+/// mark *before* its compare-exchange moves the cursor back, and the taker reads the mark after
+/// its own compare-exchange read that one; raised after, the taker could miss it.
+#[test]
+fn a_block_given_back_by_one_thread_is_zeroed_when_another_allocates_it_zeroed() {
+    model(|| {
+        let arena = Arc::new(virtual_arena());
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        base_of_empty(&arena); // commits the first step: no commit inside the model
+        let giver = {
+            let arena = arena.clone();
+            thread::spawn(move || {
+                let block = arena.allocate(layout).unwrap();
+                // SAFETY: the block is ours, 64 bytes.
+                unsafe { block.cast::<u8>().as_ptr().write_bytes(0xFF, 64) };
+                // SAFETY: given back once, with its layout, and not used after.
+                unsafe { arena.deallocate(block.cast(), layout) };
+            })
+        };
+        let zeroed = arena.allocate_zeroed(layout).unwrap();
+        // SAFETY: the block is ours and 64 bytes long.
+        let bytes = unsafe { core::slice::from_raw_parts(zeroed.cast::<u8>().as_ptr(), 64) };
+        assert!(
+            bytes.iter().all(|&b| b == 0),
+            "zeroed block holds {bytes:?}"
+        );
+        giver.join().unwrap();
+    });
+}
+
 /// One thread grows its block across the frontier while another allocates: the growth commits
 /// before it claims (in place if still last, else by a copy that commits too).
 #[test]

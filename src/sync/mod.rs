@@ -1,23 +1,25 @@
-//! The lock-free, reentrant twins of the `Cell` arenas: [`SyncLinearAllocator`],
-//! [`SyncChainAllocator`] and [`SyncVirtualArena`].
-//!
-//! Same API as [`LinearAllocator`](crate::LinearAllocator) and
-//! [`ChainAllocator`](crate::ChainAllocator), but the cursor is an atomic moved by
-//! compare-exchange, so the arenas are `Sync` and may be used from a signal handler that
-//! interrupted an allocation from the same arena. The bump arithmetic is the shared one of
-//! `bump.rs`; only the way the cursor is updated differs.
+//! The lock-free, reentrant arenas' own parts: [`SyncChainAllocator`] (until it is folded
+//! with `ChainAllocator`), the [`LocalHandle`] and its mark, and the atomics that loom swaps
+//! out. [`SyncLinearAllocator`](crate::SyncLinearAllocator) and
+//! [`SyncVirtualArena`] are the generic arenas of [`crate::arena`] over an
+//! [`AtomicCursor`](crate::arena::AtomicCursor).
 
-mod atomic;
+pub(crate) mod atomic;
 mod chain;
-mod cursor;
-mod linear;
 mod local;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod mark;
-mod virtual_arena;
+
+/// The virtual arena's most recent block, by the path the handle knows it by.
+mod virtual_arena {
+    pub(crate) use crate::arena::virtual_arena::LastOf;
+}
+
+/// The atomic cursor, by the path the chain arena knows it by.
+mod cursor {
+    pub(crate) use crate::cursor::AtomicCursor;
+}
 
 pub use chain::SyncChainAllocator;
-pub use linear::SyncLinearAllocator;
 pub use local::{LocalHandle, LocalSource};
-pub use virtual_arena::SyncVirtualArena;

@@ -1,0 +1,17 @@
+//! The arenas, each written once and generic over how its cursor moves.
+//!
+//! [`Linear`] is one implementation of the one-buffer arena; the public names are its two
+//! instances: [`LinearAllocator`](crate::LinearAllocator) = `Linear<CellCursor, A>` (one
+//! thread) and [`SyncLinearAllocator`](crate::SyncLinearAllocator) =
+//! `Linear<AtomicCursor, A>` (lock-free, reentrant). [`Virtual`] is the reserved-then-committed
+//! arena: [`VirtualArena`](crate::VirtualArena) = `Virtual<CellCursor>` and
+//! [`SyncVirtualArena`](crate::SyncVirtualArena) = `Virtual<AtomicCursor>`. Use the arenas by those names; this module
+//! is where their shared methods are documented. The [`Cursor`] trait is sealed: its two
+//! implementations, [`CellCursor`] and [`AtomicCursor`], are the crate's own.
+
+pub(crate) mod linear;
+pub(crate) mod virtual_arena;
+
+pub use crate::cursor::{AtomicCursor, CellCursor, Counter, Cursor};
+pub use linear::Linear;
+pub use virtual_arena::Virtual;

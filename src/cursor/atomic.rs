@@ -1,0 +1,133 @@
+//! [`AtomicCursor`]: the cursor of the lock-free arenas.
+
+use super::{sealed, Cursor};
+use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+/// The cursor of the lock-free, reentrant arenas
+/// ([`SyncLinearAllocator`](crate::SyncLinearAllocator),
+/// [`SyncVirtualArena`](crate::SyncVirtualArena),
+/// [`SyncChainAllocator`](crate::SyncChainAllocator)): an atomic pointer moved by
+/// compare-exchange.
+///
+/// The whole state of a chunk is one word, the cursor; the chunk's end (`limit`) never changes
+/// while the cursor is shared. Every operation is therefore one compare-exchange of that word,
+/// computed with the shared arithmetic of `bump.rs`. ABA is harmless: if the cursor is back to a
+/// value `c` seen earlier, then `[c, limit)` is free right now, whatever happened in between,
+/// which is all the compare-exchange needs to be true.
+///
+/// Orderings: a successful exchange is `AcqRel`, so a thread that is handed bytes another thread
+/// just gave back (deallocation of the last block) sees that thread's writes to them as done.
+/// Loads that only feed a compare-exchange are `Relaxed`: the exchange re-checks them.
+///
+/// Invariant: `cur` carries the provenance of the whole free range `[cur, limit)` (and of the
+/// blocks before it in the same chunk), and `cur.addr() <= limit` at all times.
+pub struct AtomicCursor {
+    cur: AtomicPtr<u8>,
+    limit: usize,
+}
+
+impl sealed::Sealed for AtomicCursor {}
+
+impl Cursor for AtomicCursor {
+    const SHARED: bool = true;
+    type Counter = AtomicUsize;
+
+    #[inline]
+    fn over(start: NonNull<u8>, len: usize) -> Self {
+        Self {
+            cur: AtomicPtr::new(start.as_ptr()),
+            limit: start.as_ptr().addr() + len,
+        }
+    }
+
+    #[inline(always)]
+    fn load(&self) -> *mut u8 {
+        self.cur.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn limit(&self) -> usize {
+        self.limit
+    }
+
+    #[inline(always)]
+    fn exchange_weak(&self, current: *mut u8, new: *mut u8) -> Result<(), *mut u8> {
+        self.cur
+            .compare_exchange_weak(current, new, Ordering::AcqRel, Ordering::Relaxed)
+            .map(|_| ())
+    }
+
+    #[inline(always)]
+    fn exchange(&self, current: *mut u8, new: *mut u8) -> Result<(), *mut u8> {
+        self.cur
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Relaxed)
+            .map(|_| ())
+    }
+
+    #[inline(always)]
+    fn store(&mut self, cur: *mut u8) {
+        self.cur.store(cur, Ordering::Relaxed);
+    }
+}
+
+/// The operations the lock-free chain arena (`sync/chain.rs`) calls by these names.
+impl AtomicCursor {
+    /// A cursor over the free range `[start, start + len)`, as [`Cursor::over`].
+    #[inline]
+    pub(crate) fn new(start: NonNull<u8>, len: usize) -> Self {
+        Self::over(start, len)
+    }
+
+    /// Moves the cursor back to `start`, the beginning of the range given to [`new`](Self::new).
+    #[inline]
+    pub(crate) fn rewind(&mut self, start: NonNull<u8>) {
+        self.set_used(start, 0);
+    }
+
+    /// Points the cursor `used` bytes past `start`, the beginning of the range given to
+    /// [`new`](Self::new), clamped to the end of the range: how a checkpoint is restored.
+    #[inline]
+    pub(crate) fn set_used(&mut self, start: NonNull<u8>, used: usize) {
+        let len = self.limit - start.as_ptr().addr();
+        Cursor::set_used(self, start, used, len);
+    }
+
+    /// Bytes handed out since `start`, the beginning of the range given to [`new`](Self::new)
+    /// (a snapshot while other threads allocate).
+    #[inline]
+    pub(crate) fn used_since(&self, start: NonNull<u8>) -> usize {
+        self.cur_addr() - start.as_ptr().addr()
+    }
+
+    /// Would a block of `layout` fit now, without a new chunk? (A snapshot.)
+    #[inline]
+    pub(crate) fn has_room_for(&self, layout: Layout) -> bool {
+        self.has_room_below(layout, self.limit)
+    }
+
+    /// Bumps out a block of the non-zero-size `layout`, or `None` when the chunk is full.
+    #[inline(always)]
+    pub(crate) fn bump(&self, layout: Layout) -> Option<NonNull<[u8]>> {
+        self.claim(layout)
+    }
+
+    /// Address of the first free byte (a snapshot while other threads allocate).
+    #[inline(always)]
+    pub(crate) fn cur_addr(&self) -> usize {
+        Cursor::cur_addr(self)
+    }
+
+    /// Address one past the chunk.
+    #[inline(always)]
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes left between the cursor and the end of the chunk (a snapshot).
+    #[inline(always)]
+    pub(crate) fn remaining(&self) -> usize {
+        Cursor::remaining(self)
+    }
+}
