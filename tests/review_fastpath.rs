@@ -565,10 +565,8 @@ mod single_step {
                             ..last.block
                         };
                         // SAFETY: the prefix was kept or copied.
-                        assert!(
-                            unsafe { intact(&moved) },
-                            "grow past slab end lost contents"
-                        );
+                        let kept_prefix = unsafe { intact(&moved) };
+                        assert!(kept_prefix, "grow past slab end lost contents");
                         // SAFETY: ours, of `new`.
                         let block = unsafe { fill(g, new.size(), last.block.tag) };
                         kept.push(Kept { block, layout: new });
