@@ -193,6 +193,8 @@ pub use page_alloc::{HugePages, PageAllocator, PageOptions};
 pub use string::format_capacity_hint as __format_capacity_hint;
 #[doc(hidden)]
 pub use string::format_counts_are_literal as __format_counts_are_literal;
+#[doc(hidden)]
+pub use string::format_exponent_precisions_fit as __format_exponent_precisions_fit;
 pub use string::ArenaString;
 pub use sync::{LocalHandle, LocalSource, SyncChainAllocator};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};

@@ -149,7 +149,9 @@ impl<A: Allocator> ArenaString<A> {
     /// # Panics
     /// Never itself. But the caller's own `format_args!` panics, before this is called, when it
     /// takes a width or precision above 65,535 from an argument (`{:w$}`, `{:.*}`; Rust 1.87 and
-    /// later): bound such a value first. [`format_in!`](crate::format_in) refuses the form.
+    /// later): bound such a value first. And `core::fmt` panics while writing a float in
+    /// exponent form with the precision 65,535 (`{:.65535e}`, `{:.65535E}`: the digit count
+    /// wraps to 0). [`format_in!`](crate::format_in) refuses both forms.
     ///
     /// # Examples
     /// ```
@@ -668,6 +670,10 @@ struct TemplateFacts {
     /// Whether some placeholder takes its width or precision from an argument (`{:w$}`,
     /// `{:1$}`, `{:.p$}`, `{:.*}`).
     count_from_argument: bool,
+    /// Whether some placeholder has the exponent form with the largest precision,
+    /// `{:.65535e}` or `{:.65535E}`: `core::fmt` panics on a float there (see
+    /// [`format_exponent_precisions_fit`]).
+    exponent_at_max_precision: bool,
 }
 
 /// Reads a format string as `format_args!` does (`std::fmt`'s grammar): text, `{{` and `}}`
@@ -679,6 +685,7 @@ const fn scan_template(template: &str) -> TemplateFacts {
     let mut facts = TemplateFacts {
         placeholders: 0,
         count_from_argument: false,
+        exponent_at_max_precision: false,
     };
     let mut rest = template.as_bytes();
     while let [first, tail @ ..] = rest {
@@ -699,13 +706,26 @@ const fn scan_template(template: &str) -> TemplateFacts {
         }
         if let [b':', spec @ ..] = rest {
             rest = skip_fill_and_alignment(spec);
+            // The literal precision (digits after `.`), and whether the type is `e` or `E`
+            // (after the fill, an `e` is the type or part of a count's name, which is refused).
+            let (mut precision, mut in_precision, mut exponent) = (0u32, false, false);
             while let [byte, after @ ..] = rest {
                 match *byte {
                     b'}' => break,
                     b'$' | b'*' => facts.count_from_argument = true,
-                    _ => {}
+                    b'.' => in_precision = true,
+                    digit @ b'0'..=b'9' if in_precision => {
+                        precision = precision
+                            .saturating_mul(10)
+                            .saturating_add((digit - b'0') as u32);
+                    }
+                    b'e' | b'E' => exponent = true,
+                    _ => in_precision = false,
                 }
                 rest = after;
+            }
+            if exponent && precision >= u16::MAX as u32 {
+                facts.exponent_at_max_precision = true;
             }
         }
         // `rest` starts at the placeholder's closing `}`, which the loop reads as text.
@@ -749,6 +769,15 @@ pub const fn format_counts_are_literal(template: &str) -> bool {
     !scan_template(template).count_from_argument
 }
 
+/// Whether no placeholder has the exponent form with the largest precision (`{:.65535e}`,
+/// `{:.65535E}`), as [`format_in!`](crate::format_in) requires: `core::fmt` panics on a float
+/// there (Rust 1.87 and later: the precision is a `u16`, and the digit count, one more, wraps
+/// to 0). Evaluated at compile time.
+#[doc(hidden)]
+pub const fn format_exponent_precisions_fit(template: &str) -> bool {
+    !scan_template(template).exponent_at_max_precision
+}
+
 /// Formats into an arena: `format_in!(&arena, "pid {} sig {}", pid, sig)` is a
 /// `Result<&str, AllocError>` whose `&str` lives as long as the arena borrow.
 ///
@@ -766,9 +795,13 @@ pub const fn format_counts_are_literal(template: &str) -> bool {
 /// argument is above 65,535, before any formatting starts; the macro cannot see the argument's
 /// value (it may be a captured variable), so it refuses the form. (Rust 1.84 to 1.86 keep a
 /// `usize` there and do not panic.) A literal width or precision is checked by the compiler
-/// (up to 65,535 since 1.87) and never panics. For a width known only at run time, write the
-/// padding yourself: a `Display` type that writes `n` fill characters, or
-/// [`ArenaString::try_push`] in a loop.
+/// (up to 65,535 since 1.87) and never panics, with one exception the macro also refuses: a
+/// float in exponent form with the precision 65,535 (`{:.65535e}`, `{:.65535E}`), where
+/// `core::fmt` (Rust 1.87 and later) computes the digit count, precision + 1, in a `u16` that
+/// wraps to 0, and panics ("assertion failed: ndigits > 0"); the macro cannot see the
+/// argument's type, so it refuses that form for every argument (65,534 compiles). For a width
+/// known only at run time, write the padding yourself: a `Display` type that writes `n` fill
+/// characters, or [`ArenaString::try_push`] in a loop.
 ///
 /// ```compile_fail,E0080
 /// # use libdd_alloc::{format_in, ChainAllocator, System};
@@ -804,6 +837,12 @@ macro_rules! format_in {
     ($arena:expr, $template:literal $($arguments:tt)*) => {{
         // A const item, not an inline `const` block: `cargo check` evaluates items too, so the
         // refusal shows before a build.
+        const _: () = ::core::assert!(
+            $crate::__format_exponent_precisions_fit($template),
+            "format_in! takes no precision of 65,535 in exponent form ({{:.65535e}}, \
+             {{:.65535E}}): core::fmt panics on a float there (Rust 1.87 and later) and \
+             format_in! never panics; use at most 65,534"
+        );
         const _: () = ::core::assert!(
             $crate::__format_counts_are_literal($template),
             "format_in! takes no width or precision from an argument ({{:w$}}, {{:1$}}, \
@@ -867,6 +906,32 @@ mod tests {
             "$ * {} *$",
         ] {
             assert!(format_counts_are_literal(literal), "{literal}");
+        }
+    }
+
+    #[test]
+    fn the_exponent_form_with_precision_65535_is_found_and_nothing_else_is() {
+        for panics in [
+            "{:.65535e}",
+            "{:.65535E}",
+            "{0:+#012.65535e}",
+            "{x:*^9.65535E}",
+            "a {} b {:.65535e}",
+        ] {
+            assert!(!format_exponent_precisions_fit(panics), "{panics}");
+        }
+        for fits in [
+            "{:.65534e}",
+            "{:.65535}",
+            "{:.65535?}",
+            "{:>65535e}",
+            "{:65535.1e}",
+            "{:e}",
+            "{{:.65535e}}",
+            "{:.65535}e",
+            "{:e>5.3}",
+        ] {
+            assert!(format_exponent_precisions_fit(fits), "{fits}");
         }
     }
 

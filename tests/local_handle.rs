@@ -728,3 +728,125 @@ fn eight_threads_of_mixed_allocations_reserve_at_most_1_15_times_what_they_reque
     );
     assert!(ratio <= 1.15, "reserved/requested = {ratio:.3}");
 }
+
+/// A growth of the most recent block past the slab's end that needs a commit the budget
+/// refuses fails whole (the block intact, the handle usable, the budget never passed); one the
+/// budget allows then grows in place, and the handle's drop leaves the arena at what it handed
+/// out.
+#[test]
+fn a_growth_past_the_slabs_end_refused_by_the_budget_fails_whole_and_a_smaller_one_stays_in_place()
+{
+    static BUDGET: libdd_alloc::Budget = libdd_alloc::Budget::new(256 << 10);
+    let arena = SyncVirtualArena::new_with_budget(64 << 20, &BUDGET).unwrap();
+    let base = arena.used_bytes();
+    let local = arena.local();
+    let small = Layout::from_size_align(8, 8).unwrap();
+    let first = local.allocate(small).unwrap();
+    // SAFETY: a fresh block of 8 bytes, ours.
+    let first = unsafe { fill(first, 8, tag(1, 1)) };
+    let ptr = NonNull::new(first.addr as *mut u8).unwrap();
+    for refused in [1 << 20, 300 << 10, (256 << 10) + 1] {
+        let big = Layout::from_size_align(refused, 8).unwrap();
+        // SAFETY: the most recent block of `small`, from `local`.
+        assert!(unsafe { local.grow(ptr, small, big) }.is_err(), "{refused}");
+        // SAFETY: still live, of `small`.
+        assert!(unsafe { intact(&first) });
+        assert!(BUDGET.peak() <= 256 << 10);
+    }
+    let allowed = Layout::from_size_align(100 << 10, 8).unwrap();
+    // SAFETY: as above.
+    let grown = unsafe { local.grow(ptr, small, allowed) }.unwrap();
+    assert_eq!(
+        grown.cast::<u8>(),
+        ptr,
+        "grown in place past the slab's end"
+    );
+    // SAFETY: the first 8 bytes were kept.
+    assert!(unsafe { intact(&first) });
+    assert_eq!(local.used_bytes(), 100 << 10);
+    let other = local.allocate(small).unwrap().cast::<u8>().as_ptr() as usize;
+    assert_eq!(other, ptr.as_ptr() as usize + (100 << 10));
+    drop(local);
+    assert_eq!(arena.used_bytes() - base, (100 << 10) + 8);
+    assert!(BUDGET.peak() <= 256 << 10);
+}
+
+/// One thread grows its handle's most recent block past the slab's end again and again (in
+/// place while the slab is the arena's last claim) while others allocate from the arena
+/// directly and through handles of their own, on each of the three lock-free arenas (chain
+/// chunks of at most 64 KiB, so growths also meet a chunk's end): no two blocks overlap, every
+/// block keeps its contents, and the growth stays in place at least sometimes.
+fn growth_past_the_slabs_end_racing_other_claims<A: SyncArena + Sync>(arena: &A) {
+    let in_place = AtomicU64::new(0);
+    let mut all: Vec<Block> = std::thread::scope(|s| {
+        let grower = s.spawn(|| {
+            let local = arena.handle();
+            let mut blocks = Vec::new();
+            for seq in 0..10_000u64 {
+                let small = Layout::from_size_align(8 + (seq as usize % 40), 8).unwrap();
+                let b = local.allocate(small).unwrap();
+                // SAFETY: fresh, ours.
+                let block = unsafe { fill(b, small.size(), tag(1, seq)) };
+                if local.remaining_capacity() >= 4096 {
+                    blocks.push(block); // a fresh slab: fill it first, do not grow across it
+                    continue;
+                }
+                let past = local.remaining_capacity() + 1 + (seq as usize * 7919) % 3000;
+                let big = Layout::from_size_align(small.size() + past, 8).unwrap();
+                // SAFETY: the most recent block of `small`, from `local`.
+                let g = unsafe { local.grow(b.cast(), small, big) }.unwrap();
+                let moved = Block {
+                    addr: g.cast::<u8>().as_ptr() as usize,
+                    ..block
+                };
+                // SAFETY: the first bytes were kept or copied.
+                assert!(unsafe { intact(&moved) }, "lost contents at {seq}");
+                if moved.addr == block.addr {
+                    in_place.fetch_add(1, Ordering::Relaxed);
+                }
+                // SAFETY: ours, of `big`.
+                blocks.push(unsafe { fill(g, big.size(), tag(1, seq)) });
+            }
+            blocks
+        });
+        let direct = s.spawn(|| {
+            let local = arena.handle();
+            let mut blocks = Vec::new();
+            for seq in 0..40_000u64 {
+                let l = mixed_layout(seq);
+                let b = if seq % 2 == 0 {
+                    arena.allocate(l)
+                } else {
+                    local.allocate(l)
+                }
+                .unwrap();
+                // SAFETY: fresh, ours.
+                blocks.push(unsafe { fill(b, l.size(), tag(2, seq)) });
+            }
+            blocks
+        });
+        let mut all = grower.join().unwrap();
+        all.extend(direct.join().unwrap());
+        all
+    });
+    // SAFETY: every block is live until the arena drops.
+    assert_eq!(unsafe { verify(&mut all) }, Ok(()));
+    assert!(in_place.load(Ordering::Relaxed) > 0, "never in place");
+}
+
+#[test]
+fn growth_past_the_slabs_end_racing_other_threads_claims_never_overlaps() {
+    growth_past_the_slabs_end_racing_other_claims(
+        &SyncChainAllocator::new_in(4096, VirtualAllocator {})
+            .unwrap()
+            .with_max_chunk_size(64 << 10),
+    );
+    growth_past_the_slabs_end_racing_other_claims(&SyncVirtualArena::new(256 << 20).unwrap());
+    growth_past_the_slabs_end_racing_other_claims(
+        &SyncLinearAllocator::new_in(
+            Layout::from_size_align(256 << 20, 8).unwrap(),
+            VirtualAllocator {},
+        )
+        .unwrap(),
+    );
+}

@@ -237,3 +237,124 @@ fn page_size_is_an_error_when_mprotect_madvise_and_msync_are_refused() {
         Expect::Refused,
     );
 }
+
+/// Installs, for the calling thread and the threads it creates, a seccomp filter that answers
+/// `syscall` with `-errno` (0: a faked success, the syscall not run) when its first argument
+/// has none of the bits of `mask` set (`aligned`) or some of them (`!aligned`) and its length is
+/// zero, and lets every other call through to the kernel: a sandbox whose answers depend on the
+/// address.
+fn answer_by_alignment(syscall: libc::c_long, mask: u32, aligned: bool, errno: u32) {
+    // struct seccomp_data { int nr; __u32 arch; __u64 instruction_pointer; __u64 args[6]; }:
+    // the low 32 bits of args[0] on a little-endian target.
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    const ARG0_LOW: u32 = 16;
+    const ARG1_LOW: u32 = 24;
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let allow = statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW);
+    let mut program = vec![
+        statement(load, ARCH),
+        jump_if_equal(AUDIT_ARCH, 1),
+        statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
+        statement(load, NR),
+        jump_if_equal(u32::try_from(syscall).unwrap(), 1),
+        allow,
+        statement(load, ARG0_LOW),
+        statement(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, mask),
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: if aligned { 0 } else { 4 },
+            jf: if aligned { 4 } else { 0 },
+            k: 0,
+        },
+        // Only a zero-length call (the probe's): the process's real calls go to the kernel.
+        statement(load, ARG1_LOW),
+        jump_if_equal(0, 1),
+        allow,
+        statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | errno),
+        allow,
+    ];
+    let filter = libc::sock_fprog {
+        len: u16::try_from(program.len()).unwrap(),
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: prctl with valid arguments; the kernel copies the program before returning.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &filter),
+            0,
+            "PR_SET_SECCOMP: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Runs `test` in a fresh process whose test thread installs `install(page)` (`page` as libc
+/// reports it), then checks that the first page-size query is never wrong: the real page size
+/// or `Err`, never another power of two.
+fn sandboxed_never_wrong(test: &str, install: fn(usize)) {
+    if std::env::var(CHILD).as_deref() == Ok(test) {
+        std::thread::spawn(move || {
+            // SAFETY: sysconf with a valid name has no preconditions.
+            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
+            install(page);
+            match os::page_size() {
+                Ok(found) => assert_eq!(found, page, "a wrong page size"),
+                Err(AllocError) => {
+                    let layout = Layout::from_size_align(3000, 1).unwrap();
+                    assert_eq!(
+                        VirtualAllocator::default().allocate(layout),
+                        Err(AllocError)
+                    );
+                }
+            }
+        })
+        .join()
+        .unwrap();
+        return;
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD, test)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "sandboxed child of {test}: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A filter that fakes success for a zero-length `mprotect` at every multiple of half a page
+/// (and lets the kernel answer the rest): the kernel rejects 1 .. page/4 as misaligned, the
+/// filter "accepts" page/2. The probe took page/2 for the page size (and
+/// `VirtualAllocator::grow_zeroed` after a shrink then skips half a page of old bytes); now
+/// `madvise` and `msync` prove another size, so it is `Err`.
+#[test]
+fn page_size_is_never_wrong_when_mprotect_fakes_success_at_half_pages() {
+    sandboxed_never_wrong(
+        "page_size_is_never_wrong_when_mprotect_fakes_success_at_half_pages",
+        |page| {
+            let half_page = u32::try_from(page / 2 - 1).unwrap();
+            answer_by_alignment(libc::SYS_mprotect, half_page, true, 0);
+        },
+    );
+}
+
+/// A filter that answers `EINVAL` for a zero-length `mprotect` at an address that is not a
+/// multiple of twice the page (the kernel answers the rest): the probe took twice the page for
+/// the page size (and `VirtualAllocator` then trusts `mmap` to align a block to it); now it is
+/// `Err`, as `madvise` and `msync` prove another size.
+#[test]
+fn page_size_is_never_wrong_when_mprotect_fakes_einval_below_two_pages() {
+    sandboxed_never_wrong(
+        "page_size_is_never_wrong_when_mprotect_fakes_einval_below_two_pages",
+        |page| {
+            let two_pages = u32::try_from(2 * page - 1).unwrap();
+            answer_by_alignment(libc::SYS_mprotect, two_pages, false, libc::EINVAL as u32);
+        },
+    );
+}

@@ -10,8 +10,10 @@
 //!   handler-lands-anywhere argument of the type's docs, checked exhaustively on the code the
 //!   compiler really emitted (run it with `--release` too), for allocation (fast, slab grown in
 //!   place, tail given back and a new slab, a new chunk, direct), deallocation, in-place grow and
-//!   shrink, and drop; and with handlers nesting twice (the first handler single-steps itself).
-//!   Every block is then checked disjoint and intact.
+//!   shrink (also of the most recent block past the slab's end, the slab grown in place first,
+//!   with handlers that give back what they take so that it can stay in place), and drop; and
+//!   with handlers nesting twice (the first handler single-steps itself). Every block is then
+//!   checked disjoint and intact.
 
 #[allow(dead_code)] // each test binary uses a subset of the helpers
 mod common;
@@ -169,6 +171,11 @@ mod single_step {
     static HANDLE: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
     /// Whether first-level handlers single-step themselves (so second-level ones nest).
     static NEST: AtomicBool = AtomicBool::new(false);
+    /// Whether handlers give back what they allocate (allocate, fill, check, deallocate), so
+    /// that the interrupted operation's block stays the slab's most recent one and its slab
+    /// may stay the arena's last claim: the in-place paths then run with a handler at every
+    /// instruction, where a handler that keeps its block would always make them move.
+    static GIVE_BACK: AtomicBool = AtomicBool::new(false);
     static TRAPS: AtomicU64 = AtomicU64::new(0);
     static DEPTH: AtomicUsize = AtomicUsize::new(0);
     static DEEPEST: AtomicUsize = AtomicUsize::new(0);
@@ -368,6 +375,21 @@ mod single_step {
         if step {
             VISITED[1].clear();
         }
+        if GIVE_BACK.load(Ordering::Relaxed) {
+            let l = handler_layout(run);
+            let Ok(b) = handle.allocate(l) else {
+                return fail(0);
+            };
+            // SAFETY: fresh block, ours.
+            let record = unsafe { fill(b, l.size(), common::blocks::tag(HANDLER_OWNER, run)) };
+            // SAFETY: ours, live; then given back once with its layout.
+            if !unsafe { intact(&record) } {
+                return fail(2);
+            }
+            // SAFETY: as above.
+            unsafe { handle.deallocate(b.cast(), l) };
+            return;
+        }
         handler_work(handle, run, step);
     }
 
@@ -381,15 +403,19 @@ mod single_step {
         /// A request above an eighth of the slab (the arena serves it).
         AllocLarge,
         Grow,
+        /// The slab's most recent block grown past the slab's end (the slab grows in place
+        /// first when it is the arena's last claim; otherwise the block moves).
+        GrowPastSlabEnd,
         Shrink,
         Dealloc,
         Drop,
     }
-    const OPS: [Op; 7] = [
+    const OPS: [Op; 8] = [
         Op::AllocFits,
         Op::AllocRefill,
         Op::AllocLarge,
         Op::Grow,
+        Op::GrowPastSlabEnd,
         Op::Shrink,
         Op::Dealloc,
         Op::Drop,
@@ -406,6 +432,8 @@ mod single_step {
     struct Coverage {
         runs: [u64; OPS.len()],
         interrupted: [usize; OPS.len()],
+        /// `GrowPastSlabEnd` runs that kept the block's address (the slab grew in place).
+        grown_in_place: u64,
     }
 
     fn index(op: Op) -> usize {
@@ -498,6 +526,50 @@ mod single_step {
                         // SAFETY: fresh, ours.
                         let block = unsafe { fill(b, l.size(), common::blocks::tag(1, seq)) };
                         kept.push(Kept { block, layout: l });
+                    }
+                    Op::GrowPastSlabEnd => {
+                        // Leave less than 256 bytes in the slab (not stepped), so that the
+                        // most recent block, a 16-byte filler (or the probe), grows past its end.
+                        // When handlers give back what they take, first fill past one refill,
+                        // so that the slab is the arena's last claim (handlers that kept a
+                        // block the arena served them made it not so).
+                        let give_back = seq % 2 == 0;
+                        let filler = layout(16, 8);
+                        let mut refilled = !give_back;
+                        while !refilled || handle.remaining_capacity() >= 256 {
+                            let before = handle.remaining_capacity();
+                            let b = handle.allocate(filler).unwrap();
+                            refilled |= handle.remaining_capacity() > before;
+                            seq += 1;
+                            // SAFETY: fresh, ours.
+                            let block = unsafe { fill(b, 16, common::blocks::tag(1, seq)) };
+                            kept.push(Kept {
+                                block,
+                                layout: filler,
+                            });
+                        }
+                        let last = kept.pop().unwrap();
+                        let ptr = NonNull::new(last.block.addr as *mut u8).unwrap();
+                        let past = handle.remaining_capacity() + 8 + (seq as usize % 200);
+                        let new = layout(last.layout.size() + past, last.layout.align());
+                        GIVE_BACK.store(give_back, Ordering::Relaxed);
+                        // SAFETY: a live block of `handle` with its layout.
+                        let g = stepped(|| unsafe { handle.grow(ptr, last.layout, new) })
+                            .expect("main grow past the slab's end");
+                        GIVE_BACK.store(false, Ordering::Relaxed);
+                        if g.cast::<u8>().as_ptr() as usize == last.block.addr {
+                            coverage.grown_in_place += 1;
+                        }
+                        let moved = Block {
+                            addr: g.cast::<u8>().as_ptr() as usize,
+                            ..last.block
+                        };
+                        // SAFETY: the prefix was kept or copied.
+                        let kept_prefix = unsafe { intact(&moved) };
+                        assert!(kept_prefix, "grow past slab end lost contents");
+                        // SAFETY: ours, of `new`.
+                        let block = unsafe { fill(g, new.size(), last.block.tag) };
+                        kept.push(Kept { block, layout: new });
                     }
                     Op::Grow | Op::Shrink | Op::Dealloc => {
                         let Some(last) = kept.pop() else { continue };
@@ -633,6 +705,10 @@ mod single_step {
         ));
         let coverage = run(arena, |a| a.local(), 6, 60, false);
         assert_covered(&coverage);
+        assert!(
+            coverage.grown_in_place > 0,
+            "no growth past a slab's end stayed in place"
+        );
         // SAFETY: the handles are dropped and the handler uninstalled; frees the arena.
         drop(unsafe { Box::from_raw(arena as *const VChain as *mut VChain) });
     }
@@ -644,6 +720,10 @@ mod single_step {
             Box::leak(Box::new(SyncVirtualArena::new(1 << 30).unwrap()));
         let coverage = run(arena, |a| a.local(), 4, 60, false);
         assert_covered(&coverage);
+        assert!(
+            coverage.grown_in_place > 0,
+            "no growth past a slab's end stayed in place"
+        );
         // SAFETY: as above.
         drop(unsafe { Box::from_raw(arena as *const SyncVirtualArena as *mut SyncVirtualArena) });
     }

@@ -277,3 +277,17 @@ proptest! {
         }
     }
 }
+
+/// The neighbours of the one refused float form (`{:.65535e}`, a compile error: see
+/// `tests/compile_fail_format/exponent_precision_65535.rs`) format without a panic.
+#[test]
+fn format_in_formats_floats_at_precision_65534_in_exponent_form_and_65535_otherwise() {
+    let arena = ChainAllocator::new_in(1 << 20, System).unwrap();
+    let exponent = format_in!(&arena, "{:.65534e}", 1.5f64).unwrap();
+    assert_eq!((exponent.len(), &exponent[..4]), (65_538, "1.50"));
+    assert!(exponent.ends_with("0e0"));
+    let fixed = format_in!(&arena, "{:.65535}", f32::NAN).unwrap();
+    assert_eq!(fixed, "NaN");
+    let debug = format_in!(&arena, "{:.65535?}", 0.25f64).unwrap();
+    assert_eq!(debug.len(), 65_537);
+}

@@ -18,8 +18,8 @@
 //! `deallocate` rounds the length to pages) reads it through [`page_size`], which is one relaxed
 //! load of a cached value after the first call in the process (made by any arena constructor
 //! that maps pages). On Linux even that first read makes no libc call: it is a few raw
-//! zero-length `mprotect` syscalls that change nothing (`madvise`, then `msync`, where a sandbox
-//! refuses `mprotect`). Elsewhere it is libc `sysconf(_SC_PAGESIZE)` with
+//! zero-length `mprotect`, `madvise` and `msync` syscalls that change nothing (whose answers must
+//! agree). Elsewhere it is libc `sysconf(_SC_PAGESIZE)` with
 //! `errno` kept, and on 32-bit x86 Linux rustix's first syscall in the process finds the vDSO
 //! through libc (`dlsym`): there, call [`page_size`] once before installing a handler. The
 //! map/unmap primitives are async-signal-safe in practice on Linux: a raw `mmap` syscall takes
@@ -49,9 +49,11 @@ static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 /// read is raw zero-length `mprotect(addr, 0, PROT_NONE)` syscalls (13 with 4 KiB pages, at most
 /// 31), which change no mapping: the page size is the smallest power of two the kernel accepts
 /// as a page-aligned address, taken only when the answers prove it (the one below was rejected
-/// as misaligned, this one accepted). Where a sandbox refuses `mprotect` (a seccomp filter
-/// answering `EPERM` or `ENOSYS`), `madvise(addr, 0, MADV_NORMAL)` and then
-/// `msync(addr, 0, MS_ASYNC)` are asked the same way. No libc call, no `errno` write, no panic.
+/// as misaligned, this one accepted). `madvise(addr, 0, MADV_NORMAL)` and
+/// `msync(addr, 0, MS_ASYNC)` are asked the same way, so that a sandbox refusing `mprotect` (a
+/// seccomp filter answering `EPERM` or `ENOSYS`) leaves two ways to find it, and one lying about
+/// some addresses only is caught: every probe that proves a page size must prove the same one.
+/// No libc call, no `errno` write, no panic.
 /// Elsewhere the first read is libc `sysconf(_SC_PAGESIZE)` (Windows: `GetSystemInfo`), with
 /// `errno` kept.
 ///
@@ -64,7 +66,8 @@ static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 /// # Errors
 /// `Err(AllocError)` if the OS reports a page size that is not a power of two; on Linux, when
 /// none of the three probes answers in a way that proves a page size (a sandbox refusing
-/// `mprotect`, `madvise` and `msync`). Every allocator that needs the page size then fails with
+/// `mprotect`, `madvise` and `msync`), or two prove different ones (a sandbox lying about some
+/// addresses). Every allocator that needs the page size then fails with
 /// `Err` too. A failure is not cached: the next call probes again.
 ///
 /// # Examples

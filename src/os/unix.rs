@@ -66,10 +66,12 @@ const MAX_PAGE_SIZE: usize = 1 << 30;
 /// smallest power of two that one of them does not reject with `EINVAL`. A sandbox can answer
 /// for the kernel, though: a seccomp filter that refuses `mprotect` with `EPERM` or `ENOSYS`
 /// refuses address 1 just as it refuses 4096. An answer is therefore taken only when it proves
-/// the alignment ([`page_size_by`]); when `mprotect` is refused, `madvise` is asked the same way,
-/// then `msync`. At most 31 raw syscalls per probe (13 with 4 KiB pages, which the first probe
-/// normally finds), once per process; 0 (which [`super::page_size`] turns into `Err`) when no
-/// probe proves a page size.
+/// the alignment ([`page_size_by`]). A filter can also lie only about some addresses (fake
+/// success at every multiple of 2 KiB, or `EINVAL` below 8 KiB), which one probe cannot tell
+/// from the truth: so all three are asked, and the page size is taken only when every probe
+/// that proves one proves the same. At most 31 raw syscalls per probe (13 with 4 KiB pages,
+/// 39 for the three), once per process; 0 (which [`super::page_size`] turns into `Err`) when no
+/// probe proves a page size, or two prove different ones.
 ///
 /// Why not rustix's `param::page_size`: with `use-libc-auxv` it calls libc `sysconf`; without,
 /// it reads the auxiliary vector through `prctl(PR_GET_AUXV)` or `/proc/self/auxv` and panics
@@ -78,12 +80,15 @@ const MAX_PAGE_SIZE: usize = 1 << 30;
 pub(super) fn query_page_size() -> usize {
     let probes: [fn(*mut c_void) -> rustix::io::Result<()>; 3] =
         [mprotect_nothing, madvise_nothing, msync_nothing];
+    let mut proven = 0;
     for probe in probes {
-        if let Some(page) = page_size_by(probe) {
-            return page;
+        match page_size_by(probe) {
+            Some(page) if proven != 0 && page != proven => return 0,
+            Some(page) => proven = page,
+            None => {}
         }
     }
-    0
+    proven
 }
 
 /// `mprotect(addr, 0, PROT_NONE)`: `EINVAL` if `addr` is not page-aligned, else nothing.
