@@ -93,11 +93,17 @@ macro_rules! forward_allocator {
 }
 
 // Every allocator of the crate: add a line here for each new one.
+#[cfg(any(unix, windows))]
 forward_allocator!(impl[] crate::VirtualAllocator);
 forward_allocator!(impl[C: crate::arena::Cursor, A: crate::Allocator] crate::arena::Linear<C, A>);
+forward_allocator!(impl['a] crate::Borrowed<'a>);
 forward_allocator!(impl[A: crate::Allocator] crate::ChainAllocator<A>);
 forward_allocator!(impl['a, A: crate::Rewind] crate::Scope<'a, A>);
+#[cfg(any(unix, windows))]
 forward_allocator!(impl[] crate::PageAllocator);
+#[cfg(all(any(unix, windows), target_has_atomic = "ptr"))]
 forward_allocator!(impl[C: crate::arena::Cursor] crate::arena::Virtual<C>);
+#[cfg(target_has_atomic = "ptr")]
 forward_allocator!(impl[A: crate::Allocator] crate::SyncChainAllocator<A>);
+#[cfg(target_has_atomic = "ptr")]
 forward_allocator!(impl['a, A: crate::LocalSource] crate::LocalHandle<'a, A>);

@@ -164,8 +164,13 @@
 #[cfg(test)]
 extern crate std;
 
+// Two conditions gate items, each written out where it applies (`cfg` has no aliases without a
+// build script): `any(unix, windows)`, an OS with virtual memory (the OS-backed types and `os/`),
+// and `target_has_atomic = "ptr"`, a compare-and-swap on pointer-sized words (the lock-free
+// arenas, `Budget`). Everything else builds on any target `core` supports.
 pub mod arena;
 mod asan;
+#[cfg(target_has_atomic = "ptr")]
 mod budget;
 mod bump;
 mod chain;
@@ -176,18 +181,27 @@ mod cursor;
     feature = "nightly"
 ))]
 mod interop;
+#[cfg(any(unix, windows))]
 pub mod os;
+#[cfg(any(unix, windows))]
 mod page_alloc;
 mod resize;
 mod string;
+#[cfg(target_has_atomic = "ptr")]
 mod sync;
 mod typed;
+#[cfg(any(unix, windows))]
 mod virtual_alloc;
 
-pub use arena::linear::{LinearAllocator, SyncLinearAllocator};
+#[cfg(target_has_atomic = "ptr")]
+pub use arena::linear::SyncLinearAllocator;
+pub use arena::linear::{Borrowed, LinearAllocator};
+#[cfg(all(any(unix, windows), target_has_atomic = "ptr"))]
 pub use arena::virtual_arena::{SyncVirtualArena, VirtualArena};
+#[cfg(target_has_atomic = "ptr")]
 pub use budget::{Budget, Budgeted};
 pub use chain::ChainAllocator;
+#[cfg(any(unix, windows))]
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
 #[doc(hidden)]
 pub use string::format_capacity_hint as __format_capacity_hint;
@@ -196,8 +210,10 @@ pub use string::format_counts_are_literal as __format_counts_are_literal;
 #[doc(hidden)]
 pub use string::format_exponent_precisions_fit as __format_exponent_precisions_fit;
 pub use string::ArenaString;
+#[cfg(target_has_atomic = "ptr")]
 pub use sync::{LocalHandle, LocalSource, SyncChainAllocator};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
+#[cfg(any(unix, windows))]
 pub use virtual_alloc::VirtualAllocator;
 
 // The allocator vocabulary, so users need no direct dependency on allocator_api2.

@@ -1,10 +1,15 @@
 //! [`Linear`]: bump allocation out of one fixed buffer, written once for both cursors:
-//! [`LinearAllocator`] (a `Cell` cursor) and [`SyncLinearAllocator`] (an atomic one).
+//! [`LinearAllocator`] (a `Cell` cursor) and [`SyncLinearAllocator`] (an atomic one), over a
+//! buffer from a backing allocator or over one the caller owns ([`Borrowed`]).
 
 use crate::bump::dangling;
-use crate::cursor::{AtomicCursor, CellCursor, Cursor};
+#[cfg(target_has_atomic = "ptr")]
+use crate::cursor::AtomicCursor;
+use crate::cursor::{CellCursor, Cursor};
 use crate::{AllocError, Allocator, Checkpoint, Rewind};
 use core::alloc::Layout;
+use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
 /// A bump arena over one fixed buffer taken from a backing allocator `A`.
@@ -76,6 +81,11 @@ pub type LinearAllocator<A> = Linear<CellCursor, A>;
 /// successful exchange. Allocation never calls the backing allocator, so it never calls `malloc`
 /// and never touches `errno`.
 ///
+/// # Platforms
+/// Needs a compare-and-swap on pointer-sized words: it exists only where
+/// `cfg(target_has_atomic = "ptr")` holds, so not on `thumbv6m-none-eabi` (Cortex-M0/M0+) and
+/// other targets without one. Use [`LinearAllocator`] there, one arena per execution context.
+///
 /// # Examples
 /// ```
 /// use libdd_alloc::{Allocator, Layout, SyncLinearAllocator, VirtualAllocator};
@@ -89,6 +99,7 @@ pub type LinearAllocator<A> = Linear<CellCursor, A>;
 /// assert_eq!(arena.used_bytes(), 16);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[cfg(target_has_atomic = "ptr")]
 pub type SyncLinearAllocator<A> = Linear<AtomicCursor, A>;
 
 /// The one implementation of [`LinearAllocator`] (cursor [`CellCursor`]) and
@@ -117,7 +128,187 @@ unsafe impl<C: Cursor, A: Allocator + Send> Send for Linear<C, A> {}
 // is handed out by a successful compare-exchange, so to one caller only. The backing allocator
 // is used through `&self` only in `new_in` and drop, but it is reachable by `allocator()`: hence
 // `A: Sync`. The `Cell` arena is never `Sync`.
+#[cfg(target_has_atomic = "ptr")]
 unsafe impl<A: Allocator + Sync> Sync for Linear<AtomicCursor, A> {}
+
+/// The backing allocator of a linear arena over a buffer the caller owns: a stack array, a
+/// `static`, shared memory, a region from anywhere. Made by [`Linear::from_buffer`] (and
+/// [`static_arena!`](crate::static_arena)); it cannot be made otherwise.
+///
+/// The arena is `Linear<C, Borrowed<'a>>`: the same type, code and guarantees as over any other
+/// backing allocator, and `'a` ties it to the `&'a mut` borrow of the buffer, so the borrow
+/// checker forbids touching the buffer while the arena lives, and the arena (and every reference
+/// from its [`Arena`](crate::Arena) methods) outliving the buffer. A backing type rather than a
+/// separate arena keeps one implementation of the linear arena for both cursors; dropping the
+/// arena gives the buffer back by ending the borrow.
+///
+/// As an [`Allocator`] it hands out nothing (`allocate` is always `Err`) and its `deallocate`
+/// does nothing: the buffer is the caller's.
+///
+/// ```
+/// use core::mem::MaybeUninit;
+/// use libdd_alloc::{Arena, Borrowed, LinearAllocator};
+///
+/// let mut buffer = [MaybeUninit::<u8>::uninit(); 64];
+/// let arena: LinearAllocator<Borrowed<'_>> = LinearAllocator::from_buffer(&mut buffer);
+/// assert_eq!(arena.try_alloc_str("on the stack")?, "on the stack");
+/// # Ok::<(), libdd_alloc::AllocError>(())
+/// ```
+#[derive(Debug)]
+pub struct Borrowed<'a> {
+    buffer: PhantomData<&'a mut [MaybeUninit<u8>]>,
+}
+
+// SAFETY: `Borrowed` never hands out memory, so it makes no promise about blocks; `deallocate`
+// of the arena's buffer (the only call it gets) is a no-op because the buffer belongs to the
+// caller, who gets it back when the `'a` borrow ends.
+unsafe impl Allocator for Borrowed<'_> {
+    /// Always `Err`: a borrowed buffer is handed out whole to its arena, never by allocation.
+    #[inline]
+    fn allocate(&self, _layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        Err(AllocError)
+    }
+
+    /// Does nothing: the buffer is the caller's.
+    #[inline]
+    unsafe fn deallocate(&self, _ptr: NonNull<u8>, _layout: Layout) {}
+}
+
+/// A borrowed buffer as the arena keeps it: its bytes (with the borrow's provenance) and the
+/// layout its `Borrowed` "deallocates" on drop. `const`, for [`Linear::from_buffer_const`].
+const fn borrowed_parts(buffer: &mut [MaybeUninit<u8>]) -> (NonNull<[u8]>, Layout) {
+    let len = buffer.len();
+    let start = buffer.as_mut_ptr().cast::<u8>();
+    // SAFETY: a slice's pointer is never null (dangling but non-null when empty).
+    let start = unsafe { NonNull::new_unchecked(start) };
+    // SAFETY: a slice of bytes is at most `isize::MAX` long, and 1 is a power of two.
+    let layout = unsafe { Layout::from_size_align_unchecked(len, 1) };
+    (NonNull::slice_from_raw_parts(start, len), layout)
+}
+
+impl<'a, C: Cursor> Linear<C, Borrowed<'a>> {
+    /// An arena over `buffer`, memory the caller owns: all of it is usable, nothing is
+    /// allocated, no system call is made. `'a` keeps the buffer borrowed while the arena lives
+    /// (see [`Borrowed`]); dropping the arena ends the borrow. Blocks are aligned within the
+    /// buffer, so a buffer whose start is not aligned for a layout loses padding to it.
+    ///
+    /// With the `asan-poison` feature the `Cell` arena poisons the buffer's free bytes, and
+    /// unpoisons the whole buffer on drop.
+    ///
+    /// ```
+    /// use core::mem::MaybeUninit;
+    /// use libdd_alloc::{Allocator, Layout, LinearAllocator};
+    ///
+    /// let mut buffer = [MaybeUninit::<u8>::uninit(); 256];
+    /// let arena = LinearAllocator::from_buffer(&mut buffer);
+    /// assert_eq!(arena.reserved_bytes(), 256);
+    /// arena.allocate(Layout::new::<[u8; 100]>())?;
+    /// assert_eq!(arena.remaining_capacity(), 156);
+    /// assert!(arena.allocate(Layout::new::<[u8; 157]>()).is_err());
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    ///
+    /// ```
+    /// use core::mem::MaybeUninit;
+    /// use libdd_alloc::{format_in, SyncLinearAllocator};
+    ///
+    /// let mut buffer = [MaybeUninit::<u8>::uninit(); 256];
+    /// let arena = SyncLinearAllocator::from_buffer(&mut buffer);
+    /// std::thread::scope(|s| {
+    ///     for i in 0..2 {
+    ///         let arena = &arena;
+    ///         s.spawn(move || assert_eq!(format_in!(arena, "thread {i}").unwrap(), format!("thread {i}")));
+    ///     }
+    /// });
+    /// assert!(arena.used_bytes() >= 16);
+    /// ```
+    pub fn from_buffer(buffer: &'a mut [MaybeUninit<u8>]) -> Self {
+        let (buffer, buffer_layout) = borrowed_parts(buffer);
+        Self::over(
+            buffer,
+            buffer_layout,
+            Borrowed {
+                buffer: PhantomData,
+            },
+        )
+    }
+}
+
+#[cfg(target_has_atomic = "ptr")]
+impl<'a> Linear<AtomicCursor, Borrowed<'a>> {
+    crate::sync::atomic::const_fn_unless_loom! {
+        /// [`from_buffer`](Linear::from_buffer) in a `const` context: the initialiser of a
+        /// `static` arena, which needs no set-up at run time (the [`static_arena!`](crate::static_arena)
+        /// macro writes it). For the lock-free arena only: a `static` must be `Sync`, and the
+        /// `Cell` cursor's end is an address, which a `const` initialiser cannot compute.
+        ///
+        /// ```
+        /// use core::mem::MaybeUninit;
+        /// use libdd_alloc::{Borrowed, SyncLinearAllocator};
+        ///
+        /// const fn arena(buffer: &mut [MaybeUninit<u8>]) -> SyncLinearAllocator<Borrowed<'_>> {
+        ///     SyncLinearAllocator::from_buffer_const(buffer)
+        /// }
+        /// let mut buffer = [MaybeUninit::<u8>::uninit(); 32];
+        /// assert_eq!(arena(&mut buffer).remaining_capacity(), 32);
+        /// ```
+        pub const fn from_buffer_const(buffer: &'a mut [MaybeUninit<u8>]) -> Self {
+            let (buffer, buffer_layout) = borrowed_parts(buffer);
+            Self {
+                cursor: AtomicCursor::over_const(buffer.cast(), buffer.len()),
+                buffer,
+                buffer_layout,
+                allocator: Borrowed {
+                    buffer: PhantomData,
+                },
+            }
+        }
+    }
+}
+
+/// Declares `static` lock-free arenas over buffers of their own, for signal and crash handlers
+/// on any platform: no set-up at run time, no system call, no initialisation on first use. Each
+/// is a [`SyncLinearAllocator<Borrowed<'static>>`](SyncLinearAllocator) over a byte buffer
+/// (alignment 1) of the given length in the program's `.bss`, which only that arena can reach;
+/// usable from any thread and any handler at once (see [`SyncLinearAllocator`]'s signal-safety
+/// argument). A `static` is never dropped or borrowed mutably, so it is never `reset` either:
+/// its bytes are allocated once for the program's life, except that the most recent block can
+/// be given back or resized in place.
+///
+/// The expansion holds an `unsafe` block (it takes the one `&'static mut` to the hidden buffer),
+/// so a crate with `#![forbid(unsafe_code)]` cannot use it; it can call
+/// [`SyncLinearAllocator::from_buffer_const`] on a buffer it owns instead.
+///
+/// ```
+/// use libdd_alloc::{format_in, static_arena};
+///
+/// static_arena! {
+///     /// The crash handler's memory.
+///     pub static HANDLER_ARENA: [u8; 4096];
+/// }
+///
+/// let report = format_in!(&HANDLER_ARENA, "signal {} at {:#x}", 11, 0xdead_usize)?;
+/// assert_eq!(report, "signal 11 at 0xdead");
+/// assert_eq!(HANDLER_ARENA.reserved_bytes(), 4096);
+/// # Ok::<(), libdd_alloc::AllocError>(())
+/// ```
+#[cfg(target_has_atomic = "ptr")]
+#[macro_export]
+macro_rules! static_arena {
+    ($($(#[$attr:meta])* $vis:vis static $name:ident: [u8; $len:expr];)+) => {$(
+        $(#[$attr])*
+        $vis static $name: $crate::SyncLinearAllocator<$crate::Borrowed<'static>> = {
+            static mut __LIBDD_ALLOC_STATIC_ARENA_BUFFER: [::core::mem::MaybeUninit<u8>; $len] =
+                [::core::mem::MaybeUninit::uninit(); $len];
+            $crate::SyncLinearAllocator::from_buffer_const(
+                // SAFETY: the buffer is a `static mut` visible only inside this initialiser,
+                // which runs once, at compile time: this is the only reference ever made to it,
+                // and it lives as long as the program.
+                unsafe { &mut *&raw mut __LIBDD_ALLOC_STATIC_ARENA_BUFFER },
+            )
+        };
+    )+};
+}
 
 impl<C: Cursor, A: Allocator> Linear<C, A> {
     /// Allocates the buffer for `layout` from `allocator`; its whole length is usable.
@@ -145,14 +336,19 @@ impl<C: Cursor, A: Allocator> Linear<C, A> {
         // block that exists has a size that fits in `isize`.
         let buffer_layout =
             unsafe { Layout::from_size_align_unchecked(buffer.len(), layout.align()) };
+        Ok(Self::over(buffer, buffer_layout, allocator))
+    }
+
+    /// An empty arena over `buffer`, which `allocator` takes back with `buffer_layout` on drop.
+    fn over(buffer: NonNull<[u8]>, buffer_layout: Layout, allocator: A) -> Self {
         let mut cursor = C::over(buffer.cast(), buffer.len());
         cursor.set_used(buffer.cast(), 0, buffer.len());
-        Ok(Self {
+        Self {
             cursor,
             buffer,
             buffer_layout,
             allocator,
-        })
+        }
     }
 
     /// Allocates a block for `layout`: the [`Allocator::allocate`] of this arena, callable without
@@ -306,6 +502,7 @@ impl<C: Cursor, A: Allocator> Linear<C, A> {
     }
 
     /// The cursor, for the in-place operations of a [`LocalHandle`](crate::LocalHandle).
+    #[cfg(target_has_atomic = "ptr")]
     pub(crate) fn last_block(&self) -> &C {
         &self.cursor
     }

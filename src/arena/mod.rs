@@ -10,8 +10,12 @@
 //! implementations, [`CellCursor`] and [`AtomicCursor`], are the crate's own.
 
 pub(crate) mod linear;
+#[cfg(all(any(unix, windows), target_has_atomic = "ptr"))]
 pub(crate) mod virtual_arena;
 
-pub use crate::cursor::{AtomicCursor, CellCursor, Counter, Cursor};
-pub use linear::Linear;
+#[cfg(target_has_atomic = "ptr")]
+pub use crate::cursor::AtomicCursor;
+pub use crate::cursor::{CellCursor, Counter, Cursor};
+pub use linear::{Borrowed, Linear};
+#[cfg(all(any(unix, windows), target_has_atomic = "ptr"))]
 pub use virtual_arena::Virtual;

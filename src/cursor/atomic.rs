@@ -25,8 +25,17 @@ use core::ptr::NonNull;
 /// blocks before it in the same chunk), and `cur.addr() <= limit` at all times.
 pub struct AtomicCursor {
     cur: AtomicPtr<u8>,
-    limit: usize,
+    /// One past the chunk. A pointer rather than its address so that `over_const` can compute
+    /// it in a `const` initialiser, where a pointer has no address yet; only its address is
+    /// ever read.
+    limit: *const u8,
 }
+
+// SAFETY: `limit` is only ever read for its address (never dereferenced), so sharing or sending
+// it is sharing or sending an integer; `cur` is an atomic.
+unsafe impl Send for AtomicCursor {}
+// SAFETY: as above.
+unsafe impl Sync for AtomicCursor {}
 
 impl sealed::Sealed for AtomicCursor {}
 
@@ -36,10 +45,7 @@ impl Cursor for AtomicCursor {
 
     #[inline]
     fn over(start: NonNull<u8>, len: usize) -> Self {
-        Self {
-            cur: AtomicPtr::new(start.as_ptr()),
-            limit: start.as_ptr().addr() + len,
-        }
+        Self::over_const(start, len)
     }
 
     #[inline(always)]
@@ -49,7 +55,7 @@ impl Cursor for AtomicCursor {
 
     #[inline(always)]
     fn limit(&self) -> usize {
-        self.limit
+        self.limit.addr()
     }
 
     #[inline(always)]
@@ -72,6 +78,20 @@ impl Cursor for AtomicCursor {
     }
 }
 
+impl AtomicCursor {
+    crate::sync::atomic::const_fn_unless_loom! {
+        /// [`Cursor::over`] in a `const` context (a `static` arena's initialiser): a cursor at
+        /// the start of the free range `[start, start + len)`, whose provenance `start` carries.
+        #[inline]
+        pub(crate) const fn over_const(start: NonNull<u8>, len: usize) -> Self {
+            Self {
+                cur: AtomicPtr::new(start.as_ptr()),
+                limit: start.as_ptr().wrapping_add(len),
+            }
+        }
+    }
+}
+
 /// The operations the lock-free chain arena (`sync/chain.rs`) calls by these names.
 impl AtomicCursor {
     /// A cursor over the free range `[start, start + len)`, as [`Cursor::over`].
@@ -90,7 +110,7 @@ impl AtomicCursor {
     /// [`new`](Self::new), clamped to the end of the range: how a checkpoint is restored.
     #[inline]
     pub(crate) fn set_used(&mut self, start: NonNull<u8>, used: usize) {
-        let len = self.limit - start.as_ptr().addr();
+        let len = Cursor::limit(self) - start.as_ptr().addr();
         Cursor::set_used(self, start, used, len);
     }
 
@@ -104,7 +124,7 @@ impl AtomicCursor {
     /// Would a block of `layout` fit now, without a new chunk? (A snapshot.)
     #[inline]
     pub(crate) fn has_room_for(&self, layout: Layout) -> bool {
-        self.has_room_below(layout, self.limit)
+        self.has_room_below(layout, Cursor::limit(self))
     }
 
     /// Bumps out a block of the non-zero-size `layout`, or `None` when the chunk is full.
@@ -122,7 +142,7 @@ impl AtomicCursor {
     /// Address one past the chunk.
     #[inline(always)]
     pub(crate) fn limit(&self) -> usize {
-        self.limit
+        Cursor::limit(self)
     }
 
     /// Bytes left between the cursor and the end of the chunk (a snapshot).

@@ -10,9 +10,11 @@
 //! else can move a `Cell` between its load and its store), so for it each loop runs once and
 //! compiles to what a hand-written `Cell` arena does.
 
+#[cfg(target_has_atomic = "ptr")]
 mod atomic;
 mod cell;
 
+#[cfg(target_has_atomic = "ptr")]
 pub use atomic::AtomicCursor;
 pub use cell::CellCursor;
 
@@ -263,8 +265,10 @@ impl Counter for core::cell::Cell<usize> {
     }
 }
 
+#[cfg(target_has_atomic = "ptr")]
 impl sealed::Sealed for crate::sync::atomic::AtomicUsize {}
 
+#[cfg(target_has_atomic = "ptr")]
 impl Counter for crate::sync::atomic::AtomicUsize {
     #[inline(always)]
     fn new(value: usize) -> Self {

@@ -4,8 +4,10 @@
 use super::mark::Mark;
 use crate::bump::{dangling, fit, resize_last};
 use crate::resize::LastBlock;
+#[cfg(any(unix, windows))]
+use crate::SyncVirtualArena;
 use crate::{AllocError, Allocator, Arena, Layout};
-use crate::{SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena};
+use crate::{SyncChainAllocator, SyncLinearAllocator};
 use core::cell::Cell;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -79,6 +81,7 @@ impl<A: Allocator> sealed::Sealed for SyncLinearAllocator<A> {
 }
 impl<A: Allocator> LocalSource for SyncLinearAllocator<A> {}
 
+#[cfg(any(unix, windows))]
 impl sealed::Sealed for SyncVirtualArena {
     #[inline]
     fn release_last(&self, ptr: NonNull<u8>, size: usize) {
@@ -89,6 +92,7 @@ impl sealed::Sealed for SyncVirtualArena {
         super::virtual_arena::LastOf(self).resize_last_in_place(ptr, old, new)
     }
 }
+#[cfg(any(unix, windows))]
 impl LocalSource for SyncVirtualArena {}
 
 /// A thread-owned handle on a lock-free arena ([`SyncChainAllocator`], [`SyncVirtualArena`] or
@@ -705,7 +709,8 @@ unsafe impl<A: LocalSource> Allocator for LocalHandle<'_, A> {
 unsafe impl<A: LocalSource> Arena for LocalHandle<'_, A> {}
 
 macro_rules! local_constructor {
-    ($([$($generics:tt)*] $ty:ty, $example:literal;)*) => {$(
+    ($($(#[$attr:meta])* [$($generics:tt)*] $ty:ty, $example:literal;)*) => {$(
+        $(#[$attr])*
         impl<$($generics)*> $ty {
             /// A thread-owned handle that allocates from this arena without a locked
             /// instruction, in slabs it claims from the arena: see [`LocalHandle`]. It borrows
@@ -736,6 +741,7 @@ local_constructor! {
      let local = arena.local();\n\
      assert_eq!(*local.try_alloc(7u32)?, 7);\n\
      # Ok::<(), Box<dyn std::error::Error>>(())";
+    #[cfg(any(unix, windows))]
     [] SyncVirtualArena,
     "use libdd_alloc::{Arena, SyncVirtualArena};\n\
      let arena = SyncVirtualArena::new(1 << 30)?;\n\

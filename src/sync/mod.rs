@@ -12,6 +12,7 @@ mod loom_tests;
 mod mark;
 
 /// The virtual arena's most recent block, by the path the handle knows it by.
+#[cfg(any(unix, windows))]
 mod virtual_arena {
     pub(crate) use crate::arena::virtual_arena::LastOf;
 }
