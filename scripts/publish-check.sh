@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `cargo publish` would upload, reviewed, and the dry run itself:
 # 1. the package's file list: fails if it ships build output (target/), fuzz corpora or
-#    artifacts, the fuzz/ or checks/ packages, CI tooling, or any file over 256 KiB;
+#    artifacts, the fuzz/, checks/ or bare-metal/ packages, CI tooling, or any file over 256 KiB;
 # 2. the docs.rs build (nightly, every feature, `--cfg docsrs`) and its feature badges;
 # 3. `cargo publish --dry-run`: packages, builds the packaged crate alone, and fails on any
 #    warning (a clean dry run);
@@ -21,7 +21,7 @@ echo "--- the package ships $(printf '%s\n' "$list" | wc -l) files:"
 printf '%s\n' "$list" | awk -F/ '{ print (NF > 1 ? $1 "/" : $1) }' | sort | uniq -c | sed 's/^ */  /'
 
 bad="$(printf '%s\n' "$list" |
-    grep -E '(^|/)target/|(^|/)corpus/|(^|/)artifacts/|^fuzz/|^checks/|^\.ci/|^scripts/|\.profraw$|\.crate$|(^|/)\.git/' || true)"
+    grep -E '(^|/)target/|(^|/)corpus/|(^|/)artifacts/|^fuzz/|^checks/|^bare-metal/|^\.ci/|^scripts/|\.profraw$|\.crate$|(^|/)\.git/' || true)"
 if [ -n "$bad" ]; then
     echo "FAIL: the package would ship files that do not belong in it:"
     printf '  %s\n' $bad
