@@ -21,7 +21,11 @@ use libdd_alloc::{
 macro_rules! check {
     ($cond:expr) => {
         if !$cond {
-            hprintln!("FAILED at bare-metal/src/main.rs:{}: {}", line!(), stringify!($cond));
+            hprintln!(
+                "FAILED at bare-metal/src/main.rs:{}: {}",
+                line!(),
+                stringify!($cond)
+            );
             debug::exit(debug::EXIT_FAILURE);
         }
     };
@@ -56,7 +60,8 @@ impl UserBump {
 unsafe impl Allocator for UserBump {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let base = self.memory.get().cast::<u8>();
-        let start = (base as usize + self.next.get()).next_multiple_of(layout.align()) - base as usize;
+        let start =
+            (base as usize + self.next.get()).next_multiple_of(layout.align()) - base as usize;
         let end = start.checked_add(layout.size()).ok_or(AllocError)?;
         if end > 8192 {
             return Err(AllocError);
@@ -85,7 +90,11 @@ fn static_linear_arena() {
     check!(STATIC_ARENA.used_bytes() == 24 + 12); // 23 bytes, 1 of padding, 3 words
     check!(STATIC_ARENA.remaining_capacity() == 1024 - 36);
     check!(STATIC_ARENA.allocate(Layout::new::<[u8; 1024]>()).is_err());
-    hprintln!("static arena: {} of {} bytes used, a full arena refuses", STATIC_ARENA.used_bytes(), 1024);
+    hprintln!(
+        "static arena: {} of {} bytes used, a full arena refuses",
+        STATIC_ARENA.used_bytes(),
+        1024
+    );
 }
 
 fn stack_linear_arena() {
