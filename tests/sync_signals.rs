@@ -15,6 +15,9 @@
 //! into one, and a fixed second once saw fewer than a thousand runs (issue 10 §4). Counting
 //! runs makes the test as strong under any load; [`TIME_LIMIT`] only bounds a hang.
 //!
+//! The linear storms run on an arena over pages from the OS and on one over a buffer the caller
+//! owns (`SyncLinearAllocator<Borrowed<'static>>`, the type of a `static_arena!`).
+//!
 //! `harness = false`: the process has one thread, so the process-directed `SIGALRM` always lands
 //! on the thread that is allocating.
 #![cfg_attr(not(unix), allow(dead_code, unused_imports))] // POSIX only: see `main`.
@@ -290,6 +293,24 @@ fn signal_handler_and_main_loop_never_overlap_in_a_sync_linear_arena() {
     check("SyncLinearAllocator", report);
 }
 
+/// A buffer of `len` bytes that lives for the rest of the process, as a `static_arena!`'s does.
+fn leaked_buffer(len: usize) -> &'static mut [std::mem::MaybeUninit<u8>] {
+    Vec::leak(vec![std::mem::MaybeUninit::uninit(); len])
+}
+
+/// The storm on a lock-free arena over memory the caller owns, built as `static_arena!` builds
+/// one (`from_buffer_const` over a `&'static mut`), so of the very type a `static` arena has.
+#[cfg(unix)]
+fn signal_handler_and_main_loop_never_overlap_in_a_borrowed_sync_linear_arena() {
+    let mut arena = SyncLinearAllocator::from_buffer_const(leaked_buffer(256 << 20));
+    let report = storm(
+        &mut arena,
+        SyncLinearAllocator::reset,
+        SyncLinearAllocator::used_bytes,
+    );
+    check("SyncLinearAllocator<Borrowed<'static>>", report);
+}
+
 /// A fresh 1 GiB reservation committed in the smallest steps (64 KiB).
 fn fresh_virtual_arena() -> SyncVirtualArena {
     SyncVirtualArena::new(1 << 30)
@@ -546,6 +567,13 @@ fn handler_and_main_loop_format_intact_strings_in_a_sync_linear_arena() {
     .unwrap();
     let report = string_storm(&mut arena, SyncLinearAllocator::reset);
     check_strings("SyncLinearAllocator", report);
+}
+
+#[cfg(unix)]
+fn handler_and_main_loop_format_intact_strings_in_a_borrowed_sync_linear_arena() {
+    let mut arena = SyncLinearAllocator::from_buffer(leaked_buffer(64 << 20));
+    let report = string_storm(&mut arena, SyncLinearAllocator::reset);
+    check_strings("SyncLinearAllocator<Borrowed<'_>>", report);
 }
 
 // ---- A handler racing the main loop at the limit of a budget ----
@@ -847,10 +875,12 @@ fn signal_handler_and_main_loop_never_overlap_through_one_local_handle() {
 fn main() {
     signal_handler_and_main_loop_never_overlap_in_a_sync_chain_arena();
     signal_handler_and_main_loop_never_overlap_in_a_sync_linear_arena();
+    signal_handler_and_main_loop_never_overlap_in_a_borrowed_sync_linear_arena();
     signal_handler_and_main_loop_never_overlap_in_a_sync_virtual_arena();
     signal_handler_and_main_loop_never_overlap_through_one_local_handle();
     handler_and_main_loop_format_intact_strings_in_a_sync_chain_arena();
     handler_and_main_loop_format_intact_strings_in_a_sync_linear_arena();
+    handler_and_main_loop_format_intact_strings_in_a_borrowed_sync_linear_arena();
     handler_and_main_loop_racing_at_a_budget_limit_never_exceed_it();
     handler_and_main_loop_racing_at_the_budget_of_a_sync_virtual_arena_never_exceed_it();
 }
