@@ -736,4 +736,151 @@ mod tests {
         let again = arena.allocate(Layout::new::<[u8; 64]>()).unwrap();
         assert_eq!(again.cast::<u8>(), first.cast::<u8>());
     }
+
+    // ---- Over a buffer the caller owns (`Borrowed`), for both cursors ----
+
+    fn uninit<const N: usize>() -> [MaybeUninit<u8>; N] {
+        [MaybeUninit::uninit(); N]
+    }
+
+    /// The whole life of an arena over a borrowed buffer: statistics, exhaustion, the last
+    /// block given back, rewind, reset; and after drop the buffer holds what was written.
+    fn borrowed_arena_lifecycle<C: Cursor>() {
+        let mut buffer = uninit::<64>();
+        let start = buffer.as_ptr().addr();
+        {
+            let mut arena = Linear::<C, Borrowed<'_>>::from_buffer(&mut buffer);
+            assert_eq!(arena.reserved_bytes(), 64);
+            assert_eq!(arena.used_bytes(), 0);
+            let a = arena.allocate(Layout::new::<[u8; 10]>()).unwrap();
+            assert_eq!(a.cast::<u8>().as_ptr().addr(), start);
+            // SAFETY: `a` is 10 fresh bytes of ours.
+            unsafe { a.cast::<[u8; 10]>().write(*b"caller-own") };
+            let checkpoint = arena.checkpoint();
+            let b = arena.allocate(Layout::new::<[u8; 54]>()).unwrap();
+            assert_eq!(arena.remaining_capacity(), 0);
+            assert!(arena.allocate(Layout::new::<u8>()).is_err());
+            assert!(!arena.has_capacity_for(Layout::new::<u8>()));
+            // SAFETY: `b` came from the arena with this layout and is the last block.
+            unsafe { arena.deallocate(b.cast(), Layout::new::<[u8; 54]>()) };
+            assert_eq!(arena.used_bytes(), 10);
+            arena.allocate(Layout::new::<[u8; 20]>()).unwrap();
+            arena.rewind(checkpoint);
+            assert_eq!(arena.used_bytes(), 10);
+            arena.reset();
+            assert_eq!(arena.remaining_capacity(), 64);
+            arena.allocate(Layout::new::<[u8; 10]>()).unwrap();
+        }
+        // SAFETY: the arena wrote these 10 bytes; dropping it left the buffer alone.
+        let kept = unsafe { core::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), 10) };
+        assert_eq!(kept, b"caller-own");
+    }
+
+    #[test]
+    fn borrowed_buffer_serves_both_cursors_and_is_left_intact_on_drop() {
+        borrowed_arena_lifecycle::<CellCursor>();
+        borrowed_arena_lifecycle::<AtomicCursor>();
+    }
+
+    fn borrowed_edge_cases<C: Cursor>() {
+        // An empty buffer: only zero-size blocks.
+        let mut empty = uninit::<0>();
+        let arena = Linear::<C, Borrowed<'_>>::from_buffer(&mut empty);
+        assert_eq!(arena.reserved_bytes(), 0);
+        assert!(arena.allocate(Layout::new::<()>()).is_ok());
+        assert!(arena.allocate(Layout::new::<u8>()).is_err());
+        drop(arena);
+
+        // A buffer that starts at an odd address: blocks are aligned inside it, padding counted.
+        let mut bytes = uninit::<80>();
+        let odd = 1 - bytes.as_ptr().addr() % 2;
+        let arena = Linear::<C, Borrowed<'_>>::from_buffer(&mut bytes[odd..odd + 65]);
+        let word = arena.allocate(Layout::new::<u64>()).unwrap();
+        assert_eq!(word.cast::<u8>().as_ptr().addr() % 8, 0);
+        assert!(arena.used_bytes() >= 8 && arena.used_bytes() <= 15);
+        // Huge alignments and sizes near `isize::MAX` are `Err`, not UB.
+        assert!(arena
+            .allocate(Layout::from_size_align(1, 1 << 20).unwrap())
+            .is_err());
+        let huge = Layout::from_size_align(isize::MAX as usize - 7, 8).unwrap();
+        assert!(arena.allocate(huge).is_err());
+        assert!(!arena.has_capacity_for(huge));
+        // `Borrowed` itself hands out nothing.
+        assert!(arena.allocator().allocate(Layout::new::<u8>()).is_err());
+    }
+
+    #[test]
+    fn borrowed_buffer_edge_cases_are_errs() {
+        borrowed_edge_cases::<CellCursor>();
+        borrowed_edge_cases::<AtomicCursor>();
+    }
+
+    #[test]
+    fn from_buffer_const_builds_the_same_arena_as_from_buffer() {
+        const fn build(buffer: &mut [MaybeUninit<u8>]) -> SyncLinearAllocator<Borrowed<'_>> {
+            SyncLinearAllocator::from_buffer_const(buffer)
+        }
+        let mut one = uninit::<48>();
+        let mut two = uninit::<48>();
+        let (a, b) = (build(&mut one), SyncLinearAllocator::from_buffer(&mut two));
+        for layout in [
+            Layout::new::<u8>(),
+            Layout::new::<u64>(),
+            Layout::new::<[u8; 24]>(),
+        ] {
+            let (x, y) = (a.allocate(layout).unwrap(), b.allocate(layout).unwrap());
+            assert_eq!(x.len(), y.len());
+            assert_eq!(a.used_bytes(), b.used_bytes());
+        }
+        assert_eq!(a.remaining_capacity(), b.remaining_capacity());
+    }
+
+    crate::static_arena! {
+        static THREADED: [u8; 1 << 16];
+    }
+
+    #[test]
+    fn static_arena_needs_no_set_up_and_hands_threads_disjoint_blocks() {
+        assert_eq!(THREADED.used_bytes(), 0);
+        assert_eq!(THREADED.reserved_bytes(), 1 << 16);
+        let blocks: std::vec::Vec<(usize, usize)> = std::thread::scope(|s| {
+            let workers: std::vec::Vec<_> = (0..4u8)
+                .map(|id| {
+                    s.spawn(move || {
+                        let mut mine = std::vec::Vec::new();
+                        for i in 0..200usize {
+                            let len = 1 + (i * 7 + usize::from(id)) % 61;
+                            let block = THREADED
+                                .allocate(Layout::from_size_align(len, 1 << (i % 4)).unwrap())
+                                .unwrap();
+                            // SAFETY: `len` fresh bytes of ours.
+                            unsafe { block.cast::<u8>().as_ptr().write_bytes(id, len) };
+                            mine.push((block.cast::<u8>().as_ptr().addr(), len));
+                        }
+                        for &(addr, len) in &mine {
+                            // SAFETY: our block, still live.
+                            let bytes =
+                                unsafe { core::slice::from_raw_parts(addr as *const u8, len) };
+                            assert!(bytes.iter().all(|&b| b == id), "another thread wrote here");
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        let mut sorted = blocks.clone();
+        sorted.sort_unstable();
+        for pair in sorted.windows(2) {
+            assert!(
+                pair[0].0 + pair[0].1 <= pair[1].0,
+                "blocks overlap: {pair:?}"
+            );
+        }
+        let payload: usize = blocks.iter().map(|b| b.1).sum();
+        assert!(THREADED.used_bytes() >= payload);
+    }
 }
