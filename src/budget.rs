@@ -31,6 +31,11 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 /// assert_eq!((BUDGET.used(), BUDGET.peak()), (0, 4096));
 /// # Ok::<(), libdd_alloc::AllocError>(())
 /// ```
+///
+/// # Platforms
+/// Needs a compare-and-swap on pointer-sized words: it exists only where
+/// `cfg(target_has_atomic = "ptr")` holds, so not on `thumbv6m-none-eabi` (Cortex-M0/M0+) and
+/// other targets without one.
 #[derive(Debug)]
 pub struct Budget {
     used: AtomicUsize,
@@ -261,6 +266,11 @@ impl Drop for Refund<'_> {
 /// assert_eq!(PROFILER_MEMORY.used(), 0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Platforms
+/// Needs a compare-and-swap on pointer-sized words: it exists only where
+/// `cfg(target_has_atomic = "ptr")` holds, so not on `thumbv6m-none-eabi` (Cortex-M0/M0+) and
+/// other targets without one.
 #[derive(Clone, Copy, Debug)]
 pub struct Budgeted<'b, A> {
     budget: &'b Budget,

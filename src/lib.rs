@@ -13,6 +13,8 @@
 //! | [`SyncChainAllocator<A>`] | as `ChainAllocator`, lock-free | publishes a new chunk | threads, signal handlers |
 //! | [`SyncVirtualArena`] | as `VirtualArena`, lock-free | `Err` at the reservation | a large contiguous region for threads or a crash handler |
 //! | [`LocalHandle`] | slabs of a `Sync*` arena, from its `local()` | claims another slab | one thread's allocations at `Cell` speed, still signal-reentrant |
+//! | [`LinearAllocator<Borrowed<'a>>`](arena::Linear::from_buffer), `SyncLinearAllocator<Borrowed<'a>>` | a buffer the caller owns (`&'a mut [MaybeUninit<u8>]`) | `Err` | a stack array, shared memory; no OS needed |
+//! | [`static_arena!`] | a `static` buffer in `.bss` (a `SyncLinearAllocator<Borrowed<'static>>`) | `Err` | a signal or crash handler with no set-up and no system call; bare metal |
 //!
 //! All implement the [`allocator_api2`] [`Allocator`] trait, so `&arena` works with
 //! `allocator_api2::vec::Vec`, `allocator_api2::boxed::Box` and `hashbrown` collections.
@@ -135,6 +137,31 @@
 //! [`SyncChainAllocator`] (to be folded with [`ChainAllocator`] the same way) and the
 //! [`LocalHandle`].
 //!
+//! # Memory the caller owns
+//! [`Linear::from_buffer`](arena::Linear::from_buffer) builds a [`LinearAllocator`] or
+//! [`SyncLinearAllocator`] over a `&'a mut [MaybeUninit<u8>]`: the backing allocator is
+//! [`Borrowed<'a>`](Borrowed), which hands out nothing and frees nothing, and whose lifetime keeps
+//! the buffer borrowed while the arena lives. [`static_arena!`] declares a `static` lock-free arena
+//! over a buffer of its own, built by a `const` initialiser: nothing runs at start-up or on first
+//! use, and no system call is ever made, so a signal or crash handler can use it from the first
+//! instruction of the program, on any platform.
+//!
+//! # Platforms
+//! The crate is `no_std` and builds for any target `core` supports; what exists depends on two
+//! properties of the target:
+//!
+//! | needs | types | where it is missing |
+//! |---|---|---|
+//! | nothing | [`LinearAllocator`], [`ChainAllocator`], [`Borrowed`], [`ArenaString`], [`format_in!`], [`Arena`], [`Rewind`], [`arena::CellCursor`] | — |
+//! | compare-and-swap on pointer-sized words (`cfg(target_has_atomic = "ptr")`) | [`SyncLinearAllocator`], [`SyncChainAllocator`], [`LocalHandle`], [`static_arena!`], [`Budget`], [`Budgeted`], [`arena::AtomicCursor`] | `thumbv6m-none-eabi` (Cortex-M0/M0+) and other targets without it |
+//! | an OS with virtual memory (`cfg(any(unix, windows))`), and the above | [`VirtualAllocator`], [`PageAllocator`], [`PageOptions`], [`HugePages`], [`VirtualArena`], [`SyncVirtualArena`], [`os`] | bare metal (`thumbv7em-none-eabihf`, ...), WASI, ... |
+//!
+//! Without compare-and-swap there is no lock-free arena: a handler that must allocate uses a
+//! [`LinearAllocator`] of its own, one per execution context (a `Cell` arena is never shared
+//! with the code a handler interrupts). CI type-checks `thumbv7em-none-eabihf` and
+//! `thumbv6m-none-eabi`, and runs a test program on a Cortex-M3 under `qemu-system-arm`
+//! (`bare-metal/`, `scripts/bare-metal.sh`).
+//!
 //! # Features
 //! - `std` (default): [`AllocError`] implements `std::error::Error`, and [`System`] is available
 //!   as a backing allocator. Without it the crate uses neither `std` nor `alloc`.
@@ -210,8 +237,15 @@ pub use string::format_counts_are_literal as __format_counts_are_literal;
 #[doc(hidden)]
 pub use string::format_exponent_precisions_fit as __format_exponent_precisions_fit;
 pub use string::ArenaString;
+/// # Platforms
+/// Needs a compare-and-swap on pointer-sized words: exists only where
+/// `cfg(target_has_atomic = "ptr")` holds, so not on `thumbv6m-none-eabi` (Cortex-M0/M0+).
 #[cfg(target_has_atomic = "ptr")]
-pub use sync::{LocalHandle, LocalSource, SyncChainAllocator};
+pub use sync::SyncChainAllocator;
+/// # Platforms
+/// Exists only where `cfg(target_has_atomic = "ptr")` holds, as the lock-free arenas it serves.
+#[cfg(target_has_atomic = "ptr")]
+pub use sync::{LocalHandle, LocalSource};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
 #[cfg(any(unix, windows))]
 pub use virtual_alloc::VirtualAllocator;

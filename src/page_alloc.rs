@@ -10,6 +10,8 @@ use core::ptr::NonNull;
 ///
 /// Huge pages cut TLB misses for large, hot blocks; they waste memory on small ones (a block is
 /// rounded up to a whole huge page with [`Explicit`](Self::Explicit)).
+///
+/// Available on Unix and Windows only, as [`PageAllocator`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum HugePages {
     /// Normal pages only.
@@ -44,6 +46,8 @@ pub enum HugePages {
 /// let big_table = PageOptions::new().huge_pages(HugePages::Transparent);
 /// assert_ne!(crash_handler, big_table);
 /// ```
+///
+/// Available on Unix and Windows only, as [`PageAllocator`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PageOptions {
     prefault: bool,
@@ -167,6 +171,13 @@ impl PageOptions {
 /// assert_eq!(report.len(), 1000);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Platforms
+/// Available on Unix and Windows only (`cfg(any(unix, windows))`): it needs an OS with
+/// virtual memory. Bare-metal targets have the arenas over a buffer the caller owns
+/// ([`LinearAllocator::from_buffer`](crate::arena::Linear::from_buffer),
+/// [`static_arena!`](crate::static_arena)) and [`ChainAllocator`](crate::ChainAllocator) over an
+/// allocator of their own instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PageAllocator {
     options: PageOptions,

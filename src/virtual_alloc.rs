@@ -43,6 +43,13 @@ use core::ptr::NonNull;
 /// unsafe { pages.deallocate(block.cast(), Layout::from_size_align(10_000, 8)?) };
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Platforms
+/// Available on Unix and Windows only (`cfg(any(unix, windows))`): it needs an OS with
+/// virtual memory. Bare-metal targets have the arenas over a buffer the caller owns
+/// ([`LinearAllocator::from_buffer`](crate::arena::Linear::from_buffer),
+/// [`static_arena!`](crate::static_arena)) and [`ChainAllocator`](crate::ChainAllocator) over an
+/// allocator of their own instead.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct VirtualAllocator {}
 

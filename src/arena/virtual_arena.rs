@@ -138,6 +138,12 @@ fn charge_and_commit(
 /// assert_eq!(arena.committed_bytes(), 64 << 10);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Platforms
+/// Available on Unix and Windows only (`cfg(any(unix, windows))`), with a compare-and-swap on
+/// pointer-sized words (`cfg(target_has_atomic = "ptr")`): it needs an OS with virtual memory.
+/// Bare-metal targets have the arenas over a buffer the caller owns instead
+/// ([`Linear::from_buffer`](crate::arena::Linear::from_buffer), [`static_arena!`](crate::static_arena)).
 pub type VirtualArena = Virtual<CellCursor>;
 
 /// A lock-free, reentrant bump arena over one large, contiguous address range, reserved once and
@@ -260,6 +266,12 @@ pub type VirtualArena = Virtual<CellCursor>;
 /// assert_eq!(arena.committed_bytes(), 64 << 10);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Platforms
+/// Available on Unix and Windows only (`cfg(any(unix, windows))`), with a compare-and-swap on
+/// pointer-sized words (`cfg(target_has_atomic = "ptr")`): it needs an OS with virtual memory.
+/// Bare-metal targets have the arenas over a buffer the caller owns instead
+/// ([`Linear::from_buffer`](crate::arena::Linear::from_buffer), [`static_arena!`](crate::static_arena)).
 pub type SyncVirtualArena = Virtual<AtomicCursor>;
 
 /// The one implementation of [`VirtualArena`] (cursor [`CellCursor`]) and
@@ -271,6 +283,12 @@ pub type SyncVirtualArena = Virtual<AtomicCursor>;
 /// frontier, the end of the read-write prefix, which only grows while the arena is shared
 /// (`fetch_max`; a plain store for the `Cell` arena). Every allocation commits, then publishes
 /// the frontier, then claims below it: the protocol is on [`SyncVirtualArena`]'s page.
+///
+/// # Platforms
+/// Available on Unix and Windows only (`cfg(any(unix, windows))`), with a compare-and-swap on
+/// pointer-sized words (`cfg(target_has_atomic = "ptr")`): it needs an OS with virtual memory.
+/// Bare-metal targets have the arenas over a buffer the caller owns instead
+/// ([`Linear::from_buffer`](crate::arena::Linear::from_buffer), [`static_arena!`](crate::static_arena)).
 pub struct Virtual<C: Cursor> {
     /// Free range `[cur, base + reservation)`, of which `[cur, frontier)` is usable now.
     cursor: C,

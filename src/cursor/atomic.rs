@@ -23,6 +23,11 @@ use core::ptr::NonNull;
 ///
 /// Invariant: `cur` carries the provenance of the whole free range `[cur, limit)` (and of the
 /// blocks before it in the same chunk), and `cur.addr() <= limit` at all times.
+///
+/// # Platforms
+/// Needs a compare-and-swap on pointer-sized words: it exists only where
+/// `cfg(target_has_atomic = "ptr")` holds, so not on `thumbv6m-none-eabi` (Cortex-M0/M0+) and
+/// other targets without one.
 pub struct AtomicCursor {
     cur: AtomicPtr<u8>,
     /// One past the chunk. A pointer rather than its address so that `over_const` can compute

@@ -1,5 +1,8 @@
 //! The operating system's page allocator: the only module that talks to the OS.
 //!
+//! Available on Unix and Windows only (`cfg(any(unix, windows))`): bare-metal targets have no
+//! `os` module.
+//!
 //! Every other module asks for whole pages through the functions here, so platform `cfg`s stay
 //! in this folder. On Linux the calls are raw syscalls (rustix's `linux_raw` backend, on x86,
 //! x86_64, arm, aarch64 and riscv64): they cannot be interposed by an `LD_PRELOAD`ed allocator
