@@ -293,16 +293,35 @@ fn signal_handler_and_main_loop_never_overlap_in_a_sync_linear_arena() {
     check("SyncLinearAllocator", report);
 }
 
-/// A buffer of `len` bytes that lives for the rest of the process, as a `static_arena!`'s does.
-fn leaked_buffer(len: usize) -> &'static mut [std::mem::MaybeUninit<u8>] {
-    Vec::leak(vec![std::mem::MaybeUninit::uninit(); len])
+/// A heap buffer handed out as `&'static mut`, as a `static_arena!`'s is, and freed on drop
+/// (LeakSanitizer checks this binary). Drop it only after the arena over it.
+struct LeakedBuffer(*mut [std::mem::MaybeUninit<u8>]);
+
+impl LeakedBuffer {
+    /// `len` bytes, untouched (no page is faulted in until the arena hands it out).
+    fn new(len: usize) -> (Self, &'static mut [std::mem::MaybeUninit<u8>]) {
+        let mut bytes = Vec::with_capacity(len);
+        // SAFETY: `MaybeUninit` needs no initialisation, and the capacity is `len`.
+        unsafe { bytes.set_len(len) };
+        let raw = Box::into_raw(bytes.into_boxed_slice());
+        // SAFETY: the box is live until `drop`, which the caller runs after the last use.
+        (Self(raw), unsafe { &mut *raw })
+    }
+}
+
+impl Drop for LeakedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: from `Box::into_raw` in `new`; the arena over it is gone.
+        drop(unsafe { Box::from_raw(self.0) });
+    }
 }
 
 /// The storm on a lock-free arena over memory the caller owns, built as `static_arena!` builds
 /// one (`from_buffer_const` over a `&'static mut`), so of the very type a `static` arena has.
 #[cfg(unix)]
 fn signal_handler_and_main_loop_never_overlap_in_a_borrowed_sync_linear_arena() {
-    let mut arena = SyncLinearAllocator::from_buffer_const(leaked_buffer(256 << 20));
+    let (_buffer, bytes) = LeakedBuffer::new(256 << 20);
+    let mut arena = SyncLinearAllocator::from_buffer_const(bytes);
     let report = storm(
         &mut arena,
         SyncLinearAllocator::reset,
@@ -571,7 +590,8 @@ fn handler_and_main_loop_format_intact_strings_in_a_sync_linear_arena() {
 
 #[cfg(unix)]
 fn handler_and_main_loop_format_intact_strings_in_a_borrowed_sync_linear_arena() {
-    let mut arena = SyncLinearAllocator::from_buffer(leaked_buffer(64 << 20));
+    let mut bytes = Vec::<u8>::with_capacity(64 << 20);
+    let mut arena = SyncLinearAllocator::from_buffer(bytes.spare_capacity_mut());
     let report = string_storm(&mut arena, SyncLinearAllocator::reset);
     check_strings("SyncLinearAllocator<Borrowed<'_>>", report);
 }
