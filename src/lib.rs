@@ -197,7 +197,7 @@ pub use string::format_counts_are_literal as __format_counts_are_literal;
 pub use string::format_exponent_precisions_fit as __format_exponent_precisions_fit;
 pub use string::ArenaString;
 pub use sync::{LocalHandle, LocalSource, SyncChainAllocator};
-pub use typed::{Arena, Checkpoint, Rewind, Scope};
+pub use typed::{AllocOrInitError, Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;
 
 // The allocator vocabulary, so users need no direct dependency on allocator_api2.
