@@ -17,10 +17,11 @@ use core::ptr::{self, NonNull};
 /// closure or `Clone` you pass in may still panic; the arena stays sound, see each method.)
 ///
 /// # Destructors do not run
-/// As in bumpalo, a value placed in an arena is never dropped: `reset`, [`Rewind::rewind`] and
-/// dropping the arena reuse or free the bytes without running destructors. Use the arena for
-/// plain data (`Copy` types, `&str`, slices, structs of those), or drop a value yourself with
-/// [`core::ptr::drop_in_place`] when it owns resources.
+/// As in bumpalo, a value placed in an arena by these methods is never dropped: `reset`,
+/// [`Rewind::rewind`] and dropping the arena reuse or free the bytes without running
+/// destructors. Use them for plain data (`Copy` types, `&str`, slices, structs of those); for a
+/// value that owns resources, use [`DropArena::try_alloc_owned`](crate::DropArena::try_alloc_owned),
+/// whose destructor the arena runs when it reclaims the bytes.
 ///
 /// # Implementing it
 /// An arena opts in with one line, `unsafe impl<A: Allocator> Arena for MyArena<A> {}`; every
@@ -646,7 +647,8 @@ impl Checkpoint {
 }
 
 /// Arenas that can roll back to a [`Checkpoint`] in O(1): everything allocated since is freed at
-/// once (destructors do not run). [`scope`](Rewind::scope) does it around a closure.
+/// once (destructors run only for the values of [`DropArena::try_alloc_owned`](crate::DropArena),
+/// newest first, one step each). [`scope`](Rewind::scope) does it around a closure.
 ///
 /// Sound by construction: [`rewind`](Rewind::rewind) takes `&mut self`, so no reference into
 /// the arena is alive, and any checkpoint (even one from another arena or from before a `reset`)
@@ -832,6 +834,16 @@ unsafe impl<A: Rewind> Allocator for Scope<'_, A> {
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: forwarded caller contract.
         unsafe { self.arena.shrink(ptr, old, new) }
+    }
+}
+
+// SAFETY: the scope's blocks and drop records are the arena's, which runs the records when it
+// reclaims their bytes (at the latest when the scope ends and rewinds).
+unsafe impl<A: Rewind + crate::DropArena> crate::DropArena for Scope<'_, A> {
+    #[inline]
+    unsafe fn push_drop(&self, record: NonNull<u8>, end: usize) {
+        // SAFETY: forwarded caller contract; the record's block came from the arena.
+        unsafe { self.arena.push_drop(record, end) };
     }
 }
 

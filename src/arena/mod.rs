@@ -12,6 +12,6 @@
 pub(crate) mod linear;
 pub(crate) mod virtual_arena;
 
-pub use crate::cursor::{AtomicCursor, CellCursor, Counter, Cursor};
+pub use crate::cursor::{AtomicCursor, CellCursor, Counter, Cursor, PtrCell};
 pub use linear::Linear;
 pub use virtual_arena::Virtual;

@@ -1,0 +1,314 @@
+//! Values whose destructors the arena runs: [`DropArena`], and the one list of drop records
+//! every arena that offers it keeps.
+//!
+//! A value allocated with [`DropArena::try_alloc_owned`] gets a *drop record* in front of it, in
+//! the same block of the arena: the address of the next older record, the highest block end of
+//! that record and every older one (its *high-water mark*), and the function that drops the
+//! value. The records form a singly linked list whose head lives in the arena, newest first, so
+//! walking it from the head is reverse allocation order. Nothing else carries a header: plain
+//! allocations, and values of a type without drop glue ([`core::mem::needs_drop`]), never
+//! touch the list.
+//!
+//! Protocol (stated once here; the arenas call [`DropList::push`] and [`DropList::run_above`]):
+//! - *Push* (through `&self`, from any thread or a signal handler): write the record, then link
+//!   it in by compare-exchange of the head, retried if another push got in between (`Release` on
+//!   success, so that whoever loads the new head (`Acquire`) sees the record written). The
+//!   `Cell` head's exchange is a store that always succeeds. Lock-free and reentrant: a handler
+//!   that pushes between this thread's load and exchange makes the exchange fail and retry, never
+//!   wait.
+//! - *Run* (through `&mut self` only: `reset`, `rewind`, the end of a scope, drop): pop records
+//!   from the head while their high-water mark lies past the position the arena rolls back to,
+//!   dropping each value. A record is popped before its value is dropped, so a destructor that
+//!   panics leaves a consistent list; the rest still run (a guard continues the walk while the
+//!   panic unwinds), and a second panic aborts the process, as for a slice's destructors.
+//!
+//! Why the high-water mark: records are pushed in the order their pushes win, which is the order
+//! of allocation on one thread but not always across threads (a thread can allocate, be
+//! preempted, and push after another thread's later block), nor when a value's initialiser
+//! allocates droppable values itself. A rollback must run the destructor of every value whose
+//! bytes it frees, and the list is sorted by high-water mark, so "pop while the mark is past the
+//! position" never leaves behind a record whose bytes are freed, whatever the order of pushes.
+//! It may also run a destructor whose bytes stay (a value pushed after one whose bytes are
+//! freed): that is sound, since `&mut self` proves nothing refers to it, and each value is
+//! dropped exactly once because it is popped before it is dropped. On one thread, without
+//! initialisers that allocate, the marks are the block ends in order and exactly the values
+//! allocated after the checkpoint are dropped.
+
+use crate::cursor::PtrCell;
+use crate::{AllocError, Arena};
+use core::mem;
+use core::ptr::{self, NonNull};
+
+/// The header in front of a value whose destructor the arena runs.
+struct DropRecord {
+    /// The next older record, or null.
+    next: *mut DropRecord,
+    /// The highest block end (as the arena orders positions: an address for the one-region
+    /// arenas) of this record's block and every older record's.
+    high_water: usize,
+    /// Drops the value behind this record.
+    drop: unsafe fn(NonNull<DropRecord>),
+}
+
+/// A record and its value, in one block.
+#[repr(C)]
+struct Owned<T> {
+    record: DropRecord,
+    value: T,
+}
+
+/// Drops the `T` of an [`Owned<T>`] whose record is `record`.
+///
+/// # Safety
+/// `record` is the record of a live `Owned<T>` whose value is dropped at most this once.
+unsafe fn drop_owned<T>(record: NonNull<DropRecord>) {
+    let owned = record.cast::<Owned<T>>().as_ptr();
+    // SAFETY: the caller's contract; `record` is the first field of the `repr(C)` `Owned<T>`.
+    unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*owned).value)) };
+}
+
+/// The list of drop records of one arena. `H` is the head: a `Cell` for the single-thread
+/// arenas, an atomic pointer for the lock-free ones (the cursor's [`PtrCell`]).
+pub(crate) struct DropList<H: PtrCell> {
+    head: H,
+}
+
+impl<H: PtrCell> DropList<H> {
+    /// An empty list.
+    pub(crate) fn new() -> Self {
+        Self { head: H::null() }
+    }
+
+    /// Links in `record` (its `drop` written, the rest not yet), whose block ends at position
+    /// `end`. Lock-free: a retry happens only because another push succeeded meanwhile.
+    ///
+    /// # Safety
+    /// `record` is a fresh record of this list's arena, whose value is initialised and stays
+    /// valid until this list runs it.
+    #[inline]
+    unsafe fn push(&self, record: NonNull<DropRecord>, end: usize) {
+        let record = record.as_ptr();
+        let mut head = self.head.load().cast::<DropRecord>();
+        loop {
+            let below = if head.is_null() {
+                0
+            } else {
+                // SAFETY: a record reachable from the head stays valid until a `&mut` run, which
+                // cannot overlap this `&self` call; the `Acquire` load (or the failed exchange,
+                // which reloads it) saw it written.
+                unsafe { (*head).high_water }
+            };
+            // SAFETY: the record is ours until the exchange below publishes it.
+            unsafe {
+                (*record).next = head;
+                (*record).high_water = end.max(below);
+            }
+            match self.head.exchange_weak(head.cast(), record.cast()) {
+                Ok(()) => return,
+                Err(now) => head = now.cast(),
+            }
+        }
+    }
+
+    /// Runs, newest first, the destructors of the values whose records have a high-water mark
+    /// past `position`, and unlinks them: every value whose block reaches past `position`.
+    /// `run_above(0)` runs them all.
+    ///
+    /// If a destructor panics, the others still run and then the panic continues; if another
+    /// one panics while it unwinds, the process aborts.
+    pub(crate) fn run_above(&mut self, position: usize) {
+        /// Finishes the walk if a destructor unwinds.
+        struct Rest<'a, H: PtrCell>(&'a mut DropList<H>, usize);
+        impl<H: PtrCell> Drop for Rest<'_, H> {
+            fn drop(&mut self) {
+                self.0.pop_above(self.1);
+            }
+        }
+        if self.head.get().is_null() {
+            return;
+        }
+        let rest = Rest(self, position);
+        rest.0.pop_above(position);
+        mem::forget(rest);
+    }
+
+    /// As [`run_above(0)`](Self::run_above), then `then`, even if a destructor panicked: how an
+    /// arena's drop runs the destructors before it frees their memory.
+    pub(crate) fn run_all_then(&mut self, then: impl FnOnce()) {
+        /// Calls its closure when dropped, unwinding or not.
+        struct Then<F: FnOnce()>(Option<F>);
+        impl<F: FnOnce()> Drop for Then<F> {
+            fn drop(&mut self) {
+                if let Some(then) = self.0.take() {
+                    then();
+                }
+            }
+        }
+        let _then = Then(Some(then));
+        self.run_above(0);
+    }
+
+    fn pop_above(&mut self, position: usize) {
+        loop {
+            let head = self.head.get().cast::<DropRecord>();
+            // SAFETY: records stay valid until popped here; `&mut self` means no push is running.
+            if head.is_null() || unsafe { (*head).high_water } <= position {
+                return;
+            }
+            // SAFETY: as above. Unlink first, so that a destructor that panics leaves the list
+            // consistent (and its value is never dropped twice).
+            let (next, drop) = unsafe { ((*head).next, (*head).drop) };
+            self.head.set(next.cast());
+            // SAFETY: the record was pushed with its value initialised, and it is now unlinked,
+            // so this is its value's one drop. `head` is not null.
+            unsafe { drop(NonNull::new_unchecked(head)) };
+        }
+    }
+}
+
+/// Arenas that run destructors: a value allocated with [`try_alloc_owned`](Self::try_alloc_owned)
+/// is dropped when its memory is reclaimed, at `reset`, at [`rewind`](crate::Rewind::rewind) to a
+/// checkpoint taken before it, at the end of a [`scope`](crate::Rewind::scope) it was allocated
+/// in, and when the arena is dropped; newest first (reverse allocation order). Implemented by
+/// [`LinearAllocator`](crate::LinearAllocator), [`SyncLinearAllocator`](crate::SyncLinearAllocator),
+/// [`VirtualArena`](crate::VirtualArena), [`SyncVirtualArena`](crate::SyncVirtualArena), a
+/// [`Scope`](crate::Scope) of those, and a [`LocalHandle`](crate::LocalHandle) on the lock-free
+/// ones (the value is registered on the handle's arena).
+///
+/// # Cost
+/// Free for what does not use it: plain allocations carry no header, and the allocation paths
+/// are unchanged. A value of a type without drop glue ([`core::mem::needs_drop`] is false) is
+/// allocated as by [`Arena::try_alloc`], with nothing registered. Any other value carries a
+/// record of three words in front of it, in the same block, and is linked in by one store (one
+/// compare-exchange on the lock-free arenas). `reset`, `rewind` and drop cost nothing more when
+/// no record is past their position, else one step per destructor they run.
+///
+/// # Destructors that panic
+/// If a destructor panics during `reset`, `rewind`, a scope's end or the arena's drop, every other
+/// destructor that call was to run still runs, and then the panic continues out of the call;
+/// if a second destructor panics meanwhile, the process aborts (a panic while panicking), as for
+/// a slice's elements. The arena stays consistent and usable: each value is dropped at most once.
+/// A `reset` or `rewind` whose destructor panicked has not yet moved the cursor back (its bytes
+/// stay allocated until the next `reset` or `rewind`); a dropped arena still frees its memory.
+///
+/// # Why `T: Send + 'static`
+/// The destructor runs later, where the arena is then: on another thread if the arena was sent
+/// there (hence `Send`), and after every borrow the value could hold has perhaps ended (hence
+/// `'static`: a value holding a reference to a local, or to the arena itself, would be dropped
+/// after the local died, or while `reset` holds `&mut` to the arena).
+///
+/// # Signal safety
+/// On the lock-free arenas (and a [`LocalHandle`](crate::LocalHandle)) registration is
+/// lock-free and reentrant: a signal handler may allocate such a value, even from the arena the
+/// code it interrupted was registering on (see the protocol in `src/drops.rs`: one
+/// compare-exchange of the head, retried only if another push won). Destructors never run in
+/// the handler: only in `reset`, `rewind` and drop, which take `&mut`. On the `Cell` arenas
+/// nothing is reentrant, as for their allocation.
+///
+/// # Safety
+/// An implementor promises that every record pushed through
+/// [`push_drop`](Self::push_drop) is run (its value dropped) before the bytes of its block
+/// are handed out again or freed, and not earlier than the next `&mut self` use of the arena.
+///
+/// # Examples
+/// ```
+/// use libdd_alloc::{DropArena, Layout, LinearAllocator, Rewind, System};
+///
+/// let mut arena = LinearAllocator::new_in(Layout::array::<u8>(4096)?, System)?;
+/// let kept = arena.try_alloc_owned(String::from("kept"))?;
+/// kept.push('!');
+/// let checkpoint = arena.checkpoint();
+/// arena.try_alloc_owned(vec![1u64, 2, 3])?; // freed, and dropped, by the rewind
+/// arena.rewind(checkpoint);
+/// arena.reset(); // drops "kept!"
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+// `&self -> &mut T`: each call hands out a distinct block (the `Arena` contract).
+#[allow(clippy::mut_from_ref)]
+pub unsafe trait DropArena: Arena {
+    /// Moves `value` into the arena, which drops it when its memory is reclaimed (see the
+    /// trait). O(1).
+    ///
+    /// # Errors
+    /// `Err(AllocError)` when the arena has no room; `value` is dropped.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{DropArena, SyncLinearAllocator, Layout, System};
+    /// use std::sync::Arc;
+    ///
+    /// let shared = Arc::new(5);
+    /// let mut arena = SyncLinearAllocator::new_in(Layout::array::<u64>(64)?, System)?;
+    /// std::thread::scope(|s| {
+    ///     for _ in 0..4 {
+    ///         s.spawn(|| arena.try_alloc_owned(Arc::clone(&shared)).map(|_| ()));
+    ///     }
+    /// });
+    /// assert_eq!(Arc::strong_count(&shared), 5);
+    /// arena.reset();
+    /// assert_eq!(Arc::strong_count(&shared), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    fn try_alloc_owned<T: Send + 'static>(&self, value: T) -> Result<&mut T, AllocError> {
+        self.try_alloc_owned_with(|| value)
+    }
+
+    /// Allocates room for a `T` and its drop record, then calls `f` and writes its result
+    /// there; the arena drops it when its memory is reclaimed (see the trait). `f` is not called
+    /// when the allocation fails. If `f` panics, the block is given back (if it is still the most
+    /// recent one), nothing is registered and the panic continues.
+    ///
+    /// # Errors
+    /// `Err(AllocError)` when the arena has no room.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{DropArena, VirtualArena};
+    /// let arena = VirtualArena::new(1 << 20)?;
+    /// let names = arena.try_alloc_owned_with(|| vec![String::from("main"); 3])?;
+    /// assert_eq!(names.len(), 3);
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    #[inline]
+    fn try_alloc_owned_with<T: Send + 'static, F: FnOnce() -> T>(
+        &self,
+        f: F,
+    ) -> Result<&mut T, AllocError> {
+        if !mem::needs_drop::<T>() {
+            return self.try_alloc_with(f);
+        }
+        let owned = self.try_alloc_with(|| Owned {
+            record: DropRecord {
+                next: ptr::null_mut(),
+                high_water: 0,
+                drop: drop_owned::<T>,
+            },
+            value: f(),
+        })?;
+        let end = (owned as *mut Owned<T>).addr() + mem::size_of::<Owned<T>>();
+        let record = NonNull::from(&mut owned.record);
+        // SAFETY: the record is fresh and its value initialised; the block stays valid until
+        // the arena is used through `&mut` (the `Arena` contract), when it runs the record.
+        unsafe { self.push_drop(record.cast(), end) };
+        Ok(&mut owned.value)
+    }
+
+    /// Links a drop record into the arena's list. The crate's own; not part of the API.
+    ///
+    /// # Safety
+    /// `record` is a fresh drop record (from this crate) of a block of this arena ending at
+    /// `end`, with its value initialised.
+    #[doc(hidden)]
+    unsafe fn push_drop(&self, record: NonNull<u8>, end: usize);
+}
+
+/// The `push_drop` of an arena that keeps its own list.
+///
+/// # Safety
+/// As [`DropArena::push_drop`], for the arena that owns `list`.
+#[inline]
+pub(crate) unsafe fn push_to<H: PtrCell>(list: &DropList<H>, record: NonNull<u8>, end: usize) {
+    // SAFETY: forwarded caller contract.
+    unsafe { list.push(record.cast(), end) };
+}
