@@ -312,3 +312,363 @@ pub(crate) unsafe fn push_to<H: PtrCell>(list: &DropList<H>, record: NonNull<u8>
     // SAFETY: forwarded caller contract.
     unsafe { list.push(record.cast(), end) };
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::{
+        LinearAllocator, Rewind, SyncLinearAllocator, SyncVirtualArena, System, VirtualArena,
+    };
+    use core::alloc::Layout;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::{Arc, Mutex};
+    use std::vec::Vec;
+
+    /// Appends its id to the log when dropped; panics then if `panics`.
+    struct Logged {
+        id: u32,
+        log: Arc<Mutex<Vec<u32>>>,
+        panics: bool,
+    }
+
+    impl Drop for Logged {
+        fn drop(&mut self) {
+            self.log.lock().unwrap().push(self.id);
+            assert!(!self.panics, "destructor {} panics", self.id);
+        }
+    }
+
+    fn logged(log: &Arc<Mutex<Vec<u32>>>, id: u32) -> Logged {
+        Logged {
+            id,
+            log: Arc::clone(log),
+            panics: false,
+        }
+    }
+
+    fn taken(log: &Arc<Mutex<Vec<u32>>>) -> Vec<u32> {
+        core::mem::take(&mut *log.lock().unwrap())
+    }
+
+    /// Makes a fresh arena of one kind.
+    type Make<'a> = &'a mut dyn FnMut() -> Box<dyn Subject>;
+
+    /// Every arena that runs destructors, made fresh.
+    fn each_arena(check: &mut dyn FnMut(Make<'_>)) {
+        check(&mut || {
+            Box::new(
+                LinearAllocator::new_in(Layout::from_size_align(1 << 16, 64).unwrap(), System)
+                    .unwrap(),
+            )
+        });
+        check(&mut || {
+            Box::new(
+                SyncLinearAllocator::new_in(Layout::from_size_align(1 << 16, 64).unwrap(), System)
+                    .unwrap(),
+            )
+        });
+        check(&mut || Box::new(VirtualArena::new(1 << 20).unwrap()));
+        check(&mut || Box::new(SyncVirtualArena::new(1 << 20).unwrap()));
+    }
+
+    use std::boxed::Box;
+
+    /// The arena operations the tests need, object-safe.
+    trait Subject {
+        fn put(&self, value: Logged) -> *mut Logged;
+        fn put_plain(&self, value: u64);
+        fn mark(&self) -> crate::Checkpoint;
+        fn roll_back(&mut self, checkpoint: crate::Checkpoint);
+        fn clear(&mut self);
+        fn used(&self) -> usize;
+        /// Puts `ids` inside a scope (the one equal to `panicking` panics when dropped), then
+        /// ends it.
+        fn scoped(&mut self, log: &Arc<Mutex<Vec<u32>>>, ids: &[u32], panicking: Option<u32>);
+    }
+
+    macro_rules! subject {
+        ($($ty:ty),*) => {$(
+            impl Subject for $ty {
+                fn put(&self, value: Logged) -> *mut Logged {
+                    self.try_alloc_owned(value).unwrap()
+                }
+                fn put_plain(&self, value: u64) {
+                    self.try_alloc(value).unwrap();
+                }
+                fn mark(&self) -> crate::Checkpoint {
+                    Rewind::checkpoint(self)
+                }
+                fn roll_back(&mut self, checkpoint: crate::Checkpoint) {
+                    Rewind::rewind(self, checkpoint)
+                }
+                fn clear(&mut self) {
+                    <$ty>::reset(self)
+                }
+                fn used(&self) -> usize {
+                    self.used_bytes()
+                }
+                fn scoped(&mut self, log: &Arc<Mutex<Vec<u32>>>, ids: &[u32], panicking: Option<u32>) {
+                    self.scope(|scope| {
+                        for &id in ids {
+                            scope.try_alloc_owned(logged(log, id)).unwrap().panics =
+                                Some(id) == panicking;
+                        }
+                    });
+                }
+            }
+        )*};
+    }
+    subject!(
+        LinearAllocator<System>,
+        SyncLinearAllocator<System>,
+        VirtualArena,
+        SyncVirtualArena
+    );
+
+    const RECORD: usize = 3 * core::mem::size_of::<usize>();
+
+    #[test]
+    fn reset_drops_every_value_newest_first_and_only_once() {
+        each_arena(&mut |make| {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let mut arena = make();
+            for id in 0..5 {
+                arena.put(logged(&log, id));
+                arena.put_plain(u64::from(id));
+            }
+            arena.clear();
+            assert_eq!(taken(&log), [4, 3, 2, 1, 0]);
+            assert_eq!(arena.used(), 0);
+            arena.clear();
+            assert!(taken(&log).is_empty());
+            arena.put(logged(&log, 9));
+            drop(arena);
+            assert_eq!(taken(&log), [9]);
+        });
+    }
+
+    #[test]
+    fn rewind_drops_exactly_the_values_allocated_after_the_checkpoint() {
+        each_arena(&mut |make| {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let mut arena = make();
+            arena.put(logged(&log, 0));
+            let first = arena.mark();
+            arena.put(logged(&log, 1));
+            arena.put_plain(1);
+            let second = arena.mark();
+            arena.put(logged(&log, 2));
+            arena.put(logged(&log, 3));
+            arena.roll_back(second);
+            assert_eq!(taken(&log), [3, 2]);
+            arena.roll_back(second);
+            assert!(taken(&log).is_empty());
+            arena.roll_back(first);
+            assert_eq!(taken(&log), [1]);
+            // A stale checkpoint (past the cursor now) moves nothing back and drops nothing.
+            arena.roll_back(second);
+            assert!(taken(&log).is_empty());
+            drop(arena);
+            assert_eq!(taken(&log), [0]);
+        });
+    }
+
+    #[test]
+    fn scope_end_drops_the_values_of_the_scope_only() {
+        each_arena(&mut |make| {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let mut arena = make();
+            arena.put(logged(&log, 0));
+            let used = arena.used();
+            arena.scoped(&log, &[1, 2, 3], None);
+            assert_eq!(taken(&log), [3, 2, 1]);
+            assert_eq!(arena.used(), used);
+            drop(arena);
+            assert_eq!(taken(&log), [0]);
+        });
+    }
+
+    #[test]
+    fn a_foreign_checkpoint_drops_every_value_whose_bytes_it_frees() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut arena =
+            LinearAllocator::new_in(Layout::from_size_align(4096, 64).unwrap(), System).unwrap();
+        let other =
+            LinearAllocator::new_in(Layout::from_size_align(4096, 64).unwrap(), System).unwrap();
+        let empty = other.checkpoint();
+        arena.try_alloc_owned(logged(&log, 0)).unwrap();
+        arena.try_alloc_owned(logged(&log, 1)).unwrap();
+        arena.roll_back(empty);
+        assert_eq!(taken(&log), [1, 0]);
+        assert_eq!(arena.used_bytes(), 0);
+    }
+
+    #[test]
+    fn values_registered_out_of_order_are_all_dropped_when_their_bytes_are_freed() {
+        // The outer value's initialiser registers an inner one after a checkpoint: the inner
+        // record is pushed first although its bytes come after the outer's.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut arena =
+            LinearAllocator::new_in(Layout::from_size_align(4096, 64).unwrap(), System).unwrap();
+        let mut inside = None;
+        arena
+            .try_alloc_owned_with(|| {
+                inside = Some(arena.checkpoint());
+                arena.try_alloc_owned(logged(&log, 2)).unwrap();
+                logged(&log, 1)
+            })
+            .unwrap();
+        arena.roll_back(inside.unwrap());
+        // The inner value's bytes are freed, so it is dropped; the outer one, pushed after it,
+        // is dropped early (its bytes stay), and only once.
+        assert_eq!(taken(&log), [1, 2]);
+        arena.clear();
+        drop(arena);
+        assert!(taken(&log).is_empty());
+    }
+
+    #[test]
+    fn values_without_drop_glue_take_no_record_and_others_one() {
+        let arena =
+            LinearAllocator::new_in(Layout::from_size_align(4096, 64).unwrap(), System).unwrap();
+        arena.try_alloc_owned(7u64).unwrap();
+        assert_eq!(arena.used_bytes(), 8);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let before = arena.used_bytes();
+        arena.try_alloc_owned(logged(&log, 0)).unwrap();
+        assert_eq!(
+            arena.used_bytes() - before,
+            RECORD + core::mem::size_of::<Logged>()
+        );
+    }
+
+    #[test]
+    fn full_arena_drops_the_value_and_registers_nothing() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut arena =
+            LinearAllocator::new_in(Layout::from_size_align(16, 16).unwrap(), System).unwrap();
+        assert!(arena.try_alloc_owned(logged(&log, 0)).is_err());
+        assert_eq!(taken(&log), [0]);
+        arena.clear();
+        assert!(taken(&log).is_empty());
+    }
+
+    #[test]
+    fn panicking_initialiser_gives_the_block_back_and_registers_nothing() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut arena =
+            LinearAllocator::new_in(Layout::from_size_align(4096, 64).unwrap(), System).unwrap();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            arena
+                .try_alloc_owned_with(|| -> Logged { panic!("initialiser") })
+                .map(|_| ())
+        }));
+        assert!(result.is_err());
+        assert_eq!(arena.used_bytes(), 0);
+        arena.clear();
+        assert!(taken(&log).is_empty());
+    }
+
+    /// How a run of destructors ends: `reset`, `rewind`, a scope's end, or the arena's drop.
+    #[derive(Clone, Copy, Debug)]
+    enum Ending {
+        Reset,
+        Rewind,
+        Scope,
+        Drop,
+    }
+
+    #[test]
+    fn a_panicking_destructor_at_every_index_still_lets_the_others_run_once() {
+        const N: u32 = 6;
+        for ending in [Ending::Reset, Ending::Rewind, Ending::Scope, Ending::Drop] {
+            for panicking in 0..N {
+                each_arena(&mut |make| {
+                    let log = Arc::new(Mutex::new(Vec::new()));
+                    let mut arena = make();
+                    arena.put(logged(&log, 100));
+                    let checkpoint = arena.mark();
+                    let put_all = |arena: &dyn Subject| {
+                        for id in 0..N {
+                            let value = arena.put(logged(&log, id));
+                            // SAFETY: fresh value of ours, no other reference to it.
+                            unsafe { (*value).panics = id == panicking };
+                        }
+                    };
+                    let result = catch_unwind(AssertUnwindSafe(|| match ending {
+                        Ending::Reset => {
+                            put_all(&*arena);
+                            arena.clear();
+                        }
+                        Ending::Rewind => {
+                            put_all(&*arena);
+                            arena.roll_back(checkpoint);
+                        }
+                        Ending::Scope => {
+                            let ids: Vec<u32> = (0..N).collect();
+                            arena.scoped(&log, &ids, Some(panicking));
+                        }
+                        Ending::Drop => {
+                            put_all(&*arena);
+                            drop(core::mem::replace(&mut arena, make()));
+                        }
+                    }));
+                    assert!(result.is_err(), "{ending:?}: the panic continues");
+                    let mut expected: Vec<u32> = (0..N).rev().collect();
+                    if matches!(ending, Ending::Reset | Ending::Drop) {
+                        expected.push(100);
+                    }
+                    assert_eq!(taken(&log), expected, "{ending:?}, panic at {panicking}");
+                    // Consistent and usable: nothing is dropped twice, allocation works, and a
+                    // reset reclaims the bytes the interrupted call left allocated.
+                    arena.put(logged(&log, 200));
+                    arena.clear();
+                    let left = taken(&log);
+                    assert_eq!(
+                        left,
+                        if matches!(ending, Ending::Rewind | Ending::Scope) {
+                            std::vec![200, 100]
+                        } else {
+                            std::vec![200]
+                        }
+                    );
+                    assert_eq!(arena.used(), 0);
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn threads_register_concurrently_and_each_value_is_dropped_once() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut arena = SyncVirtualArena::new(1 << 24).unwrap();
+        std::thread::scope(|s| {
+            for thread in 0..4u32 {
+                let (arena, log) = (&arena, &log);
+                s.spawn(move || {
+                    let local = arena.local();
+                    for i in 0..500 {
+                        let id = thread * 10_000 + i;
+                        if i % 2 == 0 {
+                            arena.try_alloc_owned(logged(log, id)).unwrap();
+                        } else {
+                            local.try_alloc_owned(logged(log, id)).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        arena.clear();
+        let dropped = taken(&log);
+        assert_eq!(dropped.len(), 2000);
+        for thread in 0..4u32 {
+            let mine: Vec<u32> = dropped
+                .iter()
+                .copied()
+                .filter(|id| id / 10_000 == thread)
+                .collect();
+            let expected: Vec<u32> = (0..500).rev().map(|i| thread * 10_000 + i).collect();
+            assert_eq!(mine, expected, "thread {thread}: each once, newest first");
+        }
+    }
+}

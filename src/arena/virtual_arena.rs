@@ -938,7 +938,8 @@ impl<C: Cursor> Rewind for Virtual<C> {
             // The bytes between the checkpoint and the cursor may be written: record them
             // before the cursor moves back, so that `allocate_zeroed` zeroes them.
             self.note_high_water();
-            self.cursor.set_used(self.base, used, self.committed_bytes());
+            self.cursor
+                .set_used(self.base, used, self.committed_bytes());
         }
     }
 }
