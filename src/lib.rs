@@ -116,6 +116,10 @@
 //! a signal handler that interrupts it and allocates from the same handle is still handed a
 //! disjoint block (its `# Signal safety` section has the argument).
 //!
+//! Values that own resources go in through [`DropArena::try_alloc_owned`]: the arena runs their
+//! destructors when it reclaims their bytes (`reset`, `rewind`, a scope's end, drop), newest
+//! first, and plain allocations pay nothing for it (`src/drops.rs` has the protocol).
+//!
 //! # Design: one arena per kind, generic over its cursor
 //! `bump.rs` is the one piece of bump arithmetic (align, fit, resize the last block). A
 //! *cursor* (`src/cursor/`) is how an arena's first free address moves: [`arena::CellCursor`]
