@@ -37,6 +37,7 @@
 use crate::cursor::PtrCell;
 use crate::{AllocError, Arena};
 use core::mem;
+use core::pin::Pin;
 use core::ptr::{self, NonNull};
 
 /// The header in front of a value whose destructor the arena runs.
@@ -286,12 +287,18 @@ pub unsafe trait DropArena: Arena {
             },
             value: f(),
         })?;
-        let end = (owned as *mut Owned<T>).addr() + mem::size_of::<Owned<T>>();
-        let record = NonNull::from(&mut owned.record);
+        // A pointer to the whole block (not to the record field alone), so that the record's
+        // drop function may reach the value through it.
+        let owned = NonNull::from(owned);
+        let end = owned.as_ptr().addr() + mem::size_of::<Owned<T>>();
         // SAFETY: the record is fresh and its value initialised; the block stays valid until
-        // the arena is used through `&mut` (the `Arena` contract), when it runs the record.
-        unsafe { self.push_drop(record.cast(), end) };
-        Ok(&mut owned.value)
+        // the arena is used through `&mut` (the `Arena` contract), when it runs the record. The
+        // reference returned below covers the value only, which the list never touches before
+        // that `&mut` use; the list reads and writes the record part.
+        unsafe {
+            self.push_drop(owned.cast(), end);
+            Ok(&mut (*owned.as_ptr()).value)
+        }
     }
 
     /// Links a drop record into the arena's list. The crate's own; not part of the API.
@@ -301,6 +308,80 @@ pub unsafe trait DropArena: Arena {
     /// `end`, with its value initialised.
     #[doc(hidden)]
     unsafe fn push_drop(&self, record: NonNull<u8>, end: usize);
+}
+
+/// Arenas that can pin a value: [`try_alloc_pinned`](Self::try_alloc_pinned) hands out a
+/// `Pin<&mut T>` that lives as long as the borrow of the arena.
+///
+/// # Why the pinning guarantee holds
+/// `Pin` asks that the value is never moved, and that its memory is neither reused nor freed
+/// before its destructor has run. The value is written once into its own block and the arena
+/// never moves a block. Its memory comes back to the arena only through `&mut self`: `reset`,
+/// `rewind` (also at the end of a [`scope`](crate::Rewind::scope)) and the arena's drop, and each of
+/// these first runs the destructor of every value whose bytes it frees ([`DropArena`]'s
+/// contract; with a panicking destructor the others still run, or the process aborts). What is
+/// left are the ways to skip those calls:
+/// - `mem::forget` of the arena (or `Box::leak`, a cycle of `Arc`s): its memory is then never
+///   freed, and never reused, since that too needs the arena. This is why an arena whose memory
+///   is borrowed from the caller cannot pin: a [`LinearAllocator`](crate::LinearAllocator) over
+///   a backing allocator `&'a B` would give its buffer back to `B` only in its own drop, and
+///   forgetting the arena ends the borrow, after which `B` may free or reuse the buffer (drop a
+///   bump allocator, reset it). Hence the bound `A: 'static` on the backing allocator: a
+///   `'static` allocator's blocks stay valid until they are deallocated or every copy of it is
+///   dropped (the `Allocator` contract), and the forgotten arena holds a copy. The virtual
+///   arenas own their reservation outright.
+/// - `mem::forget` of a [`Scope`](crate::Scope): impossible, the closure only gets `&mut`; and
+///   two scopes cannot be swapped (their lifetimes are distinct, universally quantified).
+/// - `mem::forget` of a [`LocalHandle`](crate::LocalHandle): its slabs are the arena's, which
+///   stays borrowed and frees them only through `&mut`, after the destructors.
+/// - a stale or foreign [`Checkpoint`](crate::Checkpoint): a rewind drops every value whose
+///   bytes it frees, whatever the checkpoint says (`src/drops.rs`).
+///
+/// A value of a type without drop glue gets no drop record; its "destructor" is nothing, so its
+/// memory may be reused at once.
+///
+/// # Safety
+/// An implementor promises all of the above: its memory is freed or reused only after the
+/// destructors of the values in it ran, even if the arena (or any guard) is forgotten.
+///
+/// # Examples
+/// ```
+/// use libdd_alloc::{PinArena, VirtualArena};
+/// use std::marker::PhantomPinned;
+///
+/// struct Node { id: u32, _pin: PhantomPinned }
+/// let arena = VirtualArena::new(1 << 20)?;
+/// let node = arena.try_alloc_pinned(Node { id: 7, _pin: PhantomPinned })?;
+/// assert_eq!(node.id, 7);
+/// # Ok::<(), libdd_alloc::AllocError>(())
+/// ```
+pub unsafe trait PinArena: DropArena {
+    /// Moves `value` into the arena and pins it there: it is never moved again, and its
+    /// destructor runs before its memory is reclaimed (see the trait). O(1), as
+    /// [`try_alloc_owned`](DropArena::try_alloc_owned).
+    ///
+    /// # Errors
+    /// `Err(AllocError)` when the arena has no room; `value` is dropped.
+    ///
+    /// # Signal safety
+    /// As [`try_alloc_owned`](DropArena::try_alloc_owned): lock-free and reentrant on the
+    /// lock-free arenas.
+    ///
+    /// # Examples
+    /// ```
+    /// use libdd_alloc::{PinArena, SyncVirtualArena};
+    /// let arena = SyncVirtualArena::new(1 << 20)?;
+    /// let mut future = arena.try_alloc_pinned(async { 6 * 7 })?;
+    /// let _: std::pin::Pin<&mut dyn std::future::Future<Output = i32>> = future.as_mut();
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    #[inline]
+    fn try_alloc_pinned<T: Send + 'static>(&self, value: T) -> Result<Pin<&mut T>, AllocError> {
+        let value = self.try_alloc_owned(value)?;
+        // SAFETY: the value never moves (the arena never moves a block, and no one else holds
+        // it), and its memory is reclaimed only after its destructor ran: the trait's contract.
+        Ok(unsafe { Pin::new_unchecked(value) })
+    }
 }
 
 /// The `push_drop` of an arena that keeps its own list.
@@ -317,7 +398,8 @@ pub(crate) unsafe fn push_to<H: PtrCell>(list: &DropList<H>, record: NonNull<u8>
 mod tests {
     use super::*;
     use crate::{
-        LinearAllocator, Rewind, SyncLinearAllocator, SyncVirtualArena, System, VirtualArena,
+        Arena, LinearAllocator, PinArena, Rewind, SyncLinearAllocator, SyncVirtualArena, System,
+        VirtualArena,
     };
     use core::alloc::Layout;
     use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -670,5 +752,41 @@ mod tests {
             let expected: Vec<u32> = (0..500).rev().map(|i| thread * 10_000 + i).collect();
             assert_eq!(mine, expected, "thread {thread}: each once, newest first");
         }
+    }
+
+    #[test]
+    fn a_value_pinned_through_a_forgotten_handle_is_dropped_before_its_memory_is_reused() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut arena = SyncVirtualArena::new(1 << 20).unwrap();
+        let local = arena.local();
+        let pinned = local
+            .try_alloc_pinned((logged(&log, 1), core::marker::PhantomPinned))
+            .unwrap();
+        let address = &*pinned as *const _ as usize;
+        core::mem::forget(local);
+        arena.reset();
+        assert_eq!(
+            taken(&log),
+            [1],
+            "dropped before the reset hands the bytes out again"
+        );
+        let again = arena.try_alloc([0u8; 64]).unwrap();
+        assert!(
+            again.as_ptr() as usize <= address,
+            "the memory is reused only now"
+        );
+    }
+
+    #[test]
+    fn a_value_pinned_in_a_scope_is_dropped_at_its_end() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut arena =
+            LinearAllocator::new_in(Layout::from_size_align(4096, 64).unwrap(), System).unwrap();
+        arena.scope(|scope| {
+            let pinned = scope.try_alloc_pinned(logged(&log, 3)).unwrap();
+            assert_eq!(pinned.id, 3);
+        });
+        assert_eq!(taken(&log), [3]);
+        assert_eq!(arena.used_bytes(), 0);
     }
 }

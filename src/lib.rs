@@ -193,7 +193,7 @@ pub use arena::linear::{LinearAllocator, SyncLinearAllocator};
 pub use arena::virtual_arena::{SyncVirtualArena, VirtualArena};
 pub use budget::{Budget, Budgeted};
 pub use chain::ChainAllocator;
-pub use drops::DropArena;
+pub use drops::{DropArena, PinArena};
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
 #[doc(hidden)]
 pub use string::format_capacity_hint as __format_capacity_hint;

@@ -847,6 +847,10 @@ unsafe impl<A: Rewind + crate::DropArena> crate::DropArena for Scope<'_, A> {
     }
 }
 
+// SAFETY: the scope's blocks are the arena's, which pins; a scope cannot be forgotten (the
+// closure gets only `&mut`), and its end is a rewind, which runs the destructors first.
+unsafe impl<A: Rewind + crate::PinArena> crate::PinArena for Scope<'_, A> {}
+
 // SAFETY: the scope's blocks are the arena's, which stay valid until the arena is used through
 // `&mut`. The scope holds the only `&mut` to the arena and uses it only in `rewind(&mut self)`
 // and in its own drop, when nothing borrows the scope.

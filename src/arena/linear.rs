@@ -394,6 +394,10 @@ unsafe impl<C: Cursor, A: Allocator> DropArena for Linear<C, A> {
     }
 }
 
+// SAFETY: a `'static` backing allocator keeps the buffer valid until the arena deallocates it,
+// which only its drop does, after the destructors (see `PinArena`).
+unsafe impl<C: Cursor, A: Allocator + 'static> crate::PinArena for Linear<C, A> {}
+
 impl<C: Cursor, A: Allocator> core::fmt::Debug for Linear<C, A> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct(if C::SHARED {

@@ -1023,6 +1023,10 @@ unsafe impl<C: Cursor> DropArena for Virtual<C> {
     }
 }
 
+// SAFETY: the reservation is the arena's own, unmapped only by its drop, after the destructors
+// (see `PinArena`).
+unsafe impl<C: Cursor> crate::PinArena for Virtual<C> {}
+
 impl<C: Cursor> core::fmt::Debug for Virtual<C> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct(if C::SHARED {

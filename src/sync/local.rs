@@ -715,6 +715,10 @@ unsafe impl<A: LocalSource + crate::DropArena> crate::DropArena for LocalHandle<
     }
 }
 
+// SAFETY: the handle's blocks are its arena's, which pins: forgetting the handle leaves them in
+// the arena, which frees them only through `&mut`, after their destructors.
+unsafe impl<A: LocalSource + crate::PinArena> crate::PinArena for LocalHandle<'_, A> {}
+
 macro_rules! local_constructor {
     ($([$($generics:tt)*] $ty:ty, $example:literal;)*) => {$(
         impl<$($generics)*> $ty {
