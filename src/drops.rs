@@ -355,6 +355,8 @@ pub unsafe trait DropArena: Arena {
 /// assert_eq!(node.id, 7);
 /// # Ok::<(), libdd_alloc::AllocError>(())
 /// ```
+// `&self -> Pin<&mut T>`: each call hands out a distinct block (the `Arena` contract).
+#[allow(clippy::mut_from_ref)]
 pub unsafe trait PinArena: DropArena {
     /// Moves `value` into the arena and pins it there: it is never moved again, and its
     /// destructor runs before its memory is reclaimed (see the trait). O(1), as
