@@ -684,7 +684,8 @@ pub trait Rewind: Arena {
 
     /// Runs `f` with a [`Scope`]: a handle that allocates from this arena, whose allocations
     /// borrow the handle and so cannot outlive the call. On return (or unwind), everything the
-    /// scope allocated is freed with [`rewind`](Rewind::rewind). Scopes nest.
+    /// scope allocated is freed with [`rewind`](Rewind::rewind), which first drops the values
+    /// the scope allocated with [`DropArena::try_alloc_owned`](crate::DropArena). Scopes nest.
     ///
     /// # Examples
     /// ```
@@ -716,8 +717,10 @@ pub trait Rewind: Arena {
 /// A handle, given by [`Rewind::scope`], that allocates from an arena and frees everything it
 /// allocated when the scope ends.
 ///
-/// It implements [`Allocator`] and [`Arena`] by forwarding to the arena, so the typed methods and
-/// collections work on it; their results borrow the handle. [`arena`](Scope::arena) reads the
+/// It implements [`Allocator`] and [`Arena`] by forwarding to the arena (and
+/// [`DropArena`](crate::DropArena) and [`PinArena`](crate::PinArena) when the arena does: such
+/// values are dropped when the scope ends), so the typed methods and collections work on it;
+/// their results borrow the handle. [`arena`](Scope::arena) reads the
 /// arena's statistics; [`scope`](Scope::scope) nests another scope over the same arena.
 ///
 /// # Panics
