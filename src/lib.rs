@@ -118,6 +118,10 @@
 //! a signal handler that interrupts it and allocates from the same handle is still handed a
 //! disjoint block (its `# Signal safety` section has the argument).
 //!
+//! Values that own resources go in through [`DropArena::try_alloc_owned`]: the arena runs their
+//! destructors when it reclaims their bytes (`reset`, `rewind`, a scope's end, drop), newest
+//! first, and plain allocations pay nothing for it (`src/drops.rs` has the protocol).
+//!
 //! # Design: one arena per kind, generic over its cursor
 //! `bump.rs` is the one piece of bump arithmetic (align, fit, resize the last block). A
 //! *cursor* (`src/cursor/`) is how an arena's first free address moves: [`arena::CellCursor`]
@@ -202,6 +206,7 @@ mod budget;
 mod bump;
 mod chain;
 mod cursor;
+mod drops;
 #[cfg(any(
     feature = "allocator-api2-03",
     feature = "allocator-api2-04",
@@ -228,6 +233,7 @@ pub use arena::virtual_arena::{SyncVirtualArena, VirtualArena};
 #[cfg(target_has_atomic = "ptr")]
 pub use budget::{Budget, Budgeted};
 pub use chain::ChainAllocator;
+pub use drops::{DropArena, PinArena};
 #[cfg(any(unix, windows))]
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
 #[doc(hidden)]
@@ -246,7 +252,7 @@ pub use sync::SyncChainAllocator;
 /// Exists only where `cfg(target_has_atomic = "ptr")` holds, as the lock-free arenas it serves.
 #[cfg(target_has_atomic = "ptr")]
 pub use sync::{LocalHandle, LocalSource};
-pub use typed::{Arena, Checkpoint, Rewind, Scope};
+pub use typed::{AllocOrInitError, Arena, Checkpoint, Rewind, Scope};
 #[cfg(any(unix, windows))]
 pub use virtual_alloc::VirtualAllocator;
 

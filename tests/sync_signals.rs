@@ -28,8 +28,8 @@ mod common;
 use common::blocks::{fill, intact, mixed_layout, tag, verify, Block};
 use core::fmt::Write as _;
 use libdd_alloc::{
-    format_in, AllocError, Allocator, Arena, ArenaString, Budget, Budgeted, Layout, LocalHandle,
-    SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, VirtualAllocator,
+    format_in, AllocError, Allocator, Arena, ArenaString, Budget, Budgeted, DropArena, Layout,
+    LocalHandle, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena, VirtualAllocator,
 };
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
@@ -891,9 +891,184 @@ fn signal_handler_and_main_loop_never_overlap_through_one_local_handle() {
     assert!(interrupted > 0, "no handler landed inside an allocation");
 }
 
+/// Bit 63 of a token's id: registered by the handler (else by the main loop).
+const HANDLER_TOKEN: u64 = 1 << 63;
+/// Where the handler of a drop storm registers its tokens (an arena or a handle).
+static DROP_TARGET: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
+static HANDLER_TOKEN_SEQ: AtomicU64 = AtomicU64::new(0);
+static TOKENS_REGISTERED: AtomicUsize = AtomicUsize::new(0);
+static TOKENS_REGISTERED_SUM: AtomicU64 = AtomicU64::new(0);
+static TOKENS_DROPPED: AtomicUsize = AtomicUsize::new(0);
+static TOKENS_DROPPED_SUM: AtomicU64 = AtomicU64::new(0);
+/// The id of the last token dropped, by source (main loop, handler): each must be smaller.
+static LAST_DROPPED: [AtomicU64; 2] = [const { AtomicU64::new(u64::MAX) }; 2];
+static TOKENS_OUT_OF_ORDER: AtomicUsize = AtomicUsize::new(0);
+static TOKENS_CORRUPT: AtomicUsize = AtomicUsize::new(0);
+
+fn token_hash(id: u64) -> u64 {
+    id.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
+}
+
+/// A value with drop glue and no heap data (the handler may not call `malloc`): its destructor
+/// checks its contents (bytes handed out twice would have changed them), that it is dropped
+/// newest first among its source's tokens, and counts itself.
+struct Token {
+    id: u64,
+    check: u64,
+}
+
+impl Token {
+    fn new(id: u64) -> Self {
+        Self { id, check: !id }
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        if self.check != !self.id {
+            TOKENS_CORRUPT.fetch_add(1, Ordering::Relaxed);
+        }
+        let source = usize::from(self.id & HANDLER_TOKEN != 0);
+        if LAST_DROPPED[source].swap(self.id, Ordering::Relaxed) <= self.id {
+            TOKENS_OUT_OF_ORDER.fetch_add(1, Ordering::Relaxed);
+        }
+        TOKENS_DROPPED.fetch_add(1, Ordering::Relaxed);
+        TOKENS_DROPPED_SUM.fetch_add(token_hash(self.id), Ordering::Relaxed);
+    }
+}
+
+/// The `SIGALRM` handler of a drop storm: registers two tokens on `DROP_TARGET`.
+#[cfg(unix)]
+extern "C" fn register_in_handler<R: DropArena>(_signal: libc::c_int) {
+    let target = DROP_TARGET.load(Ordering::Acquire) as *const R;
+    if target.is_null() {
+        return;
+    }
+    // SAFETY: `DROP_TARGET` points at a live arena or handle while the signal is unblocked.
+    let target = unsafe { &*target };
+    HANDLER_RUNS.fetch_add(1, Ordering::Relaxed);
+    for _ in 0..2 {
+        let id = HANDLER_TOKEN | HANDLER_TOKEN_SEQ.fetch_add(1, Ordering::Relaxed);
+        match target.try_alloc_owned(Token::new(id)) {
+            Ok(token) if token.id == id => {
+                TOKENS_REGISTERED.fetch_add(1, Ordering::Relaxed);
+                TOKENS_REGISTERED_SUM.fetch_add(token_hash(id), Ordering::Relaxed);
+            }
+            _ => {
+                HANDLER_FAILURES.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One round of a drop storm on `registrar` (which the handler registers on too, through
+/// `DROP_TARGET`): registers main-loop tokens until `ROUND` or, if `may_end`, until the handler
+/// has run often enough. Returns with the signal blocked and `DROP_TARGET` cleared.
+#[cfg(unix)]
+fn drop_round<R: DropArena>(registrar: &R, seq: &mut u64, may_end: bool) {
+    install(register_in_handler::<R>);
+    DROP_TARGET.store((registrar as *const R).cast_mut().cast(), Ordering::Release);
+    set_signal_blocked(false);
+    let wanted = || HANDLER_RUNS.load(Ordering::Relaxed) >= HANDLER_RUNS_WANTED;
+    for _ in 0..ROUND {
+        if may_end && *seq % 1024 == 0 && wanted() {
+            break;
+        }
+        let token = registrar
+            .try_alloc_owned(Token::new(*seq))
+            .expect("main loop registration");
+        assert_eq!(
+            (token.id, token.check),
+            (*seq, !*seq),
+            "token changed under the main loop"
+        );
+        TOKENS_REGISTERED.fetch_add(1, Ordering::Relaxed);
+        TOKENS_REGISTERED_SUM.fetch_add(token_hash(*seq), Ordering::Relaxed);
+        *seq += 1;
+    }
+    set_signal_blocked(true);
+    DROP_TARGET.store(std::ptr::null_mut(), Ordering::Release);
+}
+
+/// Registers tokens with destructors on `arena` (through `round`, on the arena or on a handle
+/// of it) while the timer's handler registers more on the same target; after each round (the
+/// signal blocked) `reset` must drop every token exactly once, newest first per source, intact.
+#[cfg(unix)]
+fn drop_storm<A>(arena: &mut A, reset: fn(&mut A), round: fn(&A, &mut u64, bool)) -> (usize, u64) {
+    HANDLER_RUNS.store(0, Ordering::Relaxed);
+    HANDLER_TOKEN_SEQ.store(0, Ordering::Relaxed);
+    let started = Instant::now();
+    set_signal_blocked(true);
+    set_timer(TIMER_INTERVAL_US);
+    let (mut rounds, mut seq) = (0, 0u64);
+    loop {
+        assert!(started.elapsed() < TIME_LIMIT, "the handler ran too rarely");
+        round(arena, &mut seq, rounds > 0);
+        rounds += 1;
+        let done = rounds > 1 && HANDLER_RUNS.load(Ordering::Relaxed) >= HANDLER_RUNS_WANTED;
+        for last in &LAST_DROPPED {
+            last.store(u64::MAX, Ordering::Relaxed);
+        }
+        let registered = TOKENS_REGISTERED.swap(0, Ordering::Relaxed);
+        let registered_sum = TOKENS_REGISTERED_SUM.swap(0, Ordering::Relaxed);
+        reset(arena);
+        assert_eq!(
+            TOKENS_DROPPED.swap(0, Ordering::Relaxed),
+            registered,
+            "drop count"
+        );
+        assert_eq!(
+            TOKENS_DROPPED_SUM.swap(0, Ordering::Relaxed),
+            registered_sum,
+            "dropped ids"
+        );
+        assert_eq!(
+            TOKENS_OUT_OF_ORDER.load(Ordering::Relaxed),
+            0,
+            "not newest first"
+        );
+        assert_eq!(
+            TOKENS_CORRUPT.load(Ordering::Relaxed),
+            0,
+            "a token was overwritten"
+        );
+        assert_eq!(HANDLER_FAILURES.load(Ordering::Relaxed), 0);
+        if done {
+            break;
+        }
+    }
+    set_timer(0);
+    set_signal_blocked(false);
+    (rounds, HANDLER_RUNS.load(Ordering::Relaxed))
+}
+
+#[cfg(unix)]
+fn handler_and_main_loop_register_values_that_are_each_dropped_once_at_reset() {
+    fn on_arena<A: DropArena>(arena: &A, seq: &mut u64, may_end: bool) {
+        drop_round(arena, seq, may_end);
+    }
+    fn on_handle(arena: &SyncVirtualArena, seq: &mut u64, may_end: bool) {
+        let local = arena.local();
+        drop_round(&local, seq, may_end);
+    }
+    let mut linear = SyncLinearAllocator::new_in(
+        Layout::from_size_align(64 << 20, 4096).unwrap(),
+        VirtualAllocator {},
+    )
+    .unwrap();
+    let (rounds, runs) = drop_storm(&mut linear, SyncLinearAllocator::reset, on_arena);
+    println!("drops on SyncLinearAllocator: {rounds} rounds, {runs} handler runs: every value dropped once, newest first, intact");
+    let mut virtual_arena = SyncVirtualArena::new(1 << 30).unwrap();
+    let (rounds, runs) = drop_storm(&mut virtual_arena, SyncVirtualArena::reset, on_arena);
+    println!("drops on SyncVirtualArena: {rounds} rounds, {runs} handler runs: every value dropped once, newest first, intact");
+    let (rounds, runs) = drop_storm(&mut virtual_arena, SyncVirtualArena::reset, on_handle);
+    println!("drops through a LocalHandle on SyncVirtualArena: {rounds} rounds, {runs} handler runs: every value dropped once, newest first, intact");
+}
+
 #[cfg(unix)]
 fn main() {
     signal_handler_and_main_loop_never_overlap_in_a_sync_chain_arena();
+    handler_and_main_loop_register_values_that_are_each_dropped_once_at_reset();
     signal_handler_and_main_loop_never_overlap_in_a_sync_linear_arena();
     signal_handler_and_main_loop_never_overlap_in_a_borrowed_sync_linear_arena();
     signal_handler_and_main_loop_never_overlap_in_a_sync_virtual_arena();

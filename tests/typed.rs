@@ -669,3 +669,67 @@ fn chain_rewind_to_a_stale_deeper_checkpoint_never_frees_blocks_from_before_it()
     // SAFETY: `kept` was allocated before both checkpoints and never freed since.
     assert_eq!(unsafe { *kept }, [0xA5; 500]);
 }
+
+mod from_iter_model {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check<A: Arena>(
+        arena: &A,
+        used: &dyn Fn(&A) -> usize,
+        before: u8,
+        items: &[u32],
+        hint: usize,
+        allocates: bool,
+        exact: bool,
+    ) -> Result<(), TestCaseError> {
+        arena
+            .try_alloc_slice_fill_copy(before as usize, 0xEEu8)
+            .unwrap();
+        let start = used(arena);
+        struct Hinted<I>(I, usize);
+        impl<I: Iterator> Iterator for Hinted<I> {
+            type Item = I::Item;
+            fn next(&mut self) -> Option<I::Item> {
+                self.0.next()
+            }
+            fn size_hint(&self) -> (usize, Option<usize>) {
+                (self.1, None)
+            }
+        }
+        let source = items.iter().map(|&x| {
+            if allocates {
+                arena.try_alloc(x as u8).unwrap();
+            }
+            x
+        });
+        let slice = arena
+            .try_alloc_slice_from_iter(Hinted(source, hint))
+            .unwrap();
+        prop_assert_eq!(&*slice, items);
+        prop_assert_eq!(addr(slice) % 4, 0);
+        if !allocates && exact {
+            // Exactly the slice (and the padding to align it) stays allocated.
+            let padding = (4 - start % 4) % 4;
+            prop_assert_eq!(used(arena) - start, padding + items.len() * 4);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn from_iter_holds_every_item_and_keeps_no_spare_bytes(
+            items in proptest::collection::vec(any::<u32>(), 0..300),
+            before in 0u8..8,
+            hint in 0usize..400,
+            allocates in any::<bool>(),
+        ) {
+            let arena = linear(1 << 16);
+            check(&arena, &|a: &LinearAllocator<System>| a.used_bytes(), before, &items, hint, allocates, true)?;
+            // A chain's slice that outgrows its chunk moves to a new one, leaving the old
+            // chunk's tail unused: only the contents are checked there.
+            let chain = ChainAllocator::new_in(512, System).unwrap();
+            check(&chain, &|a: &ChainAllocator<System>| a.used_bytes(), before, &items, hint.min(100), allocates, false)?;
+        }
+    }
+}

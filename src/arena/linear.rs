@@ -6,7 +6,8 @@ use crate::bump::dangling;
 #[cfg(target_has_atomic = "ptr")]
 use crate::cursor::AtomicCursor;
 use crate::cursor::{CellCursor, Cursor};
-use crate::{AllocError, Allocator, Checkpoint, Rewind};
+use crate::drops::{push_to, DropList};
+use crate::{AllocError, Allocator, Checkpoint, DropArena, Rewind};
 use core::alloc::Layout;
 use core::marker::PhantomData;
 use core::mem::MaybeUninit;
@@ -117,15 +118,19 @@ pub struct Linear<C: Cursor, A: Allocator> {
     /// The layout the buffer was allocated with, as `A` must see it again on deallocation.
     buffer_layout: Layout,
     allocator: A,
+    /// Values whose destructors run when their bytes are reclaimed (`src/drops.rs`).
+    drops: DropList<C::DropHead>,
 }
 
 // SAFETY: the arena owns its buffer outright; moving it to another thread moves that ownership,
 // which is sound when the backing allocator may itself be used from (and drop on) that thread.
-// The cursor holds only addresses into that buffer.
+// The cursor holds only addresses into that buffer; the drop records, values that are `Send`
+// (`DropArena`'s bound), whose destructors may then run on that thread.
 unsafe impl<C: Cursor, A: Allocator + Send> Send for Linear<C, A> {}
 
-// SAFETY: through `&self` the atomic arena changes only its atomic cursor, and every byte range
-// is handed out by a successful compare-exchange, so to one caller only. The backing allocator
+// SAFETY: through `&self` the atomic arena changes only its atomic cursor and the atomic head of
+// its drop list, and every byte range is handed out by a successful compare-exchange, so to one
+// caller only (a drop record is published by a compare-exchange of the head too). The backing allocator
 // is used through `&self` only in `new_in` and drop, but it is reachable by `allocator()`: hence
 // `A: Sync`. The `Cell` arena is never `Sync`.
 #[cfg(target_has_atomic = "ptr")]
@@ -261,6 +266,7 @@ impl<'a> Linear<AtomicCursor, Borrowed<'a>> {
                 allocator: Borrowed {
                     buffer: PhantomData,
                 },
+                drops: DropList::new_atomic(),
             }
         }
     }
@@ -348,6 +354,7 @@ impl<C: Cursor, A: Allocator> Linear<C, A> {
             buffer,
             buffer_layout,
             allocator,
+            drops: DropList::new(),
         }
     }
 
@@ -464,8 +471,9 @@ impl<C: Cursor, A: Allocator> Linear<C, A> {
         self.cursor.has_room_below(layout, self.cursor.limit())
     }
 
-    /// Frees every allocation at once and makes the whole buffer available again. O(1); the
-    /// buffer is kept. Taking `&mut self` proves that no block handed out is still borrowed
+    /// Frees every allocation at once and makes the whole buffer available again: O(1) plus the
+    /// destructors of the values from [`DropArena::try_alloc_owned`], which run first, newest
+    /// first (see [`DropArena`] for one that panics). The buffer is kept. Taking `&mut self` proves that no block handed out is still borrowed
     /// and that no other thread (or handler) is allocating.
     ///
     /// `&mut self` proves that nothing borrows the arena; why that is enough, although raw
@@ -492,6 +500,7 @@ impl<C: Cursor, A: Allocator> Linear<C, A> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn reset(&mut self) {
+        self.drops.run_above(0);
         self.cursor
             .set_used(self.buffer.cast(), 0, self.buffer.len());
     }
@@ -550,6 +559,9 @@ impl<C: Cursor, A: Allocator> Rewind for Linear<C, A> {
     fn rewind(&mut self, checkpoint: Checkpoint) {
         // One buffer, at depth 1.
         if let Some(used) = checkpoint.used_in_chunk(1) {
+            let used = used.min(self.buffer.len());
+            self.drops
+                .run_above(self.buffer.cast::<u8>().as_ptr().addr() + used);
             self.cursor
                 .set_used(self.buffer.cast(), used, self.buffer.len());
         }
@@ -558,15 +570,31 @@ impl<C: Cursor, A: Allocator> Rewind for Linear<C, A> {
 
 impl<C: Cursor, A: Allocator> Drop for Linear<C, A> {
     fn drop(&mut self) {
-        crate::bump::unpoison_chunk(self.buffer.cast(), self.buffer.len());
-        // SAFETY: the buffer came from `self.allocator` with `buffer_layout` (its length is one
-        // the allocator returned, which the `Allocator` contract accepts back).
-        unsafe {
-            self.allocator
-                .deallocate(self.buffer.cast(), self.buffer_layout)
-        };
+        let (buffer, buffer_layout, allocator) = (self.buffer, self.buffer_layout, &self.allocator);
+        self.drops.run_all_then(|| {
+            crate::bump::unpoison_chunk(buffer.cast(), buffer.len());
+            // SAFETY: the buffer came from `allocator` with `buffer_layout` (its length is one
+            // the allocator returned, which the `Allocator` contract accepts back); the
+            // destructors of the values in it have run.
+            unsafe { allocator.deallocate(buffer.cast(), buffer_layout) };
+        });
     }
 }
+
+// SAFETY: the list is run up to the position a `reset` or `rewind` moves the cursor back to,
+// before it moves, and whole before the buffer is freed; a record is pushed only for a block of
+// this buffer (whose end is its address), and nothing else hands those bytes out again.
+unsafe impl<C: Cursor, A: Allocator> DropArena for Linear<C, A> {
+    #[inline]
+    unsafe fn push_drop(&self, record: NonNull<u8>, end: usize) {
+        // SAFETY: forwarded caller contract.
+        unsafe { push_to(&self.drops, record, end) };
+    }
+}
+
+// SAFETY: a `'static` backing allocator keeps the buffer valid until the arena deallocates it,
+// which only its drop does, after the destructors (see `PinArena`).
+unsafe impl<C: Cursor, A: Allocator + 'static> crate::PinArena for Linear<C, A> {}
 
 impl<C: Cursor, A: Allocator> core::fmt::Debug for Linear<C, A> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -15,7 +15,7 @@ pub(crate) mod virtual_arena;
 
 #[cfg(target_has_atomic = "ptr")]
 pub use crate::cursor::AtomicCursor;
-pub use crate::cursor::{CellCursor, Counter, Cursor};
+pub use crate::cursor::{CellCursor, Counter, Cursor, PtrCell};
 pub use linear::{Borrowed, Linear};
 #[cfg(all(any(unix, windows), target_has_atomic = "ptr"))]
 pub use virtual_arena::Virtual;

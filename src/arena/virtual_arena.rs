@@ -4,8 +4,9 @@
 
 use crate::bump::{self, dangling};
 use crate::cursor::{AtomicCursor, CellCursor, Counter, Cursor};
+use crate::drops::{push_to, DropList};
 use crate::resize::LastBlock;
-use crate::{os, AllocError, Allocator, Budget, Checkpoint, Rewind};
+use crate::{os, AllocError, Allocator, Budget, Checkpoint, DropArena, Rewind};
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -312,13 +313,16 @@ pub struct Virtual<C: Cursor> {
     /// OS saying no.
     #[cfg(all(test, loom))]
     commit_limit: usize,
+    /// Values whose destructors run when their bytes are reclaimed (`src/drops.rs`).
+    drops: DropList<C::DropHead>,
 }
 
 // SAFETY: the arena owns its reservation outright; moving it moves that ownership (the budget
-// is a shared `&'static` to atomics).
+// is a shared `&'static` to atomics; the drop records' values are `Send`, `DropArena`'s bound).
 unsafe impl<C: Cursor> Send for Virtual<C> {}
 
-// SAFETY: through `&self` the atomic arena changes only its atomics (cursor, frontier, `dirty`)
+// SAFETY: through `&self` the atomic arena changes only its atomics (cursor, frontier, `dirty`,
+// the head of its drop list, pushed by compare-exchange)
 // and the protection of pages it has not handed out yet (making them read-write, which never
 // invalidates an access), with the protocol described on `SyncVirtualArena`: ranges are handed
 // out by successful compare-exchanges only, and only after they are committed. The `Cell` arena
@@ -366,6 +370,7 @@ impl<C: Cursor> Virtual<C> {
             budget: None,
             #[cfg(all(test, loom))]
             commit_limit: usize::MAX,
+            drops: DropList::new(),
         })
     }
 
@@ -635,7 +640,9 @@ impl<C: Cursor> Virtual<C> {
         self.cursor.has_room_below(layout, self.cursor.limit())
     }
 
-    /// Frees every allocation at once. O(1). The committed pages stay resident, holding their
+    /// Frees every allocation at once: O(1) plus the destructors of the values from
+    /// [`DropArena::try_alloc_owned`], which run first, newest first (see [`DropArena`] for one
+    /// that panics). The committed pages stay resident, holding their
     /// old contents, ready for reuse; use [`reset_and_release`](Self::reset_and_release) to give
     /// them back. Taking `&mut self` proves that no reference into the arena is alive and that no other
     /// thread (or handler) is using it.
@@ -670,11 +677,14 @@ impl<C: Cursor> Virtual<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn reset(&mut self) {
+        self.drops.run_above(0);
         self.note_high_water();
         self.cursor.set_used(self.base, 0, self.committed_bytes());
     }
 
-    /// Frees every allocation and gives the touched pages back to the OS (`MADV_DONTNEED`;
+    /// Frees every allocation (after running the destructors of the values from
+    /// [`DropArena::try_alloc_owned`], as [`reset`](Self::reset)) and gives the touched pages back
+    /// to the OS (`MADV_DONTNEED`;
     /// decommit and recommit on Windows), keeping the reservation and the commit: the resident
     /// set drops by what the arena had touched, and the pages read back as zero when next used.
     /// What [`reset`](Self::reset) says about containers that own the arena applies here too.
@@ -721,6 +731,7 @@ impl<C: Cursor> Virtual<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn reset_and_release(&mut self) {
+        self.drops.run_above(0);
         self.note_high_water();
         let committed = self.committed_bytes();
         let touched = bump::align_up(self.dirty.value(), self.page)
@@ -939,10 +950,12 @@ impl<C: Cursor> Rewind for Virtual<C> {
     fn rewind(&mut self, checkpoint: Checkpoint) {
         // One range, at depth 1.
         if let Some(used) = checkpoint.used_in_chunk(1) {
+            // Clamped to the committed part: the cursor never passes the frontier.
+            let used = used.min(self.committed_bytes());
+            self.drops.run_above(self.base.as_ptr().addr() + used);
             // The bytes between the checkpoint and the cursor may be written: record them
             // before the cursor moves back, so that `allocate_zeroed` zeroes them.
             self.note_high_water();
-            // Clamped to the committed part: the cursor never passes the frontier.
             self.cursor
                 .set_used(self.base, used, self.committed_bytes());
         }
@@ -999,19 +1012,38 @@ impl<C: Cursor> LastBlock for LastOf<'_, C> {
 impl<C: Cursor> Drop for Virtual<C> {
     fn drop(&mut self) {
         let committed = self.committed_bytes();
-        // The `Cell` cursor poisoned the free part of the committed pages (feature
-        // `asan-poison`); ASan does not see the raw munmap, so the next mapping at these
-        // addresses would inherit the poison.
-        bump::unpoison_chunk(self.base, committed);
-        // SAFETY: the reservation is ours, made by `os::reserve`, and the arena is going away,
-        // so no block is borrowed.
-        unsafe { os::unmap(self.base, self.reservation) };
-        // Only once the pages are gone, so that the budget never counts less than is mapped.
-        if let Some(budget) = self.budget {
-            budget.credit(committed);
-        }
+        let (base, reservation, budget) = (self.base, self.reservation, self.budget);
+        self.drops.run_all_then(|| {
+            // The `Cell` cursor poisoned the free part of the committed pages (feature
+            // `asan-poison`); ASan does not see the raw munmap, so the next mapping at these
+            // addresses would inherit the poison.
+            bump::unpoison_chunk(base, committed);
+            // SAFETY: the reservation is ours, made by `os::reserve`, and the arena is going
+            // away, so no block is borrowed; the destructors of the values in it have run.
+            unsafe { os::unmap(base, reservation) };
+            // Only once the pages are gone, so that the budget never counts less than is mapped.
+            if let Some(budget) = budget {
+                budget.credit(committed);
+            }
+        });
     }
 }
+
+// SAFETY: the list is run up to the position a `reset`, `reset_and_release` or `rewind` moves
+// the cursor back to, before it moves (and before pages are released), and whole before the
+// reservation is unmapped; a record is pushed only for a block of this reservation (whose end
+// is its address), and nothing else hands those bytes out again.
+unsafe impl<C: Cursor> DropArena for Virtual<C> {
+    #[inline]
+    unsafe fn push_drop(&self, record: NonNull<u8>, end: usize) {
+        // SAFETY: forwarded caller contract.
+        unsafe { push_to(&self.drops, record, end) };
+    }
+}
+
+// SAFETY: the reservation is the arena's own, unmapped only by its drop, after the destructors
+// (see `PinArena`).
+unsafe impl<C: Cursor> crate::PinArena for Virtual<C> {}
 
 impl<C: Cursor> core::fmt::Debug for Virtual<C> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -47,6 +47,7 @@ impl sealed::Sealed for AtomicCursor {}
 impl Cursor for AtomicCursor {
     const SHARED: bool = true;
     type Counter = AtomicUsize;
+    type DropHead = crate::sync::atomic::AtomicPtr<u8>;
 
     #[inline]
     fn over(start: NonNull<u8>, len: usize) -> Self {

@@ -26,6 +26,7 @@ impl sealed::Sealed for CellCursor {}
 impl Cursor for CellCursor {
     const SHARED: bool = false;
     type Counter = Cell<usize>;
+    type DropHead = Cell<*mut u8>;
 
     #[inline]
     fn over(start: NonNull<u8>, len: usize) -> Self {

@@ -41,6 +41,11 @@ pub trait Cursor: sealed::Sealed {
     #[doc(hidden)]
     type Counter: Counter;
 
+    /// The kind of cell that holds the head of the arena's list of drop records
+    /// (`src/drops.rs`): pushed the same way as the cursor moves.
+    #[doc(hidden)]
+    type DropHead: PtrCell;
+
     /// Whether other threads or signal handlers may move the cursor between two of this
     /// thread's operations (the atomic cursor). A `Cell` cursor is never stale: its loads need
     /// no re-check, and only it poisons its free bytes for ASan (feature `asan-poison`;
@@ -287,6 +292,98 @@ impl Counter for crate::sync::atomic::AtomicUsize {
 
     #[inline(always)]
     fn reset_to(&mut self, value: usize) {
+        self.store(value, crate::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A pointer cell beside the cursor that is pushed onto while the arena is shared: the head of the
+/// list of drop records (`src/drops.rs`). `Cell<*mut u8>` for the `Cell` cursor, an atomic
+/// pointer for the atomic one ([`Cursor::DropHead`]). Sealed.
+pub trait PtrCell: sealed::Sealed {
+    /// A null cell.
+    #[doc(hidden)]
+    fn null() -> Self;
+
+    /// The pointer now (`Acquire`: what was published with it is visible).
+    #[doc(hidden)]
+    fn load(&self) -> *mut u8;
+
+    /// Sets the cell from `current` to `new` if it still holds `current`, else returns what it
+    /// holds. May fail spuriously. `Release` on success: `new`'s target, written before, is
+    /// published with it.
+    #[doc(hidden)]
+    fn exchange_weak(&self, current: *mut u8, new: *mut u8) -> Result<(), *mut u8>;
+
+    /// The pointer, through `&mut self`: nothing else can be using the cell.
+    #[doc(hidden)]
+    fn get(&mut self) -> *mut u8;
+
+    /// Sets the pointer. `&mut self`: nothing else can be using the cell.
+    #[doc(hidden)]
+    fn set(&mut self, value: *mut u8);
+}
+
+impl sealed::Sealed for core::cell::Cell<*mut u8> {}
+
+impl PtrCell for core::cell::Cell<*mut u8> {
+    #[inline(always)]
+    fn null() -> Self {
+        core::cell::Cell::new(core::ptr::null_mut())
+    }
+
+    #[inline(always)]
+    fn load(&self) -> *mut u8 {
+        self.get()
+    }
+
+    /// Always succeeds: nothing else moves a `Cell` between this thread's load and store.
+    #[inline(always)]
+    fn exchange_weak(&self, _current: *mut u8, new: *mut u8) -> Result<(), *mut u8> {
+        self.set(new);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn get(&mut self) -> *mut u8 {
+        *self.get_mut()
+    }
+
+    #[inline(always)]
+    fn set(&mut self, value: *mut u8) {
+        *self.get_mut() = value;
+    }
+}
+
+#[cfg(target_has_atomic = "ptr")]
+impl sealed::Sealed for crate::sync::atomic::AtomicPtr<u8> {}
+
+#[cfg(target_has_atomic = "ptr")]
+impl PtrCell for crate::sync::atomic::AtomicPtr<u8> {
+    #[inline(always)]
+    fn null() -> Self {
+        crate::sync::atomic::AtomicPtr::new(core::ptr::null_mut())
+    }
+
+    #[inline(always)]
+    fn load(&self) -> *mut u8 {
+        self.load(crate::sync::atomic::Ordering::Acquire)
+    }
+
+    #[inline(always)]
+    fn exchange_weak(&self, current: *mut u8, new: *mut u8) -> Result<(), *mut u8> {
+        use crate::sync::atomic::Ordering;
+        self.compare_exchange_weak(current, new, Ordering::Release, Ordering::Acquire)
+            .map(|_| ())
+    }
+
+    #[inline(always)]
+    fn get(&mut self) -> *mut u8 {
+        // Under loom `get_mut` is not available; a relaxed load is as good through `&mut`.
+        crate::sync::atomic::AtomicPtr::load(self, crate::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn set(&mut self, value: *mut u8) {
         self.store(value, crate::sync::atomic::Ordering::Relaxed);
     }
 }

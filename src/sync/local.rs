@@ -708,6 +708,21 @@ unsafe impl<A: LocalSource> Allocator for LocalHandle<'_, A> {
 // while a reference it returned (which borrows the handle) lives.
 unsafe impl<A: LocalSource> Arena for LocalHandle<'_, A> {}
 
+// SAFETY: the handle's blocks are blocks of its arena (slabs of it, or its own blocks), so its
+// records go on the arena's list, which runs them before those bytes are reclaimed. Pushing is
+// lock-free on the arena's atomic head, so a handler on this thread may push too.
+unsafe impl<A: LocalSource + crate::DropArena> crate::DropArena for LocalHandle<'_, A> {
+    #[inline]
+    unsafe fn push_drop(&self, record: NonNull<u8>, end: usize) {
+        // SAFETY: forwarded caller contract; the record's block is in the arena.
+        unsafe { self.arena.push_drop(record, end) };
+    }
+}
+
+// SAFETY: the handle's blocks are its arena's, which pins: forgetting the handle leaves them in
+// the arena, which frees them only through `&mut`, after their destructors.
+unsafe impl<A: LocalSource + crate::PinArena> crate::PinArena for LocalHandle<'_, A> {}
+
 macro_rules! local_constructor {
     ($($(#[$attr:meta])* [$($generics:tt)*] $ty:ty, $example:literal;)*) => {$(
         $(#[$attr])*

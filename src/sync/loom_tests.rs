@@ -547,3 +547,43 @@ fn a_dropped_handle_gives_its_tail_back_exactly_when_its_slab_is_the_last_claim(
         }
     });
 }
+
+/// Appends its id to a shared log when dropped (std types: loom runs one thread at a time).
+struct Logged(u32, std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.1.lock().unwrap().push(self.0);
+    }
+}
+
+#[test]
+fn racing_drop_registrations_are_each_run_once_newest_first_per_thread() {
+    use crate::DropArena;
+    model(|| {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let arena =
+            Arc::new(SyncLinearAllocator::new_in(Layout::new::<[u64; 32]>(), System).unwrap());
+        let threads: Vec<_> = (0..2u32)
+            .map(|t| {
+                let (arena, log) = (arena.clone(), log.clone());
+                thread::spawn(move || {
+                    arena.try_alloc_owned(Logged(t * 10, log.clone())).unwrap();
+                    arena.try_alloc_owned(Logged(t * 10 + 1, log)).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut arena = Arc::try_unwrap(arena).unwrap();
+        arena.reset();
+        let dropped = log.lock().unwrap().clone();
+        assert_eq!(dropped.len(), 4, "each value dropped once: {dropped:?}");
+        for t in 0..2u32 {
+            let mine: Vec<u32> = dropped.iter().copied().filter(|id| id / 10 == t).collect();
+            assert_eq!(mine, [t * 10 + 1, t * 10], "newest first");
+        }
+        assert_eq!(arena.used_bytes(), 0);
+    });
+}
