@@ -402,35 +402,7 @@ unsafe impl<C: Cursor, A: Allocator> Allocator for Linear<C, A> {
         }
     }
 
-    unsafe fn grow(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::grow(self, &self.cursor, ptr, old, new) }
-    }
-
-    unsafe fn grow_zeroed(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::grow_zeroed(self, &self.cursor, ptr, old, new) }
-    }
-
-    unsafe fn shrink(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::shrink(self, &self.cursor, ptr, old, new) }
-    }
+    crate::resize::forward_resize!(|arena| &arena.cursor);
 }
 #[cfg(all(test, not(loom)))]
 mod tests {

@@ -1051,35 +1051,7 @@ unsafe impl<C: Cursor> Allocator for Virtual<C> {
         }
     }
 
-    unsafe fn grow(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::grow(self, &LastOf(self), ptr, old, new) }
-    }
-
-    unsafe fn grow_zeroed(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::grow_zeroed(self, &LastOf(self), ptr, old, new) }
-    }
-
-    unsafe fn shrink(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::shrink(self, &LastOf(self), ptr, old, new) }
-    }
+    crate::resize::forward_resize!(|arena| &LastOf(arena));
 }
 
 #[cfg(test)]
