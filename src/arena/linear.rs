@@ -146,7 +146,7 @@ impl<C: Cursor, A: Allocator> Linear<C, A> {
         let buffer_layout =
             unsafe { Layout::from_size_align_unchecked(buffer.len(), layout.align()) };
         let mut cursor = C::over(buffer.cast(), buffer.len());
-        cursor.set_used(buffer.cast(), 0, buffer.len());
+        cursor.set_used(buffer.cast(), buffer.len(), 0);
         Ok(Self {
             cursor,
             buffer,
@@ -297,7 +297,7 @@ impl<C: Cursor, A: Allocator> Linear<C, A> {
     /// ```
     pub fn reset(&mut self) {
         self.cursor
-            .set_used(self.buffer.cast(), 0, self.buffer.len());
+            .set_used(self.buffer.cast(), self.buffer.len(), 0);
     }
 
     /// The backing allocator.
@@ -354,7 +354,7 @@ impl<C: Cursor, A: Allocator> Rewind for Linear<C, A> {
         // One buffer, at depth 1.
         if let Some(used) = checkpoint.used_in_chunk(1) {
             self.cursor
-                .set_used(self.buffer.cast(), used, self.buffer.len());
+                .set_used(self.buffer.cast(), self.buffer.len(), used);
         }
     }
 }

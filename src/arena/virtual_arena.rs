@@ -653,7 +653,7 @@ impl<C: Cursor> Virtual<C> {
     /// ```
     pub fn reset(&mut self) {
         self.note_high_water();
-        self.cursor.set_used(self.base, 0, self.committed_bytes());
+        self.cursor.set_used(self.base, self.committed_bytes(), 0);
     }
 
     /// Frees every allocation and gives the touched pages back to the OS (`MADV_DONTNEED`;
@@ -732,7 +732,7 @@ impl<C: Cursor> Virtual<C> {
         if self.budget.is_some() {
             self.forget_commit();
         }
-        self.cursor.set_used(self.base, 0, self.committed_bytes());
+        self.cursor.set_used(self.base, self.committed_bytes(), 0);
     }
 
     /// Counts nothing as committed any more, crediting the budget for what was. `&mut self`:
@@ -926,7 +926,7 @@ impl<C: Cursor> Rewind for Virtual<C> {
             self.note_high_water();
             // Clamped to the committed part: the cursor never passes the frontier.
             self.cursor
-                .set_used(self.base, used, self.committed_bytes());
+                .set_used(self.base, self.committed_bytes(), used);
         }
     }
 }
