@@ -12,6 +12,7 @@
 //! - [`process`]: forked children, resource limits, `/proc/self/statm`, valgrind detection;
 //! - [`vm`]: pages, residency and unmapped ranges;
 //! - [`rustc`]: the compiler release that compile-fail snapshots are pinned to;
+//! - [`single_step`]: a signal handler at every instruction boundary, by the trap flag;
 //! - [`mapping_order`]: raw maps and unmaps made visible to ThreadSanitizer.
 
 use libdd_alloc::{
@@ -29,6 +30,8 @@ pub mod placement;
 pub mod process;
 pub mod rustc;
 pub mod scripted;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod single_step;
 pub mod slots;
 #[cfg(any(unix, windows))]
 pub mod vm;
