@@ -46,39 +46,22 @@ pub(crate) trait LastBlock {
 /// implementing value, `self`).
 macro_rules! forward_resize {
     (|$arena:ident| $last:expr) => {
-        unsafe fn grow(
-            &self,
-            ptr: core::ptr::NonNull<u8>,
-            old: core::alloc::Layout,
-            new: core::alloc::Layout,
-        ) -> Result<core::ptr::NonNull<[u8]>, $crate::AllocError> {
-            let $arena = self;
-            // SAFETY: forwarded caller contract; `$last` is the arena's last block.
-            unsafe { $crate::resize::grow($arena, $last, ptr, old, new) }
-        }
-
-        unsafe fn grow_zeroed(
-            &self,
-            ptr: core::ptr::NonNull<u8>,
-            old: core::alloc::Layout,
-            new: core::alloc::Layout,
-        ) -> Result<core::ptr::NonNull<[u8]>, $crate::AllocError> {
-            let $arena = self;
-            // SAFETY: forwarded caller contract.
-            unsafe { $crate::resize::grow_zeroed($arena, $last, ptr, old, new) }
-        }
-
-        unsafe fn shrink(
-            &self,
-            ptr: core::ptr::NonNull<u8>,
-            old: core::alloc::Layout,
-            new: core::alloc::Layout,
-        ) -> Result<core::ptr::NonNull<[u8]>, $crate::AllocError> {
-            let $arena = self;
-            // SAFETY: forwarded caller contract.
-            unsafe { $crate::resize::shrink($arena, $last, ptr, old, new) }
-        }
+        $crate::resize::forward_resize!(@each |$arena| $last; grow grow_zeroed shrink);
     };
+    (@each |$arena:ident| $last:expr; $($method:ident)*) => {$(
+        unsafe fn $method(
+            &self,
+            ptr: core::ptr::NonNull<u8>,
+            old: core::alloc::Layout,
+            new: core::alloc::Layout,
+        ) -> Result<core::ptr::NonNull<[u8]>, $crate::AllocError> {
+            let $arena = self;
+            // SAFETY: the caller keeps this method's `Allocator` contract, which is the
+            // contract of the `resize` function of the same name; `$last` is the arena's
+            // most recent block.
+            unsafe { $crate::resize::$method($arena, $last, ptr, old, new) }
+        }
+    )*};
 }
 pub(crate) use forward_resize;
 
