@@ -70,3 +70,14 @@ stats!(
     [A: Allocator] SyncChainAllocator<A>,
     [] SyncVirtualArena,
 );
+
+/// How many cases a property test runs: `PROPTEST_CASES` when set (the emulated and instrumented
+/// CI runs, scripts/test-aarch64.sh, test-windows.sh, careful.sh and asan.sh, set it lower),
+/// else `default`, what the main x86_64 run uses. Proptest reads the variable only for a
+/// `Config` that leaves `cases` at its default.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default)
+}
