@@ -6,6 +6,9 @@
 #   scripts/test-aarch64.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Property tests run 32 cases here (the main x86_64 run keeps each test's default, 64 or 256):
+# this run is emulated or instrumented, many times slower per case (tests/common proptest_cases).
+export PROPTEST_CASES="${PROPTEST_CASES:-32}"
 source scripts/lib/cross-suite.sh
 
 have_nightly_build_std || { echo "skipped: aarch64 suite"; exit 0; }

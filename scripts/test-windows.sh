@@ -9,6 +9,9 @@
 # standard library for the target cannot be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Property tests run 32 cases here (the main x86_64 run keeps each test's default, 64 or 256):
+# this run is emulated or instrumented, many times slower per case (tests/common proptest_cases).
+export PROPTEST_CASES="${PROPTEST_CASES:-32}"
 
 target=x86_64-pc-windows-gnu
 start=$(date +%s)

@@ -136,7 +136,9 @@
 //! below it, is a plain store and load for the `Cell` arena); the public names are type
 //! aliases with their own docs pages. Where the two really differ (only the `Cell` cursor
 //! poisons free bytes for ASan; only the atomic one can be stale), the difference lives in the
-//! cursor. `resize.rs` forwards `grow`, `grow_zeroed` and `shrink` for every arena, `os/` is
+//! cursor. `resize.rs` writes `grow`, `grow_zeroed` and `shrink` once, and its `forward_resize!`
+//! is the whole of those three methods in the linear, virtual and handle `Allocator` impls (the
+//! chains still spell theirs out over the same functions until they are folded), `os/` is
 //! the only code that talks to the OS, and `sync/` holds what is still lock-free only:
 //! [`SyncChainAllocator`] (to be folded with [`ChainAllocator`] the same way) and the
 //! [`LocalHandle`].

@@ -1,5 +1,5 @@
 //! `grow`, `grow_zeroed` and `shrink` for every arena: in place for the most recent block, else a
-//! copy.
+//! copy. [`forward_resize!`] writes an arena's three `Allocator` methods over them.
 
 use crate::bump::dangling;
 use crate::{AllocError, Allocator};
@@ -21,10 +21,53 @@ pub(crate) trait LastBlock {
         old_size: usize,
         new: Layout,
     ) -> Option<NonNull<[u8]>>;
+
+    /// Grows `ptr` from `old` to `new` in place some other way once
+    /// [`resize_last_in_place`](Self::resize_last_in_place) could not (a chain can grow a
+    /// chunk whose only block `ptr` is through its backing allocator). `None` by default.
+    ///
+    /// # Safety
+    /// The `Allocator::grow` contract for `ptr`, `old` and `new` on the arena this is the last
+    /// block of.
+    #[inline(always)]
+    unsafe fn grow_elsewhere_in_place(
+        &self,
+        _ptr: NonNull<u8>,
+        _old: Layout,
+        _new: Layout,
+    ) -> Option<NonNull<[u8]>> {
+        None
+    }
 }
 
+/// Writes `grow`, `grow_zeroed` and `shrink` of an `unsafe impl Allocator` block as calls to
+/// [`grow`], [`grow_zeroed`] and [`shrink`], so each arena forwards them in one line:
+/// `forward_resize!(|arena| &arena.cursor);` names the [`LastBlock`] of `arena` (the
+/// implementing value, `self`).
+macro_rules! forward_resize {
+    (|$arena:ident| $last:expr) => {
+        $crate::resize::forward_resize!(@each |$arena| $last; grow grow_zeroed shrink);
+    };
+    (@each |$arena:ident| $last:expr; $($method:ident)*) => {$(
+        unsafe fn $method(
+            &self,
+            ptr: core::ptr::NonNull<u8>,
+            old: core::alloc::Layout,
+            new: core::alloc::Layout,
+        ) -> Result<core::ptr::NonNull<[u8]>, $crate::AllocError> {
+            let $arena = self;
+            // SAFETY: the caller keeps this method's `Allocator` contract, which is the
+            // contract of the `resize` function of the same name; `$last` is the arena's
+            // most recent block.
+            unsafe { $crate::resize::$method($arena, $last, ptr, old, new) }
+        }
+    )*};
+}
+pub(crate) use forward_resize;
+
 /// Grows `ptr` from `old` to `new`: in place when it is the most recent block of `cursor` and the
-/// chunk has room, otherwise by [`move_block`].
+/// chunk has room (or [`LastBlock::grow_elsewhere_in_place`] manages), otherwise by
+/// [`move_block`].
 ///
 /// # Safety
 /// The `Allocator::grow` contract: `ptr` is a live block of `old` from `arena`, whose current
@@ -38,6 +81,10 @@ pub(crate) unsafe fn grow<A: Allocator + ?Sized>(
 ) -> Result<NonNull<[u8]>, AllocError> {
     if old.size() != 0 {
         if let Some(block) = cursor.resize_last_in_place(ptr, old.size(), new) {
+            return Ok(block);
+        }
+        // SAFETY: forwarded caller contract.
+        if let Some(block) = unsafe { cursor.grow_elsewhere_in_place(ptr, old, new) } {
             return Ok(block);
         }
     }

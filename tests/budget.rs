@@ -516,7 +516,7 @@ fn check_virtual_on_budget(
 }
 
 proptest! {
-    #![proptest_config(Config { cases: 64, ..config() })]
+    #![proptest_config(Config { cases: common::proptest_cases(64), ..config() })]
 
     #[test]
     fn a_budgeted_virtual_arena_charges_its_commit_and_refuses_only_past_the_limit(

@@ -558,7 +558,7 @@ fn run_against_model<A: SyncArena>(make: fn() -> A, ops: &[Op], same_offsets: bo
 
 fn config() -> Config {
     Config {
-        cases: 256,
+        cases: common::proptest_cases(256),
         rng_seed: RngSeed::Fixed(0x10ca1),
         failure_persistence: None,
         ..Config::default()

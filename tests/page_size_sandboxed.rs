@@ -40,12 +40,16 @@ enum Expect {
 /// Runs `test` (this test's name) in a fresh process whose test thread refuses `syscalls` with
 /// `errno`, and checks what it finds there (see [`child`]).
 fn sandboxed(test: &str, syscalls: &[libc::c_long], errno: i32, expect: Expect) {
+    let syscalls = syscalls.to_vec();
+    in_child_process(test, move || child(&syscalls, errno, expect));
+}
+
+/// In the child process made for `test` (its `CHILD` variable names it): runs `body` on its own
+/// thread, so that a filter it installs binds the test and nothing the harness does after. In
+/// the parent: runs `test` alone in a fresh child process and asserts that it passed.
+fn in_child_process(test: &str, body: impl FnOnce() + Send + 'static) {
     if std::env::var(CHILD).as_deref() == Ok(test) {
-        let syscalls = syscalls.to_vec();
-        // Its own thread, so that the filter binds the test and nothing the harness does after.
-        std::thread::spawn(move || child(&syscalls, errno, expect))
-            .join()
-            .unwrap();
+        std::thread::spawn(body).join().unwrap();
         return;
     }
     let output = Command::new(std::env::current_exe().unwrap())
@@ -88,33 +92,27 @@ fn jump_if_equal(k: u32, jt: u8) -> libc::sock_filter {
     }
 }
 
-/// Installs, for the calling thread and the threads it creates, a seccomp filter that answers
-/// each of `syscalls` with `-errno` and allows everything else. A syscall of another ABI than
-/// [`AUDIT_ARCH`] (x32, `int 0x80` from x86_64) kills the process: the numbers would not match.
-fn refuse(syscalls: &[libc::c_long], errno: i32) {
-    // struct seccomp_data { int nr; __u32 arch; ... }
+/// A load of the 32-bit word at `offset` of `struct seccomp_data` (`nr` at 0, `arch` at 4,
+/// `args[i]` at 16 + 8 i).
+fn load(offset: u32) -> libc::sock_filter {
+    statement(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, offset)
+}
+
+/// Installs, for the calling thread and the threads it creates, the seccomp filter `program`,
+/// run with the syscall number loaded, behind a check that kills the process on a syscall of
+/// another ABI than [`AUDIT_ARCH`] (x32, `int 0x80` from x86_64): the numbers would not match.
+fn install_filter(program: Vec<libc::sock_filter>) {
     const NR: u32 = 0;
     const ARCH: u32 = 4;
-    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
-    let count = u8::try_from(syscalls.len()).unwrap();
-    let mut program = vec![
-        statement(load, ARCH),
+    let mut program = [
+        load(ARCH),
         jump_if_equal(AUDIT_ARCH, 1),
         statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
-        statement(load, NR),
-    ];
-    // The i-th comparison jumps over the rest and the ALLOW to the ERRNO return.
-    for (i, &nr) in (0u8..).zip(syscalls) {
-        program.push(jump_if_equal(u32::try_from(nr).unwrap(), count - i));
-    }
-    program.push(statement(
-        libc::BPF_RET | libc::BPF_K,
-        libc::SECCOMP_RET_ALLOW,
-    ));
-    program.push(statement(
-        libc::BPF_RET | libc::BPF_K,
-        libc::SECCOMP_RET_ERRNO | u32::try_from(errno).unwrap(),
-    ));
+        load(NR),
+    ]
+    .into_iter()
+    .chain(program)
+    .collect::<Vec<_>>();
     let filter = libc::sock_fprog {
         len: u16::try_from(program.len()).unwrap(),
         filter: program.as_mut_ptr(),
@@ -129,6 +127,26 @@ fn refuse(syscalls: &[libc::c_long], errno: i32) {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// Installs, for the calling thread and the threads it creates, a seccomp filter that answers
+/// each of `syscalls` with `-errno` and allows everything else (see [`install_filter`]).
+fn refuse(syscalls: &[libc::c_long], errno: i32) {
+    let count = u8::try_from(syscalls.len()).unwrap();
+    let mut program = Vec::new();
+    // The i-th comparison jumps over the rest and the ALLOW to the ERRNO return.
+    for (i, &nr) in (0u8..).zip(syscalls) {
+        program.push(jump_if_equal(u32::try_from(nr).unwrap(), count - i));
+    }
+    program.push(statement(
+        libc::BPF_RET | libc::BPF_K,
+        libc::SECCOMP_RET_ALLOW,
+    ));
+    program.push(statement(
+        libc::BPF_RET | libc::BPF_K,
+        libc::SECCOMP_RET_ERRNO | u32::try_from(errno).unwrap(),
+    ));
+    install_filter(program);
 }
 
 /// The answer to a zero-length `syscall(addr, 0, 0)` (`mprotect`, `madvise` or `msync`): 0, or
@@ -244,22 +262,14 @@ fn page_size_is_an_error_when_mprotect_madvise_and_msync_are_refused() {
 /// zero, and lets every other call through to the kernel: a sandbox whose answers depend on the
 /// address.
 fn answer_by_alignment(syscall: libc::c_long, mask: u32, aligned: bool, errno: u32) {
-    // struct seccomp_data { int nr; __u32 arch; __u64 instruction_pointer; __u64 args[6]; }:
-    // the low 32 bits of args[0] on a little-endian target.
-    const NR: u32 = 0;
-    const ARCH: u32 = 4;
+    // The low 32 bits of args[0] and args[1] of struct seccomp_data on a little-endian target.
     const ARG0_LOW: u32 = 16;
     const ARG1_LOW: u32 = 24;
-    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
     let allow = statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW);
-    let mut program = vec![
-        statement(load, ARCH),
-        jump_if_equal(AUDIT_ARCH, 1),
-        statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
-        statement(load, NR),
+    let program = vec![
         jump_if_equal(u32::try_from(syscall).unwrap(), 1),
         allow,
-        statement(load, ARG0_LOW),
+        load(ARG0_LOW),
         statement(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, mask),
         libc::sock_filter {
             code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
@@ -268,64 +278,34 @@ fn answer_by_alignment(syscall: libc::c_long, mask: u32, aligned: bool, errno: u
             k: 0,
         },
         // Only a zero-length call (the probe's): the process's real calls go to the kernel.
-        statement(load, ARG1_LOW),
+        load(ARG1_LOW),
         jump_if_equal(0, 1),
         allow,
         statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | errno),
         allow,
     ];
-    let filter = libc::sock_fprog {
-        len: u16::try_from(program.len()).unwrap(),
-        filter: program.as_mut_ptr(),
-    };
-    // SAFETY: prctl with valid arguments; the kernel copies the program before returning.
-    unsafe {
-        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-        assert_eq!(
-            libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &filter),
-            0,
-            "PR_SET_SECCOMP: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    install_filter(program);
 }
 
 /// Runs `test` in a fresh process whose test thread installs `install(page)` (`page` as libc
 /// reports it), then checks that the first page-size query is never wrong: the real page size
 /// or `Err`, never another power of two.
 fn sandboxed_never_wrong(test: &str, install: fn(usize)) {
-    if std::env::var(CHILD).as_deref() == Ok(test) {
-        std::thread::spawn(move || {
-            // SAFETY: sysconf with a valid name has no preconditions.
-            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
-            install(page);
-            match os::page_size() {
-                Ok(found) => assert_eq!(found, page, "a wrong page size"),
-                Err(AllocError) => {
-                    let layout = Layout::from_size_align(3000, 1).unwrap();
-                    assert_eq!(
-                        VirtualAllocator::default().allocate(layout),
-                        Err(AllocError)
-                    );
-                }
+    in_child_process(test, move || {
+        // SAFETY: sysconf with a valid name has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
+        install(page);
+        match os::page_size() {
+            Ok(found) => assert_eq!(found, page, "a wrong page size"),
+            Err(AllocError) => {
+                let layout = Layout::from_size_align(3000, 1).unwrap();
+                assert_eq!(
+                    VirtualAllocator::default().allocate(layout),
+                    Err(AllocError)
+                );
             }
-        })
-        .join()
-        .unwrap();
-        return;
-    }
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--test-threads=1", "--nocapture"])
-        .env(CHILD, test)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "sandboxed child of {test}: {}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+        }
+    });
 }
 
 /// A filter that fakes success for a zero-length `mprotect` at every multiple of half a page

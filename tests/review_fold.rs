@@ -23,20 +23,14 @@ mod single_step {
     use super::common;
     use common::blocks::{fill, intact, tag, verify, Block};
     use common::layout;
+    use common::single_step::{self, install, BOUNDARIES, LOCK, VISITED};
     use common::slots;
     use libdd_alloc::{Allocator, Budget, SyncLinearAllocator, SyncVirtualArena, VirtualAllocator};
-    use std::arch::asm;
     use std::ptr::NonNull;
-    use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-    /// One single-step test at a time: they share SIGTRAP, the handler and the slots.
-    static LOCK: Mutex<()> = Mutex::new(());
-    /// The handler's body, a `fn()`, or 0.
-    static BODY: AtomicUsize = AtomicUsize::new(0);
     /// The arena the handlers allocate from (a `*const A`), or null.
     static ARENA: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
-    static BOUNDARIES: AtomicU64 = AtomicU64::new(0);
     const HANDLER_OWNER: u64 = 0xFFFF;
     const MAIN_OWNER: u64 = 0x1;
     /// Handler failures by kind: allocation refused (tolerated under a budget), grow lost
@@ -45,96 +39,15 @@ mod single_step {
     static LOST_BY_GROW: AtomicUsize = AtomicUsize::new(0);
     static NOT_ZERO: AtomicUsize = AtomicUsize::new(0);
 
-    /// The instruction addresses at which a handler already ran during the current operation:
-    /// a handler runs once per instruction boundary of the code, not once per executed
-    /// instruction (else a compare-exchange loop interrupted at every turn never ends).
-    const VISITED_SLOTS: usize = 1 << 14;
-    static VISITED: [AtomicUsize; VISITED_SLOTS] = [const { AtomicUsize::new(0) }; VISITED_SLOTS];
-
-    fn clear_visited() {
-        for slot in &VISITED {
-            slot.store(0, Ordering::Relaxed);
-        }
-    }
-
-    fn first_visit(rip: usize) -> bool {
-        let mut i = rip.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 14);
-        for _ in 0..VISITED_SLOTS {
-            let seen = VISITED[i].load(Ordering::Relaxed);
-            if seen == rip {
-                return false;
-            }
-            if seen == 0 {
-                VISITED[i].store(rip, Ordering::Relaxed);
-                return true;
-            }
-            i = (i + 1) % VISITED_SLOTS;
-        }
-        false
-    }
-
-    extern "C" fn on_trap(_: libc::c_int, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-        // SAFETY: errno is a thread-local int; the body may make syscalls (mprotect).
-        let errno = unsafe { *libc::__errno_location() };
-        // SAFETY: an SA_SIGINFO handler's third argument is the interrupted `ucontext_t`.
-        let rip = unsafe {
-            (*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RIP as usize]
-        };
-        let body = BODY.load(Ordering::Acquire);
-        if body != 0 && first_visit(rip as usize) {
-            BOUNDARIES.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: only `fn()` values are stored.
-            let body: fn() = unsafe { std::mem::transmute(body) };
-            body();
-        }
-        // SAFETY: as above.
-        unsafe { *libc::__errno_location() = errno };
-    }
-
-    #[inline(always)]
-    fn trap_flag_on() {
-        // SAFETY: only EFLAGS.TF changes; the stack is used and left as it was.
-        unsafe { asm!("pushfq", "or qword ptr [rsp], 0x100", "popfq") }
-    }
-
-    #[inline(always)]
-    fn trap_flag_off() {
-        // SAFETY: as above.
-        unsafe { asm!("pushfq", "and qword ptr [rsp], -257", "popfq") }
-    }
-
-    /// Runs `f` with a SIGTRAP, and so a handler run, after each of its instructions.
-    #[inline(never)]
+    /// Runs `f` with a handler at each of its instruction boundaries (once each).
     fn stepped<R>(f: impl FnOnce() -> R) -> R {
-        clear_visited();
-        trap_flag_on();
-        let r = f();
-        trap_flag_off();
-        r
-    }
-
-    fn install(body: fn()) {
-        BODY.store(body as usize, Ordering::Release);
-        // SAFETY: a zeroed sigaction is valid; the handler uses atomics and the arena only.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_trap
-                as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
-                as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
-            libc::sigemptyset(&mut action.sa_mask);
-            assert_eq!(
-                libc::sigaction(libc::SIGTRAP, &action, std::ptr::null_mut()),
-                0
-            );
-        }
+        VISITED[0].clear();
+        single_step::stepped(f)
     }
 
     fn uninstall() {
-        BODY.store(0, Ordering::Release);
         ARENA.store(std::ptr::null_mut(), Ordering::Release);
-        // SAFETY: restores the default action.
-        unsafe { libc::signal(libc::SIGTRAP, libc::SIG_DFL) };
+        single_step::uninstall();
     }
 
     /// Whether the first `len` bytes at `ptr` are zero.
@@ -147,7 +60,7 @@ mod single_step {
     /// and checked every fourth run); every third run grows it first; every fifth also
     /// allocates a scratch block, dirties it and gives it back (so a later zeroed block lands
     /// on written bytes).
-    fn handler_body<A: Ready>() {
+    fn handler_body<A: Ready>(_depth: usize) {
         let arena = ARENA.load(Ordering::Acquire) as *const A;
         // SAFETY: `ARENA` points at a live arena while the trap flag is set.
         let Some(arena) = (unsafe { arena.as_ref() }) else {

@@ -809,7 +809,7 @@ fn totals(runs: &[Rc<Shared>]) -> (usize, usize, usize, usize, usize) {
 
 fn config() -> Config {
     Config {
-        cases: 64,
+        cases: common::proptest_cases(64),
         failure_persistence: None,
         ..Config::default()
     }

@@ -348,7 +348,7 @@ impl<C: Cursor, A: Allocator> Linear<C, A> {
     /// An empty arena over `buffer`, which `allocator` takes back with `buffer_layout` on drop.
     fn over(buffer: NonNull<[u8]>, buffer_layout: Layout, allocator: A) -> Self {
         let mut cursor = C::over(buffer.cast(), buffer.len());
-        cursor.set_used(buffer.cast(), 0, buffer.len());
+        cursor.set_used(buffer.cast(), buffer.len(), 0);
         Self {
             cursor,
             buffer,
@@ -502,7 +502,7 @@ impl<C: Cursor, A: Allocator> Linear<C, A> {
     pub fn reset(&mut self) {
         self.drops.run_above(0);
         self.cursor
-            .set_used(self.buffer.cast(), 0, self.buffer.len());
+            .set_used(self.buffer.cast(), self.buffer.len(), 0);
     }
 
     /// The backing allocator.
@@ -563,7 +563,7 @@ impl<C: Cursor, A: Allocator> Rewind for Linear<C, A> {
             self.drops
                 .run_above(self.buffer.cast::<u8>().as_ptr().addr() + used);
             self.cursor
-                .set_used(self.buffer.cast(), used, self.buffer.len());
+                .set_used(self.buffer.cast(), self.buffer.len(), used);
         }
     }
 }
@@ -627,35 +627,7 @@ unsafe impl<C: Cursor, A: Allocator> Allocator for Linear<C, A> {
         }
     }
 
-    unsafe fn grow(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::grow(self, &self.cursor, ptr, old, new) }
-    }
-
-    unsafe fn grow_zeroed(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::grow_zeroed(self, &self.cursor, ptr, old, new) }
-    }
-
-    unsafe fn shrink(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::shrink(self, &self.cursor, ptr, old, new) }
-    }
+    crate::resize::forward_resize!(|arena| &arena.cursor);
 }
 #[cfg(all(test, not(loom)))]
 mod tests {

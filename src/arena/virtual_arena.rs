@@ -679,7 +679,7 @@ impl<C: Cursor> Virtual<C> {
     pub fn reset(&mut self) {
         self.drops.run_above(0);
         self.note_high_water();
-        self.cursor.set_used(self.base, 0, self.committed_bytes());
+        self.cursor.set_used(self.base, self.committed_bytes(), 0);
     }
 
     /// Frees every allocation (after running the destructors of the values from
@@ -761,7 +761,7 @@ impl<C: Cursor> Virtual<C> {
         if self.budget.is_some() {
             self.forget_commit();
         }
-        self.cursor.set_used(self.base, 0, self.committed_bytes());
+        self.cursor.set_used(self.base, self.committed_bytes(), 0);
     }
 
     /// Counts nothing as committed any more, crediting the budget for what was. `&mut self`:
@@ -957,7 +957,7 @@ impl<C: Cursor> Rewind for Virtual<C> {
             // before the cursor moves back, so that `allocate_zeroed` zeroes them.
             self.note_high_water();
             self.cursor
-                .set_used(self.base, used, self.committed_bytes());
+                .set_used(self.base, self.committed_bytes(), used);
         }
     }
 }
@@ -1101,34 +1101,55 @@ unsafe impl<C: Cursor> Allocator for Virtual<C> {
         }
     }
 
-    unsafe fn grow(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::grow(self, &LastOf(self), ptr, old, new) }
+    crate::resize::forward_resize!(|arena| &LastOf(arena));
+}
+
+/// Test bodies that hold for both cursors, run by `tests` and `sync_tests` for theirs.
+#[cfg(all(test, not(loom)))]
+mod both_cursors {
+    use super::*;
+
+    pub(super) fn a_budget_is_charged_exactly_the_committed_bytes_and_credited_on_drop<
+        C: Cursor,
+    >() {
+        let budget = crate::budget::leaked_budget(1 << 30);
+        let arena = Virtual::<C>::new_with_budget(1 << 30, budget).unwrap();
+        assert_eq!(budget.used(), 0, "the reservation is not charged");
+        for size in [8, 100_000, 1 << 20, 3 << 20] {
+            arena.allocate(Layout::array::<u8>(size).unwrap()).unwrap();
+            assert_eq!(budget.used(), arena.committed_bytes());
+        }
+        drop(arena);
+        assert_eq!(budget.used(), 0);
     }
 
-    unsafe fn grow_zeroed(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::grow_zeroed(self, &LastOf(self), ptr, old, new) }
-    }
-
-    unsafe fn shrink(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::shrink(self, &LastOf(self), ptr, old, new) }
+    pub(super) fn reset_and_release_credits_the_budget_and_refilling_charges_again<C: Cursor>() {
+        let budget = crate::budget::leaked_budget(1 << 20);
+        let mut arena = Virtual::<C>::new_with_budget(1 << 30, budget).unwrap();
+        arena
+            .allocate(Layout::array::<u8>(700 << 10).unwrap())
+            .unwrap();
+        assert_eq!(budget.used(), arena.committed_bytes());
+        assert!(budget.used() >= 700 << 10);
+        arena.reset_and_release();
+        assert_eq!((budget.used(), arena.committed_bytes()), (0, 0));
+        // Another user takes most of the budget meanwhile: the refill is refused by it.
+        budget.try_charge(600 << 10).unwrap();
+        assert_eq!(
+            arena.allocate(Layout::array::<u8>(700 << 10).unwrap()),
+            Err(AllocError)
+        );
+        budget.credit(600 << 10);
+        let block = arena
+            .allocate_zeroed(Layout::array::<u8>(700 << 10).unwrap())
+            .unwrap();
+        assert_eq!(budget.used(), arena.committed_bytes());
+        // SAFETY: the block is ours.
+        unsafe { block.cast::<u8>().write_bytes(1, 700 << 10) };
+        // `reset` and rewinding keep the commit, and its charge.
+        arena.reset();
+        assert_eq!(budget.used(), arena.committed_bytes());
+        assert!(budget.used() > 0);
     }
 }
 
@@ -1215,15 +1236,9 @@ mod tests {
 
     #[test]
     fn a_budget_is_charged_exactly_the_committed_bytes_and_credited_on_drop() {
-        let budget = crate::budget::leaked_budget(1 << 30);
-        let arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
-        assert_eq!(budget.used(), 0, "the reservation is not charged");
-        for size in [8, 100_000, 1 << 20, 3 << 20] {
-            arena.allocate(Layout::array::<u8>(size).unwrap()).unwrap();
-            assert_eq!(budget.used(), arena.committed_bytes());
-        }
-        drop(arena);
-        assert_eq!(budget.used(), 0);
+        both_cursors::a_budget_is_charged_exactly_the_committed_bytes_and_credited_on_drop::<
+            CellCursor,
+        >();
     }
 
     #[test]
@@ -1294,32 +1309,8 @@ mod tests {
 
     #[test]
     fn reset_and_release_credits_the_budget_and_refilling_charges_again() {
-        let budget = crate::budget::leaked_budget(1 << 20);
-        let mut arena = VirtualArena::new_with_budget(1 << 30, budget).unwrap();
-        arena
-            .allocate(Layout::array::<u8>(700 << 10).unwrap())
-            .unwrap();
-        assert_eq!(budget.used(), arena.committed_bytes());
-        assert!(budget.used() >= 700 << 10);
-        arena.reset_and_release();
-        assert_eq!((budget.used(), arena.committed_bytes()), (0, 0));
-        // Another user takes most of the budget meanwhile: the refill is refused by it.
-        budget.try_charge(600 << 10).unwrap();
-        assert_eq!(
-            arena.allocate(Layout::array::<u8>(700 << 10).unwrap()),
-            Err(AllocError)
+        both_cursors::reset_and_release_credits_the_budget_and_refilling_charges_again::<CellCursor>(
         );
-        budget.credit(600 << 10);
-        let block = arena
-            .allocate_zeroed(Layout::array::<u8>(700 << 10).unwrap())
-            .unwrap();
-        assert_eq!(budget.used(), arena.committed_bytes());
-        // SAFETY: the block is ours.
-        unsafe { block.cast::<u8>().write_bytes(1, 700 << 10) };
-        // `reset` and rewinding keep the commit, and its charge.
-        arena.reset();
-        assert_eq!(budget.used(), arena.committed_bytes());
-        assert!(budget.used() > 0);
     }
 
     #[test]
@@ -1419,15 +1410,9 @@ mod sync_tests {
 
     #[test]
     fn a_budget_is_charged_exactly_the_committed_bytes_and_credited_on_drop() {
-        let budget = crate::budget::leaked_budget(1 << 30);
-        let arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
-        assert_eq!(budget.used(), 0, "the reservation is not charged");
-        for size in [8, 100_000, 1 << 20, 3 << 20] {
-            arena.allocate(Layout::array::<u8>(size).unwrap()).unwrap();
-            assert_eq!(budget.used(), arena.committed_bytes());
-        }
-        drop(arena);
-        assert_eq!(budget.used(), 0);
+        both_cursors::a_budget_is_charged_exactly_the_committed_bytes_and_credited_on_drop::<
+            AtomicCursor,
+        >();
     }
 
     #[test]
@@ -1506,23 +1491,9 @@ mod sync_tests {
 
     #[test]
     fn reset_and_release_credits_the_budget_and_refilling_charges_again() {
-        let budget = crate::budget::leaked_budget(1 << 20);
-        let mut arena = SyncVirtualArena::new_with_budget(1 << 30, budget).unwrap();
-        let layout = Layout::array::<u8>(700 << 10).unwrap();
-        arena.allocate(layout).unwrap();
-        assert_eq!(budget.used(), arena.committed_bytes());
-        arena.reset_and_release();
-        assert_eq!((budget.used(), arena.committed_bytes()), (0, 0));
-        budget.try_charge(600 << 10).unwrap();
-        assert_eq!(arena.allocate(layout), Err(AllocError));
-        budget.credit(600 << 10);
-        let block = arena.allocate_zeroed(layout).unwrap();
-        // SAFETY: the block is ours.
-        unsafe { block.cast::<u8>().write_bytes(1, 700 << 10) };
-        assert_eq!(budget.used(), arena.committed_bytes());
-        arena.reset();
-        assert_eq!(budget.used(), arena.committed_bytes());
-        assert!(budget.used() > 0);
+        both_cursors::reset_and_release_credits_the_budget_and_refilling_charges_again::<
+            AtomicCursor,
+        >();
     }
 
     #[test]

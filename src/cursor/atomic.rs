@@ -117,7 +117,7 @@ impl AtomicCursor {
     #[inline]
     pub(crate) fn set_used(&mut self, start: NonNull<u8>, used: usize) {
         let len = Cursor::limit(self) - start.as_ptr().addr();
-        Cursor::set_used(self, start, used, len);
+        Cursor::set_used(self, start, len, used);
     }
 
     /// Bytes handed out since `start`, the beginning of the range given to [`new`](Self::new)

@@ -82,16 +82,15 @@ impl CellCursor {
     }
 
     /// Points the cursor at the range `[start, start + len)` of which the first `used` bytes are
-    /// already handed out (`used` is clamped to `len`): how a checkpoint is restored.
+    /// already handed out (`used` is clamped to `len`): how a checkpoint is restored. The order
+    /// of [`Cursor::set_used`], which moves within the chunk the cursor already has.
     #[inline]
     pub(crate) fn set_used(&self, start: NonNull<u8>, len: usize, used: usize) {
         self.limit.set(start.as_ptr().addr() + len);
-        let used = used.min(len);
-        // `wrapping_add` keeps `start`'s provenance; `used <= len` keeps it inside the range.
-        let cur = start.as_ptr().wrapping_add(used);
+        let (cur, free) = super::used_position(start, len, used);
         self.cur.set(cur);
         // Only the free part: the first `used` bytes may hold live blocks.
-        self.poison_free(cur, len - used);
+        self.poison_free(cur, free);
     }
 
     /// Bytes handed out from the chunk that starts at `start` (the one the cursor points into).

@@ -23,6 +23,16 @@ use crate::bump::{fit, resize_last};
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
+/// The cursor `used` bytes into the range `[start, start + len)`, `used` clamped to `len`, and
+/// how many bytes are left free after it: where [`Cursor::set_used`] and
+/// [`CellCursor::set_used`] point a cursor.
+#[inline(always)]
+fn used_position(start: NonNull<u8>, len: usize, used: usize) -> (*mut u8, usize) {
+    let used = used.min(len);
+    // `wrapping_add` keeps `start`'s provenance; `used <= len` keeps it inside the range.
+    (start.as_ptr().wrapping_add(used), len - used)
+}
+
 mod sealed {
     /// Only this crate's two cursors implement [`Cursor`](super::Cursor).
     pub trait Sealed {}
@@ -107,14 +117,14 @@ pub trait Cursor: sealed::Sealed {
     /// Points the cursor `used` bytes past `start` (where the cursor was made), clamped to
     /// `usable`, the length of the part of the chunk it may hand out; `[cur, start + usable)` is
     /// poisoned. How `reset` and a checkpoint are restored. `&mut self`: a plain store will do.
+    /// The arguments are in the order of [`CellCursor::set_used`]'s: the range, then how much
+    /// of it is used.
     #[doc(hidden)]
     #[inline]
-    fn set_used(&mut self, start: NonNull<u8>, used: usize, usable: usize) {
-        let used = used.min(usable);
-        // `wrapping_add` keeps `start`'s provenance; `used <= usable` keeps it in the chunk.
-        let cur = start.as_ptr().wrapping_add(used);
+    fn set_used(&mut self, start: NonNull<u8>, usable: usize, used: usize) {
+        let (cur, free) = used_position(start, usable, used);
         self.store(cur);
-        self.poison_free(cur, usable - used);
+        self.poison_free(cur, free);
     }
 
     /// Poisons `[from, from + len)`, free bytes of the chunk, for ASan (`Cell` cursor only).
@@ -403,5 +413,21 @@ impl<C: Cursor> crate::resize::LastBlock for C {
         new: Layout,
     ) -> Option<NonNull<[u8]>> {
         self.resize_last(ptr, old_size, new)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::used_position;
+    use core::ptr::NonNull;
+
+    #[test]
+    fn used_position_takes_the_range_then_the_used_bytes_and_clamps_to_the_range() {
+        let mut buffer = [0u8; 64];
+        let start = NonNull::new(buffer.as_mut_ptr()).unwrap();
+        let (cur, free) = used_position(start, 64, 24);
+        assert_eq!((cur.addr() - start.as_ptr().addr(), free), (24, 40));
+        let (cur, free) = used_position(start, 24, 64);
+        assert_eq!((cur.addr() - start.as_ptr().addr(), free), (24, 0));
     }
 }

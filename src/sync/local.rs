@@ -669,38 +669,7 @@ unsafe impl<A: LocalSource> Allocator for LocalHandle<'_, A> {
         }
     }
 
-    unsafe fn grow(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::grow(self, self, ptr, old, new) }
-    }
-
-    unsafe fn grow_zeroed(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        let block = unsafe { crate::resize::grow(self, self, ptr, old, new) }?;
-        // SAFETY: the block is ours and at least `new.size() >= old.size()` long.
-        unsafe { crate::resize::zero_tail(block, old.size()) };
-        Ok(block)
-    }
-
-    unsafe fn shrink(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::shrink(self, self, ptr, old, new) }
-    }
+    crate::resize::forward_resize!(|arena| arena);
 }
 
 // SAFETY: the handle's blocks are disjoint (see the `Allocator` impl) and stay valid until the

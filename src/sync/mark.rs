@@ -12,8 +12,9 @@
 //!
 //! Taking the mark must be atomic with respect to a signal handler on the same thread, not with
 //! respect to other threads (the handle is `!Sync`). Two implementations, same values:
-//! - **x86_64 with 64-bit pointers (not x32), rustc 1.87 or later** (`cfg(asm_goto)`, set by
-//!   `build.rs`; never under loom or Miri): one non-`lock` `dec dword ptr [mark]` and a `jnz`
+//! - **x86_64 with 64-bit pointers (not x32), a compiler with `asm!` label operands (rustc
+//!   1.87 or later)** (`cfg(asm_goto)`, set by `build.rs` when a probe crate using one
+//!   compiles; never under loom or Miri): one non-`lock` `dec dword ptr [mark]` and a `jnz`
 //!   to the nested path, through an `asm!` label operand. A signal is delivered between
 //!   instructions, so a handler runs either wholly before the `dec` (and gives back every step
 //!   it took, so the `dec` sees what it would have seen without it) or wholly after it (and
@@ -187,10 +188,12 @@ mod tests {
     }
 
     #[test]
-    fn an_x86_64_build_by_rustc_1_87_or_later_takes_the_mark_with_one_instruction() {
-        // Pins which implementation this build runs, so that a build script that stops
-        // detecting the compiler cannot silently fall back to the portable mark on x86_64.
-        let minor: u32 = env!("LIBDD_ALLOC_BUILD_RUSTC_MINOR").parse().unwrap();
+    fn an_x86_64_build_whose_compiler_takes_label_operands_uses_the_one_instruction_mark() {
+        // Pins which implementation this build runs to what build.rs's probe found; that the
+        // probe is accepted by every compiler that can build the tests (1.88 or later) is
+        // pinned by tests/build_script.rs, so a probe that stops working cannot silently fall
+        // back to the portable mark on x86_64.
+        let probe = env!("LIBDD_ALLOC_BUILD_ASM_LABEL_PROBE");
         let asm = cfg!(all(
             target_arch = "x86_64",
             target_pointer_width = "64",
@@ -203,8 +206,8 @@ mod tests {
                 target_arch = "x86_64",
                 target_pointer_width = "64",
                 not(miri)
-            )) && minor >= 87,
-            "rustc 1.{minor}"
+            )) && probe == "accepted",
+            "probe {probe}"
         );
     }
 }

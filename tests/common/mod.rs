@@ -12,6 +12,7 @@
 //! - [`process`]: forked children, resource limits, `/proc/self/statm`, valgrind detection;
 //! - [`vm`]: pages, residency and unmapped ranges;
 //! - [`rustc`]: the compiler release that compile-fail snapshots are pinned to;
+//! - [`single_step`]: a signal handler at every instruction boundary, by the trap flag;
 //! - [`mapping_order`]: raw maps and unmaps made visible to ThreadSanitizer.
 
 use libdd_alloc::{
@@ -29,6 +30,8 @@ pub mod placement;
 pub mod process;
 pub mod rustc;
 pub mod scripted;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod single_step;
 pub mod slots;
 #[cfg(any(unix, windows))]
 pub mod vm;
@@ -67,3 +70,14 @@ stats!(
     [A: Allocator] SyncChainAllocator<A>,
     [] SyncVirtualArena,
 );
+
+/// How many cases a property test runs: `PROPTEST_CASES` when set (the emulated and instrumented
+/// CI runs, scripts/test-aarch64.sh, test-windows.sh, careful.sh and asan.sh, set it lower),
+/// else `default`, what the main x86_64 run uses. Proptest reads the variable only for a
+/// `Config` that leaves `cases` at its default.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default)
+}
