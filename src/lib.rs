@@ -168,7 +168,6 @@ pub mod arena;
 mod asan;
 mod budget;
 mod bump;
-mod chain;
 mod cursor;
 #[cfg(any(
     feature = "allocator-api2-03",
@@ -184,10 +183,10 @@ mod sync;
 mod typed;
 mod virtual_alloc;
 
+pub use arena::chain::{ChainAllocator, SyncChainAllocator};
 pub use arena::linear::{LinearAllocator, SyncLinearAllocator};
 pub use arena::virtual_arena::{SyncVirtualArena, VirtualArena};
 pub use budget::{Budget, Budgeted};
-pub use chain::ChainAllocator;
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
 #[doc(hidden)]
 pub use string::format_capacity_hint as __format_capacity_hint;
@@ -196,7 +195,7 @@ pub use string::format_counts_are_literal as __format_counts_are_literal;
 #[doc(hidden)]
 pub use string::format_exponent_precisions_fit as __format_exponent_precisions_fit;
 pub use string::ArenaString;
-pub use sync::{LocalHandle, LocalSource, SyncChainAllocator};
+pub use sync::{LocalHandle, LocalSource};
 pub use typed::{Arena, Checkpoint, Rewind, Scope};
 pub use virtual_alloc::VirtualAllocator;
 

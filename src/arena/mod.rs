@@ -9,9 +9,11 @@
 //! is where their shared methods are documented. The [`Cursor`] trait is sealed: its two
 //! implementations, [`CellCursor`] and [`AtomicCursor`], are the crate's own.
 
+pub(crate) mod chain;
 pub(crate) mod linear;
 pub(crate) mod virtual_arena;
 
 pub use crate::cursor::{AtomicCursor, CellCursor, Counter, Cursor};
+pub use chain::{Chain, ChainCursor};
 pub use linear::Linear;
 pub use virtual_arena::Virtual;
