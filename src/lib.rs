@@ -124,16 +124,23 @@
 //! back, resize it in place) is written once, in the compare-exchange form that is correct when
 //! others move the cursor too; the `Cell` cursor's exchange is a store that always succeeds, so
 //! its loops run once and compile to the plain `Cell` code. Each arena kind is then written once
-//! over the [`arena::Cursor`] trait (`src/arena/`): [`arena::Linear`] is both
-//! [`LinearAllocator`] and [`SyncLinearAllocator`], [`arena::Virtual`] both [`VirtualArena`]
-//! and [`SyncVirtualArena`] (its commit, publish the frontier with `fetch_max`, then claim
-//! below it, is a plain store and load for the `Cell` arena); the public names are type
-//! aliases with their own docs pages. Where the two really differ (only the `Cell` cursor
-//! poisons free bytes for ASan; only the atomic one can be stale), the difference lives in the
-//! cursor. `resize.rs` forwards `grow`, `grow_zeroed` and `shrink` for every arena, `os/` is
-//! the only code that talks to the OS, and `sync/` holds what is still lock-free only:
-//! [`SyncChainAllocator`] (to be folded with [`ChainAllocator`] the same way) and the
-//! [`LocalHandle`].
+//! over the [`arena::Cursor`] trait (`src/arena/`, one file per kind): [`arena::Linear`] is both
+//! [`LinearAllocator`] and [`SyncLinearAllocator`], [`arena::Chain`] both [`ChainAllocator`]
+//! and [`SyncChainAllocator`], [`arena::Virtual`] both [`VirtualArena`] and
+//! [`SyncVirtualArena`]; the public names are type aliases with their own docs pages. The chain
+//! publishes a new chunk by compare-exchange of its newest-chunk pointer, the loser trying the
+//! winner's chunk and then giving its own back or stacking it above; the virtual arena commits,
+//! publishes the frontier with `fetch_max`, then claims below it. For the `Cell` arenas these
+//! are plain loads and stores (a real comparison where a re-entrant backing allocator could
+//! have moved the word). Where the two really differ, the difference lives beside the cursor,
+//! not in a copy of the arena: only the `Cell` cursor poisons free bytes for ASan and only the
+//! atomic one can be stale ([`arena::Cursor`]); the chain's [`arena::ChainCursor`] says where
+//! the cursor that allocation bumps lives (inline in the arena for `Cell`, one load fewer; in the
+//! newest chunk's header for atomic, since a thread that loaded an older chunk still bumps it),
+//! and lets only the `Cell` chain grow a chunk through its backing allocator. `resize.rs`
+//! forwards `grow`, `grow_zeroed` and `shrink` for every arena, `os/` is the only code that
+//! talks to the OS, and `sync/` holds what is lock-free only: the [`LocalHandle`] and the
+//! atomics that loom swaps out.
 //!
 //! # Features
 //! - `std` (default): [`AllocError`] implements `std::error::Error`, and [`System`] is available

@@ -1289,6 +1289,7 @@ unsafe impl<C: ChainCursor, A: Allocator> Allocator for Chain<C, A> {
 mod tests {
     use super::*;
     use crate::{System, VirtualAllocator};
+    use std::boxed::Box;
     use std::vec;
     use std::vec::Vec;
 
@@ -1465,6 +1466,88 @@ mod tests {
             .allocate(Layout::from_size_align(absurd_size, 8).unwrap())
             .is_err());
         assert_eq!(absurd_vm.reserved_bytes(), 4096);
+    }
+
+    /// A backing allocator that, when armed, allocates 16 bytes from the arena it backs inside
+    /// its next `allocate` (as a logging allocator might), and counts the chunks it holds.
+    #[derive(Default)]
+    struct Reentrant {
+        live: core::cell::Cell<usize>,
+        reenter: core::cell::Cell<Option<(unsafe fn(*const ()), *const ())>>,
+        inner: core::cell::Cell<usize>,
+    }
+
+    // SAFETY: forwards to `System`.
+    unsafe impl Allocator for Reentrant {
+        fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+            if let Some((reenter, arena)) = self.reenter.take() {
+                // SAFETY: armed with the arena this allocator backs, alive during its calls.
+                unsafe { reenter(arena) };
+            }
+            self.live.set(self.live.get() + 1);
+            System.allocate(layout)
+        }
+        unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+            self.live.set(self.live.get() - 1);
+            // SAFETY: forwarded caller contract.
+            unsafe { System.deallocate(ptr, layout) };
+        }
+    }
+
+    /// # Safety
+    /// `arena` points to a live `Chain<C, &'static Reentrant>`.
+    unsafe fn reenter<C: ChainCursor>(arena: *const ()) {
+        // SAFETY: per the caller.
+        let arena = unsafe { &*arena.cast::<Chain<C, &'static Reentrant>>() };
+        let block = arena.allocate(Layout::new::<[u8; 16]>()).unwrap();
+        arena.allocator().inner.set(block.cast::<u8>().as_ptr().addr());
+    }
+
+    fn a_chunk_linked_by_a_reentrant_call_is_tried_before_stacking<C: ChainCursor>(
+        new: fn(usize, &'static Reentrant) -> Chain<C, &'static Reentrant>,
+    ) {
+        let backing: &'static Reentrant = Box::leak(Box::default());
+        let arena = new(256, backing).with_max_chunk_size(256);
+        let rest = Layout::array::<u8>(arena.remaining_capacity()).unwrap();
+        arena.allocate(rest).unwrap(); // the first chunk is full
+        let this = (&arena as *const Chain<C, &'static Reentrant>).cast::<()>();
+        backing.reenter.set(Some((reenter::<C>, this)));
+        let outer = arena.allocate(Layout::new::<[u8; 16]>()).unwrap();
+        // The re-entrant call linked a chunk while the outer one waited for its own; the outer
+        // block fits there, right after the re-entrant one, and the outer chunk goes back.
+        assert_eq!(outer.cast::<u8>().as_ptr().addr(), backing.inner.get() + 16);
+        assert_eq!(backing.live.get(), 2);
+        assert_eq!(arena.reserved_bytes(), 512);
+        assert_eq!(arena.used_bytes(), 256 + OVERHEAD + 32);
+        drop(arena);
+        assert_eq!(backing.live.get(), 0);
+    }
+
+    #[test]
+    fn a_chunk_linked_by_a_reentrant_backing_call_is_used_and_the_losers_given_back() {
+        a_chunk_linked_by_a_reentrant_call_is_tried_before_stacking::<CellCursor>(|hint, a| {
+            crate::ChainAllocator::new_in(hint, a).unwrap()
+        });
+        a_chunk_linked_by_a_reentrant_call_is_tried_before_stacking::<AtomicCursor>(|hint, a| {
+            SyncChainAllocator::new_in(hint, a).unwrap()
+        });
+    }
+
+    #[test]
+    fn cell_chunk_depths_count_up_from_one_and_restart_after_reset() {
+        let mut arena = crate::ChainAllocator::new_in(256, System)
+            .unwrap()
+            .with_max_chunk_size(256);
+        let depth = |arena: &crate::ChainAllocator<System>| {
+            // SAFETY: the arena has a chunk, live while `arena` is borrowed.
+            unsafe { &*CellCursor::newest(&arena.newest) }.shape.depth()
+        };
+        for expected in 1..6 {
+            arena.allocate(Layout::new::<[u8; 200]>()).unwrap();
+            assert_eq!(depth(&arena), expected);
+        }
+        arena.reset();
+        assert_eq!(depth(&arena), 1);
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! [`Linear`] is one implementation of the one-buffer arena; the public names are its two
 //! instances: [`LinearAllocator`](crate::LinearAllocator) = `Linear<CellCursor, A>` (one
 //! thread) and [`SyncLinearAllocator`](crate::SyncLinearAllocator) =
-//! `Linear<AtomicCursor, A>` (lock-free, reentrant). [`Virtual`] is the reserved-then-committed
+//! `Linear<AtomicCursor, A>` (lock-free, reentrant). [`Chain`] is the arena of linked chunks:
+//! [`ChainAllocator`](crate::ChainAllocator) = `Chain<CellCursor, A>` and
+//! [`SyncChainAllocator`](crate::SyncChainAllocator) = `Chain<AtomicCursor, A>`, with what
+//! differs between them behind [`ChainCursor`]. [`Virtual`] is the reserved-then-committed
 //! arena: [`VirtualArena`](crate::VirtualArena) = `Virtual<CellCursor>` and
-//! [`SyncVirtualArena`](crate::SyncVirtualArena) = `Virtual<AtomicCursor>`. Use the arenas by those names; this module
-//! is where their shared methods are documented. The [`Cursor`] trait is sealed: its two
-//! implementations, [`CellCursor`] and [`AtomicCursor`], are the crate's own.
+//! [`SyncVirtualArena`](crate::SyncVirtualArena) = `Virtual<AtomicCursor>`. Use the arenas by
+//! those names; this module is where their shared methods are documented. The [`Cursor`] trait
+//! is sealed: its two implementations, [`CellCursor`] and [`AtomicCursor`], are the crate's own.
 
 pub(crate) mod chain;
 pub(crate) mod linear;

@@ -27,9 +27,10 @@ mod sealed {
 }
 
 /// How the cursor of an arena moves: [`CellCursor`] for the single-thread arenas
-/// ([`LinearAllocator`](crate::LinearAllocator), [`VirtualArena`](crate::VirtualArena)),
-/// [`AtomicCursor`] for the lock-free, reentrant ones
+/// ([`LinearAllocator`](crate::LinearAllocator), [`ChainAllocator`](crate::ChainAllocator),
+/// [`VirtualArena`](crate::VirtualArena)), [`AtomicCursor`] for the lock-free, reentrant ones
 /// ([`SyncLinearAllocator`](crate::SyncLinearAllocator),
+/// [`SyncChainAllocator`](crate::SyncChainAllocator),
 /// [`SyncVirtualArena`](crate::SyncVirtualArena)). Sealed: implemented by these two only.
 ///
 /// Its methods are the crate's own; the arenas' public methods are what to call.
