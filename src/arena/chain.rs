@@ -64,7 +64,13 @@ impl<C: Cursor> ChunkHeader<C> {
         let header = memory.cast::<Self>();
         let cursor = C::over(Self::data(header), memory.len() - Self::SIZE);
         // SAFETY: per the caller, the memory is ours, aligned and long enough for the header.
-        unsafe { header.as_ptr().write(Self { cursor, prev, shape }) };
+        unsafe {
+            header.as_ptr().write(Self {
+                cursor,
+                prev,
+                shape,
+            })
+        };
         header
     }
 
@@ -235,7 +241,10 @@ impl ChainCursor for CellCursor {
         }
         // SAFETY: the caller wrote the header; the chunk is ours alone until published.
         let carved = unsafe { chunk.as_ref() }.cursor.cur_addr();
-        newest.point_at(chunk.as_ptr(), carved - ChunkHeader::data(chunk).as_ptr().addr());
+        newest.point_at(
+            chunk.as_ptr(),
+            carved - ChunkHeader::data(chunk).as_ptr().addr(),
+        );
         Ok(())
     }
 
@@ -1500,7 +1509,10 @@ mod tests {
         // SAFETY: per the caller.
         let arena = unsafe { &*arena.cast::<Chain<C, &'static Reentrant>>() };
         let block = arena.allocate(Layout::new::<[u8; 16]>()).unwrap();
-        arena.allocator().inner.set(block.cast::<u8>().as_ptr().addr());
+        arena
+            .allocator()
+            .inner
+            .set(block.cast::<u8>().as_ptr().addr());
     }
 
     fn a_chunk_linked_by_a_reentrant_call_is_tried_before_stacking<C: ChainCursor>(
