@@ -98,10 +98,7 @@ pub(crate) fn dangling(layout: Layout) -> NonNull<[u8]> {
     NonNull::slice_from_raw_parts(ptr, 0)
 }
 
-/// The `Cell` cursor, by the name the chain arena knows it by.
-pub(crate) use crate::cursor::CellCursor as Cursor;
-
-/// Lifts the ASan poisoning a [`Cursor`] put on the free bytes of a chunk. Call it before the
+/// Lifts the ASan poisoning a [`CellCursor`](crate::cursor::CellCursor) put on the free bytes of a chunk. Call it before the
 /// chunk goes back to its backing allocator or is moved by it. Free without `asan-poison`.
 #[inline(always)]
 pub(crate) fn unpoison_chunk(start: NonNull<u8>, len: usize) {

@@ -130,18 +130,25 @@
 //! back, resize it in place) is written once, in the compare-exchange form that is correct when
 //! others move the cursor too; the `Cell` cursor's exchange is a store that always succeeds, so
 //! its loops run once and compile to the plain `Cell` code. Each arena kind is then written once
-//! over the [`arena::Cursor`] trait (`src/arena/`): [`arena::Linear`] is both
-//! [`LinearAllocator`] and [`SyncLinearAllocator`], [`arena::Virtual`] both [`VirtualArena`]
-//! and [`SyncVirtualArena`] (its commit, publish the frontier with `fetch_max`, then claim
-//! below it, is a plain store and load for the `Cell` arena); the public names are type
-//! aliases with their own docs pages. Where the two really differ (only the `Cell` cursor
-//! poisons free bytes for ASan; only the atomic one can be stale), the difference lives in the
-//! cursor. `resize.rs` writes `grow`, `grow_zeroed` and `shrink` once, and its `forward_resize!`
-//! is the whole of those three methods in the linear, virtual and handle `Allocator` impls (the
-//! chains still spell theirs out over the same functions until they are folded), `os/` is
-//! the only code that talks to the OS, and `sync/` holds what is still lock-free only:
-//! [`SyncChainAllocator`] (to be folded with [`ChainAllocator`] the same way) and the
-//! [`LocalHandle`].
+//! over the [`arena::Cursor`] trait (`src/arena/`, one file per kind): [`arena::Linear`] is both
+//! [`LinearAllocator`] and [`SyncLinearAllocator`], [`arena::Chain`] both [`ChainAllocator`]
+//! and [`SyncChainAllocator`], [`arena::Virtual`] both [`VirtualArena`] and
+//! [`SyncVirtualArena`]; the public names are type aliases with their own docs pages. The chain
+//! publishes a new chunk by compare-exchange of its newest-chunk pointer, the loser trying the
+//! winner's chunk and then giving its own back or stacking it above; the virtual arena commits,
+//! publishes the frontier with `fetch_max`, then claims below it. For the `Cell` arenas these
+//! are plain loads and stores (a real comparison where a re-entrant backing allocator could
+//! have moved the word). Where the two really differ, the difference lives beside the cursor,
+//! not in a copy of the arena: only the `Cell` cursor poisons free bytes for ASan and only the
+//! atomic one can be stale ([`arena::Cursor`]); the chain's [`arena::ChainCursor`] says where
+//! the cursor that allocation bumps lives (inline in the arena for `Cell`, one load fewer; in the
+//! newest chunk's header for atomic, since a thread that loaded an older chunk still bumps it),
+//! and lets only the `Cell` chain grow a chunk through its backing allocator. `resize.rs`
+//! writes `grow`, `grow_zeroed` and `shrink` once: its `forward_resize!` is the whole of those
+//! three methods in the linear, virtual and handle `Allocator` impls, and the chain's impl calls
+//! the same functions; `os/` is the only code that
+//! talks to the OS, and `sync/` holds what is lock-free only: the [`LocalHandle`] and the
+//! atomics that loom swaps out.
 //!
 //! # Memory the caller owns
 //! [`Linear::from_buffer`](arena::Linear::from_buffer) builds a [`LinearAllocator`] or
@@ -206,7 +213,6 @@ mod asan;
 #[cfg(target_has_atomic = "ptr")]
 mod budget;
 mod bump;
-mod chain;
 mod cursor;
 mod drops;
 #[cfg(any(
@@ -227,6 +233,12 @@ mod typed;
 #[cfg(any(unix, windows))]
 mod virtual_alloc;
 
+pub use arena::chain::ChainAllocator;
+/// # Platforms
+/// Needs a compare-and-swap on pointer-sized words: exists only where
+/// `cfg(target_has_atomic = "ptr")` holds, so not on `thumbv6m-none-eabi` (Cortex-M0/M0+).
+#[cfg(target_has_atomic = "ptr")]
+pub use arena::chain::SyncChainAllocator;
 #[cfg(target_has_atomic = "ptr")]
 pub use arena::linear::SyncLinearAllocator;
 pub use arena::linear::{Borrowed, LinearAllocator};
@@ -234,7 +246,6 @@ pub use arena::linear::{Borrowed, LinearAllocator};
 pub use arena::virtual_arena::{SyncVirtualArena, VirtualArena};
 #[cfg(target_has_atomic = "ptr")]
 pub use budget::{Budget, Budgeted};
-pub use chain::ChainAllocator;
 pub use drops::{DropArena, PinArena};
 #[cfg(any(unix, windows))]
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
@@ -245,11 +256,6 @@ pub use string::format_counts_are_literal as __format_counts_are_literal;
 #[doc(hidden)]
 pub use string::format_exponent_precisions_fit as __format_exponent_precisions_fit;
 pub use string::ArenaString;
-/// # Platforms
-/// Needs a compare-and-swap on pointer-sized words: exists only where
-/// `cfg(target_has_atomic = "ptr")` holds, so not on `thumbv6m-none-eabi` (Cortex-M0/M0+).
-#[cfg(target_has_atomic = "ptr")]
-pub use sync::SyncChainAllocator;
 /// # Platforms
 /// Exists only where `cfg(target_has_atomic = "ptr")` holds, as the lock-free arenas it serves.
 #[cfg(target_has_atomic = "ptr")]

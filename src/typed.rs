@@ -866,18 +866,14 @@ unsafe impl<A: Rewind> Arena for Scope<'_, A> {}
 // SAFETY: see above; with the atomic cursor each byte is handed out once (compare-exchange on
 // the cursor).
 unsafe impl<C: crate::arena::Cursor, A: Allocator> Arena for crate::arena::Linear<C, A> {}
-// SAFETY: see above.
-unsafe impl<A: Allocator> Arena for crate::ChainAllocator<A> {}
+// SAFETY: see above; with the atomic cursor each byte is handed out once (compare-exchange on
+// a chunk's cursor), and chunks are freed only in `reset`/`rewind` (`&mut self`) or drop.
+unsafe impl<C: crate::arena::ChainCursor, A: Allocator> Arena for crate::arena::Chain<C, A> {}
 // SAFETY: see above; the virtual arenas hand out only committed bytes (the atomic one each
 // once, by compare-exchange) and never move, decommit or unmap them while `&self` is shared
 // (`reset` and `reset_and_release` take `&mut self`).
 #[cfg(all(any(unix, windows), target_has_atomic = "ptr"))]
 unsafe impl<C: crate::arena::Cursor> Arena for crate::arena::Virtual<C> {}
-// SAFETY: see above; the lock-free arenas hand out each byte once (compare-exchange on the
-// cursor) and free chunks only in `reset`/`rewind` (`&mut self`) or drop.
-#[cfg(target_has_atomic = "ptr")]
-unsafe impl<A: Allocator> Arena for crate::SyncChainAllocator<A> {}
-
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! its `errno` check would otherwise report the wrong error.)
 #![cfg(unix)] // POSIX only: signal handlers and errno; Windows has neither to interrupt a thread with.
 
-use libdd_alloc::{Allocator, Layout, SyncChainAllocator, VirtualAllocator};
+use libdd_alloc::{Layout, SyncChainAllocator, VirtualAllocator};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
 type Arena = SyncChainAllocator<VirtualAllocator>;

@@ -9,7 +9,7 @@
 mod common;
 
 use common::blocks::{fill, intact, mixed_layout, tag};
-use libdd_alloc::{Allocator, Layout, SyncChainAllocator, System, VirtualAllocator};
+use libdd_alloc::{Layout, SyncChainAllocator, System, VirtualAllocator};
 use std::alloc::GlobalAlloc;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};

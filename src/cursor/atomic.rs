@@ -2,7 +2,6 @@
 
 use super::{sealed, Cursor};
 use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use core::alloc::Layout;
 use core::ptr::NonNull;
 
 /// The cursor of the lock-free, reentrant arenas
@@ -95,65 +94,5 @@ impl AtomicCursor {
                 limit: start.as_ptr().wrapping_add(len),
             }
         }
-    }
-}
-
-/// The operations the lock-free chain arena (`sync/chain.rs`) calls by these names.
-impl AtomicCursor {
-    /// A cursor over the free range `[start, start + len)`, as [`Cursor::over`].
-    #[inline]
-    pub(crate) fn new(start: NonNull<u8>, len: usize) -> Self {
-        Self::over(start, len)
-    }
-
-    /// Moves the cursor back to `start`, the beginning of the range given to [`new`](Self::new).
-    #[inline]
-    pub(crate) fn rewind(&mut self, start: NonNull<u8>) {
-        self.set_used(start, 0);
-    }
-
-    /// Points the cursor `used` bytes past `start`, the beginning of the range given to
-    /// [`new`](Self::new), clamped to the end of the range: how a checkpoint is restored.
-    #[inline]
-    pub(crate) fn set_used(&mut self, start: NonNull<u8>, used: usize) {
-        let len = Cursor::limit(self) - start.as_ptr().addr();
-        Cursor::set_used(self, start, len, used);
-    }
-
-    /// Bytes handed out since `start`, the beginning of the range given to [`new`](Self::new)
-    /// (a snapshot while other threads allocate).
-    #[inline]
-    pub(crate) fn used_since(&self, start: NonNull<u8>) -> usize {
-        self.cur_addr() - start.as_ptr().addr()
-    }
-
-    /// Would a block of `layout` fit now, without a new chunk? (A snapshot.)
-    #[inline]
-    pub(crate) fn has_room_for(&self, layout: Layout) -> bool {
-        self.has_room_below(layout, Cursor::limit(self))
-    }
-
-    /// Bumps out a block of the non-zero-size `layout`, or `None` when the chunk is full.
-    #[inline(always)]
-    pub(crate) fn bump(&self, layout: Layout) -> Option<NonNull<[u8]>> {
-        self.claim(layout)
-    }
-
-    /// Address of the first free byte (a snapshot while other threads allocate).
-    #[inline(always)]
-    pub(crate) fn cur_addr(&self) -> usize {
-        Cursor::cur_addr(self)
-    }
-
-    /// Address one past the chunk.
-    #[inline(always)]
-    pub(crate) fn limit(&self) -> usize {
-        Cursor::limit(self)
-    }
-
-    /// Bytes left between the cursor and the end of the chunk (a snapshot).
-    #[inline(always)]
-    pub(crate) fn remaining(&self) -> usize {
-        Cursor::remaining(self)
     }
 }

@@ -1,7 +1,6 @@
 //! [`CellCursor`]: the cursor of the single-thread arenas.
 
 use super::{sealed, Cursor};
-use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::NonNull;
 
@@ -64,8 +63,8 @@ impl Cursor for CellCursor {
     }
 }
 
-/// The operations the chain arena (`chain.rs`) calls by these names, through `&self`: a `Cell`
-/// cursor also moves to a new chunk without `&mut`.
+/// What the chain arena (`arena/chain.rs`) keeps inline for its newest chunk moves through
+/// `&self`: a `Cell` cursor also moves to a new chunk without `&mut`.
 impl CellCursor {
     /// A cursor with no chunk: every non-zero-size allocation misses.
     pub(crate) const fn empty() -> Self {
@@ -92,64 +91,12 @@ impl CellCursor {
         // Only the free part: the first `used` bytes may hold live blocks.
         self.poison_free(cur, free);
     }
-
-    /// Bytes handed out from the chunk that starts at `start` (the one the cursor points into).
-    #[inline]
-    pub(crate) fn used_since(&self, start: NonNull<u8>) -> usize {
-        self.cur_addr() - start.as_ptr().addr()
-    }
-
-    /// Address of the first free byte.
-    #[inline(always)]
-    pub(crate) fn cur_addr(&self) -> usize {
-        Cursor::cur_addr(self)
-    }
-
-    /// Address one past the chunk.
-    #[inline(always)]
-    pub(crate) fn limit(&self) -> usize {
-        self.limit.get()
-    }
-
-    /// Bytes left between the cursor and the end of the chunk.
-    #[inline(always)]
-    pub(crate) fn remaining(&self) -> usize {
-        Cursor::remaining(self)
-    }
-
-    /// Would a block of `layout` fit without a new chunk?
-    #[inline]
-    pub(crate) fn has_room_for(&self, layout: Layout) -> bool {
-        self.has_room_below(layout, self.limit())
-    }
-
-    /// Bumps out a block of the non-zero-size `layout`, or `None` when the chunk is full.
-    #[inline(always)]
-    pub(crate) fn bump(&self, layout: Layout) -> Option<NonNull<[u8]>> {
-        self.claim(layout)
-    }
-
-    /// Gives back the block `[ptr, ptr + size)` if it is the most recent one.
-    #[inline]
-    pub(crate) fn release_if_last(&self, ptr: NonNull<u8>, size: usize) {
-        self.release_last(ptr, size);
-    }
-
-    /// Resizes the most recent block in place, as [`Cursor::resize_last`].
-    #[inline]
-    pub(crate) fn resize_last_in_place(
-        &self,
-        ptr: NonNull<u8>,
-        old_size: usize,
-        new: Layout,
-    ) -> Option<NonNull<[u8]>> {
-        self.resize_last(ptr, old_size, new)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::alloc::Layout;
 
     #[test]
     fn set_used_restores_a_position_and_clamps_to_the_chunk() {
@@ -157,11 +104,11 @@ mod tests {
         let start = NonNull::new(buffer.as_mut_ptr()).unwrap();
         let cursor = CellCursor::empty();
         cursor.set_used(start, 64, 24);
-        assert_eq!(cursor.used_since(start), 24);
+        assert_eq!(cursor.cur_addr() - start.as_ptr().addr(), 24);
         assert_eq!(cursor.remaining(), 40);
         cursor.set_used(start, 64, 1000);
-        assert_eq!(cursor.used_since(start), 64);
+        assert_eq!(cursor.cur_addr() - start.as_ptr().addr(), 64);
         assert_eq!(cursor.remaining(), 0);
-        assert!(cursor.bump(Layout::new::<u8>()).is_none());
+        assert!(cursor.claim(Layout::new::<u8>()).is_none());
     }
 }

@@ -39,9 +39,10 @@ mod sealed {
 }
 
 /// How the cursor of an arena moves: [`CellCursor`] for the single-thread arenas
-/// ([`LinearAllocator`](crate::LinearAllocator), [`VirtualArena`](crate::VirtualArena)),
-/// [`AtomicCursor`] for the lock-free, reentrant ones
+/// ([`LinearAllocator`](crate::LinearAllocator), [`ChainAllocator`](crate::ChainAllocator),
+/// [`VirtualArena`](crate::VirtualArena)), [`AtomicCursor`] for the lock-free, reentrant ones
 /// ([`SyncLinearAllocator`](crate::SyncLinearAllocator),
+/// [`SyncChainAllocator`](crate::SyncChainAllocator),
 /// [`SyncVirtualArena`](crate::SyncVirtualArena)). Sealed: implemented by these two only.
 ///
 /// Its methods are the crate's own; the arenas' public methods are what to call.
@@ -231,9 +232,10 @@ fn claim<C: Cursor + ?Sized, const CUR_MAY_PASS_BOUND: bool>(
     }
 }
 
-/// A word beside the cursor that only grows while the arena is shared: a virtual arena's commit
-/// frontier and its high-water mark. `Cell<usize>` for the `Cell` cursor, an atomic for the
-/// atomic one ([`Cursor::Counter`]). Sealed.
+/// A word beside the cursor, moved the same way as the cursor: a virtual arena's commit frontier
+/// and high-water mark (which only grow while the arena is shared), a chain arena's byte count
+/// and next chunk size. `Cell<usize>` for the `Cell` cursor, an atomic for the atomic one
+/// ([`Cursor::Counter`]). Sealed.
 pub trait Counter: sealed::Sealed {
     /// A counter at `value`.
     #[doc(hidden)]
@@ -250,6 +252,16 @@ pub trait Counter: sealed::Sealed {
     /// Sets the value. `&mut self`: nothing else can be using the counter.
     #[doc(hidden)]
     fn reset_to(&mut self, value: usize);
+
+    /// Adds `n` (`fetch_add`, `Relaxed`: a statistic, published by nothing).
+    #[doc(hidden)]
+    fn add(&self, n: usize);
+
+    /// Sets the value to `new` if it is still `current` (`compare_exchange`, `Relaxed`); else
+    /// leaves it, since whoever changed it meanwhile had the newer word. A real comparison for
+    /// the `Cell` too: a backing allocator that re-enters the arena may change it in between.
+    #[doc(hidden)]
+    fn replace(&self, current: usize, new: usize);
 }
 
 impl sealed::Sealed for core::cell::Cell<usize> {}
@@ -278,6 +290,18 @@ impl Counter for core::cell::Cell<usize> {
     fn reset_to(&mut self, value: usize) {
         self.set(value);
     }
+
+    #[inline(always)]
+    fn add(&self, n: usize) {
+        self.set(self.get() + n);
+    }
+
+    #[inline(always)]
+    fn replace(&self, current: usize, new: usize) {
+        if self.get() == current {
+            self.set(new);
+        }
+    }
 }
 
 #[cfg(target_has_atomic = "ptr")]
@@ -303,6 +327,18 @@ impl Counter for crate::sync::atomic::AtomicUsize {
     #[inline(always)]
     fn reset_to(&mut self, value: usize) {
         self.store(value, crate::sync::atomic::Ordering::Relaxed);
+    }
+
+    #[inline(always)]
+    fn add(&self, n: usize) {
+        self.fetch_add(n, crate::sync::atomic::Ordering::Relaxed);
+    }
+
+    #[inline(always)]
+    fn replace(&self, current: usize, new: usize) {
+        use crate::sync::atomic::Ordering::Relaxed;
+        // Failure means another publisher already moved it.
+        let _ = self.compare_exchange(current, new, Relaxed, Relaxed);
     }
 }
 

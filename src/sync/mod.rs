@@ -1,11 +1,9 @@
-//! The lock-free, reentrant arenas' own parts: [`SyncChainAllocator`] (until it is folded
-//! with `ChainAllocator`), the [`LocalHandle`] and its mark, and the atomics that loom swaps
-//! out. [`SyncLinearAllocator`](crate::SyncLinearAllocator) and
-//! [`SyncVirtualArena`] are the generic arenas of [`crate::arena`] over an
-//! [`AtomicCursor`](crate::arena::AtomicCursor).
+//! The lock-free, reentrant arenas' own parts: the [`LocalHandle`] and its mark, and the atomics
+//! that loom swaps out. [`SyncLinearAllocator`](crate::SyncLinearAllocator),
+//! [`SyncChainAllocator`](crate::SyncChainAllocator) and [`SyncVirtualArena`] are the generic
+//! arenas of [`crate::arena`] over an [`AtomicCursor`](crate::arena::AtomicCursor).
 
 pub(crate) mod atomic;
-mod chain;
 mod local;
 #[cfg(all(test, loom))]
 mod loom_tests;
@@ -17,10 +15,4 @@ mod virtual_arena {
     pub(crate) use crate::arena::virtual_arena::LastOf;
 }
 
-/// The atomic cursor, by the path the chain arena knows it by.
-mod cursor {
-    pub(crate) use crate::cursor::AtomicCursor;
-}
-
-pub use chain::SyncChainAllocator;
 pub use local::{LocalHandle, LocalSource};

@@ -1,6 +1,6 @@
-// `ChainAllocator` links its chunks and moves its cursor through `Cell`s: it may not be shared
-// between threads, whatever the backing allocator (pinned before it is folded with
-// `SyncChainAllocator` over a cursor; the notes below name its fields and will change then).
+// `ChainAllocator` (`arena::Chain<CellCursor, A>`) moves its cursor and links its chunks through
+// `Cell`s: it may not be shared between threads, whatever the backing allocator. Only
+// `Chain<AtomicCursor, A>`, `SyncChainAllocator`, is `Sync`.
 use libdd_alloc::{ChainAllocator, System};
 
 fn shared<T: Sync>() {}
