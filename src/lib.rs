@@ -170,6 +170,7 @@ mod budget;
 mod bump;
 mod chain;
 mod cursor;
+mod divert;
 #[cfg(any(
     feature = "allocator-api2-03",
     feature = "allocator-api2-04",
@@ -188,6 +189,7 @@ pub use arena::linear::{LinearAllocator, SyncLinearAllocator};
 pub use arena::virtual_arena::{SyncVirtualArena, VirtualArena};
 pub use budget::{Budget, Budgeted};
 pub use chain::ChainAllocator;
+pub use divert::{Divert, DivertArena, ProcessDiversion, ThreadDiversion};
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};
 #[doc(hidden)]
 pub use string::format_capacity_hint as __format_capacity_hint;

@@ -454,6 +454,18 @@ pub(crate) unsafe fn release_pages(ptr: NonNull<u8>, len: usize) -> Result<(), A
     }
 }
 
+/// The calling thread's kernel id (`gettid`), never 0: how [`Divert`](crate::Divert) finds the
+/// current thread without thread-local storage (a `thread_local!` may call `malloc` on its first
+/// use in a thread of a `dlopen`ed library). Where rustix makes raw syscalls it is one `gettid`
+/// syscall, which takes no lock and cannot fail; elsewhere (Android, Linux on other
+/// architectures) libc's `gettid`, found on rustix's first call by a weak-symbol lookup, so
+/// `Divert::prepare` makes that first call outside any handler. `errno` is kept either way.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
+pub(crate) fn thread_id() -> usize {
+    keep_errno(rustix::thread::gettid).as_raw_nonzero().get() as usize
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
