@@ -744,7 +744,11 @@ mod tests {
             let small = divert.realloc(shrunk, Layout::new::<[u8; 64]>(), 16);
             assert!(in_arena(divert, small));
             assert_eq!(std::slice::from_raw_parts(small, 16), &[7; 16]);
-            assert_eq!(divert.inner().calls(), calls, "the inner allocator was called");
+            assert_eq!(
+                divert.inner().calls(),
+                calls,
+                "the inner allocator was called"
+            );
             drop(guard);
             divert.inner().watched.store(0, Relaxed);
             // Diversion over: arena blocks go back to the arena, never to the inner allocator.
@@ -755,7 +759,11 @@ mod tests {
                 "a reallocated arena block moves out"
             );
             assert_eq!(out.cast::<u64>().read(), 0x0123_4567_89ab_cdef);
-            assert_eq!(divert.inner().calls(), calls + 1, "only the move's allocation");
+            assert_eq!(
+                divert.inner().calls(),
+                calls + 1,
+                "only the move's allocation"
+            );
             divert.dealloc(out, Layout::from_size_align(8192, 8).unwrap());
             assert_eq!(divert.inner().calls(), calls + 2);
         }
