@@ -239,6 +239,29 @@ impl<G, T: DivertArena> Divert<G, T> {
         unsafe { self.arena.load(Acquire).as_ref() }
     }
 
+    /// Whether `ptr` lies in the prepared arena's address range: whether a block at `ptr` came
+    /// from a diversion (and will go back to the arena when freed). O(1); `false` before
+    /// [`prepare`](Self::prepare).
+    ///
+    /// ```
+    /// use libdd_alloc::{Divert, SyncVirtualArena, System};
+    /// use std::alloc::{GlobalAlloc, Layout};
+    /// static DIVERT: Divert<System, SyncVirtualArena> = Divert::new(System);
+    /// DIVERT.prepare(Box::leak(Box::new(SyncVirtualArena::new(1 << 20)?)))?;
+    /// let guard = DIVERT.divert_process()?;
+    /// let layout = Layout::new::<u64>();
+    /// // SAFETY: a nonzero size; the block is freed with its layout.
+    /// unsafe {
+    ///     let block = DIVERT.alloc(layout);
+    ///     assert!(DIVERT.arena_contains(block));
+    ///     DIVERT.dealloc(block, layout);
+    /// }
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    pub fn arena_contains(&self, ptr: *const u8) -> bool {
+        self.arena_holding(ptr.cast_mut()).is_some()
+    }
+
     /// The allocator calls are forwarded to when not diverted.
     pub fn inner(&self) -> &G {
         &self.inner
