@@ -23,9 +23,7 @@
 
 #![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 
-use libdd_alloc::{
-    AllocError, Allocator, Divert, Layout, SyncLinearAllocator, System, VirtualAllocator,
-};
+use libdd_alloc::{Allocator, Divert, Layout, SyncLinearAllocator, System, VirtualAllocator};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The exit status of a process that reported its crash.
@@ -48,17 +46,6 @@ fn write_stderr(bytes: &[u8]) {
     unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
 }
 
-/// Diverts allocation to the arena: this thread only where threads are told apart (Linux,
-/// Android); elsewhere the whole process, which is going down anyway.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn divert() -> Result<impl Sized, AllocError> {
-    GLOBAL.divert_thread()
-}
-#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
-fn divert() -> Result<impl Sized, AllocError> {
-    GLOBAL.divert_process()
-}
-
 /// The `SIGSEGV`/`SIGBUS` handler. Async-signal-safe: atomics, the diverted allocator (the
 /// arena), `write`, `_exit`.
 #[cfg(unix)]
@@ -67,7 +54,14 @@ extern "C" fn report_crash(
     info: *mut libc::siginfo_t,
     _context: *mut libc::c_void,
 ) {
-    let (Ok(_diverted), Some(arena)) = (divert(), GLOBAL.arena()) else {
+    // From here on this thread allocates from the arena. Only this thread where threads are
+    // told apart (Linux, Android); elsewhere the whole process, which is going down anyway.
+    let thread = GLOBAL.divert_thread().ok();
+    let process = thread
+        .is_none()
+        .then(|| GLOBAL.divert_process().ok())
+        .flatten();
+    let (true, Some(arena)) = (thread.is_some() || process.is_some(), GLOBAL.arena()) else {
         write_stderr(b"crash report: no arena prepared\n");
         // SAFETY: leave at once.
         unsafe { libc::_exit(REPORT_EXIT_STATUS + 1) };

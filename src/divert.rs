@@ -123,7 +123,7 @@ impl DivertArena for Virtual<AtomicCursor> {}
 ///
 /// # Platforms
 /// [`divert_process`](Self::divert_process) needs no OS at all. [`divert_thread`](Self::divert_thread)
-/// exists on Linux and Android (where the thread id is `gettid`); on Android and on Linux
+/// works on Linux and Android (where the thread id is `gettid`), and is `Err` elsewhere; on Android and on Linux
 /// architectures where rustix goes through libc, its first call looks `gettid` up (a weak
 /// symbol), which [`prepare`](Self::prepare) does outside any handler. `Divert` needs no `std`: `G`
 /// is any [`GlobalAlloc`] (`System` is in `std`).
@@ -303,14 +303,15 @@ impl<G, T: DivertArena> Divert<G, T> {
     /// thread: the guard is not `Send`); other threads keep using `G`. For a signal handler: take
     /// it first, let every allocation of the handler be dropped or leaked before it. Nested
     /// handlers may take guards of their own. Linux and Android only (the thread is told by its
-    /// `gettid`).
+    /// `gettid`): elsewhere it is `Err`, and a handler that will end the process may take
+    /// [`divert_process`](Self::divert_process) instead.
     ///
     /// A guard that is leaked (`mem::forget`) diverts its thread for good, and, as the kernel
     /// reuses thread ids, whichever thread later gets that id.
     ///
     /// # Errors
-    /// `Err(AllocError)` if no arena was [`prepare`](Self::prepare)d, or 64 thread diversions are
-    /// alive already.
+    /// `Err(AllocError)` if no arena was [`prepare`](Self::prepare)d, 64 thread diversions are
+    /// alive already, or the platform is neither Linux nor Android.
     ///
     /// # Signal safety
     /// Async-signal-safe: `gettid` (a syscall), atomic additions and a compare-exchange per slot
@@ -320,7 +321,9 @@ impl<G, T: DivertArena> Divert<G, T> {
     /// use libdd_alloc::{Divert, SyncVirtualArena, System};
     /// static DIVERT: Divert<System, SyncVirtualArena> = Divert::new(System);
     /// DIVERT.prepare(Box::leak(Box::new(SyncVirtualArena::new(1 << 20)?)))?;
-    /// let guard = DIVERT.divert_thread()?;
+    /// let Ok(guard) = DIVERT.divert_thread() else {
+    ///     return Ok(()); // neither Linux nor Android
+    /// };
     /// assert!(DIVERT.is_diverted());
     /// std::thread::scope(|s| {
     ///     s.spawn(|| assert!(!DIVERT.is_diverted())); // another thread: not diverted
@@ -329,12 +332,10 @@ impl<G, T: DivertArena> Divert<G, T> {
     /// assert!(!DIVERT.is_diverted());
     /// # Ok::<(), libdd_alloc::AllocError>(())
     /// ```
-    #[cfg(any(target_os = "linux", target_os = "android"))]
     pub fn divert_thread(&self) -> Result<ThreadDiversion<'_, G, T>, AllocError> {
-        if self.arena().is_none() {
+        let (Some(me), Some(_)) = (this_thread(), self.arena()) else {
             return Err(AllocError);
-        }
-        let me = crate::os::thread_id();
+        };
         // Counted first, so that this thread's calls leave the fast path once the slot is its.
         self.announce();
         for (slot, id) in self.threads.iter().enumerate() {

@@ -13,6 +13,7 @@
 //! | [`SyncChainAllocator<A>`] | as `ChainAllocator`, lock-free | publishes a new chunk | threads, signal handlers |
 //! | [`SyncVirtualArena`] | as `VirtualArena`, lock-free | `Err` at the reservation | a large contiguous region for threads or a crash handler |
 //! | [`LocalHandle`] | slabs of a `Sync*` arena, from its `local()` | claims another slab | one thread's allocations at `Cell` speed, still signal-reentrant |
+//! | [`Divert<G, T>`](Divert) | a `#[global_allocator]`: `G` (`System`), or the arena `T` while diverted | as `G`; null from a full arena | std's `Vec`, `String`, `format!` in a signal handler or a `fork` child |
 //!
 //! All implement the [`allocator_api2`] [`Allocator`] trait, so `&arena` works with
 //! `allocator_api2::vec::Vec`, `allocator_api2::boxed::Box` and `hashbrown` collections.
@@ -111,6 +112,13 @@
 //! one raw `mprotect` and no lock, so a crash handler can bump through one large contiguous
 //! region even while the code it interrupted was allocating from it.
 //!
+//! [`Divert`] brings std's own collections to those places: a global allocator that forwards
+//! to `System` (or any [`GlobalAlloc`]) until a handler diverts its thread
+//! ([`Divert::divert_thread`], a guard) or a `fork` child the whole process
+//! ([`Divert::divert_process`]) to a lock-free arena prepared before; while diverted, no path
+//! calls `System`, so `format!` cannot deadlock on the malloc lock. When nothing is diverted it
+//! adds one relaxed load and a predictable branch to each call.
+//!
 //! A thread that allocates a lot from a shared arena takes a [`LocalHandle`] with `local()`:
 //! it bumps inside a slab of the arena with plain loads and stores (no locked instruction), and
 //! a signal handler that interrupts it and allocates from the same handle is still handed a
@@ -131,7 +139,9 @@
 //! aliases with their own docs pages. Where the two really differ (only the `Cell` cursor
 //! poisons free bytes for ASan; only the atomic one can be stale), the difference lives in the
 //! cursor. `resize.rs` forwards `grow`, `grow_zeroed` and `shrink` for every arena, `os/` is
-//! the only code that talks to the OS, and `sync/` holds what is still lock-free only:
+//! the only code that talks to the OS, `divert.rs` is the global allocator that puts a lock-free
+//! arena (told by its fixed address range) under std's collections, and `sync/` holds what is
+//! still lock-free only:
 //! [`SyncChainAllocator`] (to be folded with [`ChainAllocator`] the same way) and the
 //! [`LocalHandle`].
 //!
