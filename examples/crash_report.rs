@@ -78,15 +78,18 @@ extern "C" fn report_crash(
         _ => "?",
     };
     // Plain std formatting: the allocations come from the arena.
-    let lines = vec![
-        format!("signal: {signal} ({name})"),
-        format!("fault address: {fault_address:#x}"),
-        format!("handler on alternate stack: {on_alternate_stack}"),
-        format!(
-            "arena before the report: {used_before} of {} bytes used",
-            arena.reserved_bytes()
-        ),
+    let signal = format!("{signal} ({name})");
+    let arena_use = format!("{used_before} of {} bytes used", arena.reserved_bytes());
+    let facts: [(&str, &dyn std::fmt::Display); 4] = [
+        ("signal", &signal),
+        ("fault address", &format_args!("{fault_address:#x}")),
+        ("handler on alternate stack", &on_alternate_stack),
+        ("arena before the report", &arena_use),
     ];
+    let lines: Vec<String> = facts
+        .iter()
+        .map(|(key, value)| format!("{key}: {value}"))
+        .collect();
     let report = format!("=== crash report ===\n{}\n", lines.join("\n"));
     write_stderr(report.as_bytes());
     let trailer = format!(
