@@ -7,10 +7,10 @@
 # medians of those and their ratio (Divert / System; the target is <= 1.05). With valgrind
 # installed it also prints the instructions each binary executes for ROUNDS_CG rounds (callgrind,
 # deterministic: the per-call difference is what the fast path adds).
-#   scripts/divert-overhead.sh [RUNS=11] [ROUNDS=200]
+#   scripts/divert-overhead.sh [RUNS=21] [ROUNDS=200]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS="${1:-11}"
+RUNS="${1:-21}"
 ROUNDS="${2:-200}"
 ROUNDS_CG="${ROUNDS_CG:-20}"
 
