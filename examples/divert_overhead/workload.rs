@@ -7,7 +7,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 /// One round: `Vec` growth, `String` building with `format!`, a `HashMap<String, u64>` filled,
-/// queried and dropped, and short-lived boxes. About 60,000 allocator calls.
+/// queried and dropped, and short-lived boxes: about 7,300 allocations, as many frees and 2,000
+/// reallocations (counted under callgrind).
 pub fn round(seed: u64) -> u64 {
     let mut check = 0u64;
     for n in 0..50u64 {
