@@ -1,11 +1,17 @@
-//! A crash handler that writes its report into arena memory prepared before the crash.
+//! A crash handler that formats its report with std's `format!`, `Vec` and `String`, on memory
+//! prepared before the crash.
 //!
 //! After a `SIGSEGV` the heap may be corrupt or its lock held, so the handler must not call
-//! `malloc`. Everything it needs is made ready up front: a `SyncLinearAllocator` backed by
-//! `VirtualAllocator` (pages straight from the kernel), and an alternate signal stack, so that
-//! the handler can run even when the crash is a stack overflow. The handler formats the report
-//! into the arena with `format_in!` (no heap, no panic: a full arena is an `Err`), writes it to
-//! stderr with `write(2)` and leaves with `_exit`.
+//! `malloc`. The program's global allocator is a `Divert` over `System`: until a diversion, every
+//! allocation goes to `System` (one relaxed load and a branch on top). Everything the handler
+//! needs is made ready up front: a `SyncLinearAllocator` backed by `VirtualAllocator` (pages
+//! straight from the kernel), prepared as the diversion's arena, and an alternate signal stack, so
+//! that the handler can run even when the crash is a stack overflow. The handler diverts its
+//! thread's allocation to the arena (a guard), so `format!` and `Vec<String>` allocate there with
+//! no lock and no libc call, writes the report to stderr with `write(2)` and leaves with `_exit`.
+//! The report is a few hundred bytes; a full arena would be `handle_alloc_error` (an abort), never
+//! a call to `malloc`. Where no global allocator may be replaced, `format_in!` formats into an
+//! arena by hand (see the README).
 //!
 //! ```text
 //! cargo run --example crash_report -- segv       # write to a PROT_NONE page
@@ -17,8 +23,8 @@
 
 #![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 
-use libdd_alloc::{format_in, Allocator, Layout, SyncLinearAllocator, VirtualAllocator};
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use libdd_alloc::{Allocator, Divert, Layout, SyncLinearAllocator, System, VirtualAllocator};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The exit status of a process that reported its crash.
 pub const REPORT_EXIT_STATUS: i32 = 42;
@@ -27,8 +33,10 @@ const ALTERNATE_STACK_SIZE: usize = 64 << 10;
 
 type Arena = SyncLinearAllocator<VirtualAllocator>;
 
-/// The arena for the report, prepared before any crash.
-static ARENA: AtomicPtr<Arena> = AtomicPtr::new(std::ptr::null_mut());
+/// `System`, until the handler diverts its thread to the arena prepared for the report.
+#[global_allocator]
+static GLOBAL: Divert<System, Arena> = Divert::new(System);
+
 /// Where the alternate stack lives, to tell in the report whether the handler runs on it.
 static ALTERNATE_STACK: AtomicUsize = AtomicUsize::new(0);
 
@@ -38,15 +46,26 @@ fn write_stderr(bytes: &[u8]) {
     unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
 }
 
-/// The `SIGSEGV`/`SIGBUS` handler. Async-signal-safe: atomics, the arena, `write`, `_exit`.
+/// The `SIGSEGV`/`SIGBUS` handler. Async-signal-safe: atomics, the diverted allocator (the
+/// arena), `write`, `_exit`.
 #[cfg(unix)]
 extern "C" fn report_crash(
     signal: libc::c_int,
     info: *mut libc::siginfo_t,
     _context: *mut libc::c_void,
 ) {
-    // SAFETY: `ARENA` was set before the handler was installed and is never freed.
-    let arena = unsafe { &*ARENA.load(Ordering::Acquire) };
+    // From here on this thread allocates from the arena. Only this thread where threads are
+    // told apart (Linux, Android); elsewhere the whole process, which is going down anyway.
+    let thread = GLOBAL.divert_thread().ok();
+    let process = thread
+        .is_none()
+        .then(|| GLOBAL.divert_process().ok())
+        .flatten();
+    let (true, Some(arena)) = (thread.is_some() || process.is_some(), GLOBAL.arena()) else {
+        write_stderr(b"crash report: no arena prepared\n");
+        // SAFETY: leave at once.
+        unsafe { libc::_exit(REPORT_EXIT_STATUS + 1) };
+    };
     let used_before = arena.used_bytes();
     // SAFETY: the kernel passes valid siginfo to an SA_SIGINFO handler.
     let fault_address = unsafe { (*info).si_addr() } as usize;
@@ -58,28 +77,30 @@ extern "C" fn report_crash(
         libc::SIGBUS => "SIGBUS",
         _ => "?",
     };
-    let report = format_in!(
-        arena,
-        "=== crash report ===\n\
-         signal: {signal} ({name})\n\
-         fault address: {fault_address:#x}\n\
-         handler on alternate stack: {on_alternate_stack}\n\
-         arena before the report: {used_before} of {reserved} bytes used\n",
-        reserved = arena.reserved_bytes(),
-    );
-    let Ok(report) = report else {
-        write_stderr(b"crash report: no room in the arena\n");
-        // SAFETY: leave at once.
-        unsafe { libc::_exit(REPORT_EXIT_STATUS + 1) };
-    };
+    // Plain std formatting: the allocations come from the arena.
+    let signal = format!("{signal} ({name})");
+    let arena_use = format!("{used_before} of {} bytes used", arena.reserved_bytes());
+    let facts: [(&str, &dyn std::fmt::Display); 4] = [
+        ("signal", &signal),
+        ("fault address", &format_args!("{fault_address:#x}")),
+        ("handler on alternate stack", &on_alternate_stack),
+        ("arena before the report", &arena_use),
+    ];
+    let lines: Vec<String> = facts
+        .iter()
+        .map(|(key, value)| format!("{key}: {value}"))
+        .collect();
+    let report = format!("=== crash report ===\n{}\n", lines.join("\n"));
     write_stderr(report.as_bytes());
-    let trailer = format_in!(
-        arena,
-        "report text in the arena: {} bytes at {:#x}\n=== end of crash report ===\n",
+    let trailer = format!(
+        "report text in the arena: {} bytes at {:#x}\n\
+         report allocated from the arena: {}\n\
+         === end of crash report ===\n",
         report.len(),
         report.as_ptr() as usize,
+        GLOBAL.arena_contains(report.as_ptr()),
     );
-    write_stderr(trailer.map_or(b"=== end of crash report ===\n".as_slice(), str::as_bytes));
+    write_stderr(trailer.as_bytes());
     // SAFETY: leave without running exit handlers or unwinding through the faulting frame.
     unsafe { libc::_exit(REPORT_EXIT_STATUS) };
 }
@@ -96,7 +117,9 @@ pub fn prepare() {
     .expect("crash arena");
     // Some state the program keeps in the arena before the crash.
     arena.allocate(Layout::new::<[u64; 16]>()).expect("state");
-    ARENA.store(Box::into_raw(Box::new(arena)), Ordering::Release);
+    GLOBAL
+        .prepare(Box::leak(Box::new(arena)))
+        .expect("the one crash arena");
 
     let stack = VirtualAllocator {}
         .allocate(Layout::from_size_align(ALTERNATE_STACK_SIZE, 4096).unwrap())

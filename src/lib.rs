@@ -15,6 +15,7 @@
 //! | [`LocalHandle`] | slabs of a `Sync*` arena, from its `local()` | claims another slab | one thread's allocations at `Cell` speed, still signal-reentrant |
 //! | [`LinearAllocator<Borrowed<'a>>`](arena::Linear::from_buffer), `SyncLinearAllocator<Borrowed<'a>>` | a buffer the caller owns (`&'a mut [MaybeUninit<u8>]`) | `Err` | a stack array, shared memory; no OS needed |
 //! | [`static_arena!`] | a `static` buffer in `.bss` (a `SyncLinearAllocator<Borrowed<'static>>`) | `Err` | a signal or crash handler with no set-up and no system call; bare metal |
+//! | [`Divert<G, T>`](Divert) | a `#[global_allocator]`: `G` (`System`), or the arena `T` while diverted | as `G`; null from a full arena | std's `Vec`, `String`, `format!` in a signal handler or a `fork` child |
 //!
 //! All implement the [`allocator_api2`] [`Allocator`] trait, so `&arena` works with
 //! `allocator_api2::vec::Vec`, `allocator_api2::boxed::Box` and `hashbrown` collections.
@@ -113,6 +114,13 @@
 //! one raw `mprotect` and no lock, so a crash handler can bump through one large contiguous
 //! region even while the code it interrupted was allocating from it.
 //!
+//! [`Divert`] brings std's own collections to those places: a global allocator that forwards
+//! to `System` (or any [`GlobalAlloc`]) until a handler diverts its thread
+//! ([`Divert::divert_thread`], a guard) or a `fork` child the whole process
+//! ([`Divert::divert_process`]) to a lock-free arena prepared before; while diverted, no path
+//! calls `System`, so `format!` cannot deadlock on the malloc lock. When nothing is diverted it
+//! adds one relaxed load and a predictable branch to each call.
+//!
 //! A thread that allocates a lot from a shared arena takes a [`LocalHandle`] with `local()`:
 //! it bumps inside a slab of the arena with plain loads and stores (no locked instruction), and
 //! a signal handler that interrupts it and allocates from the same handle is still handed a
@@ -147,7 +155,8 @@
 //! writes `grow`, `grow_zeroed` and `shrink` once: its `forward_resize!` is the whole of those
 //! three methods in the linear, virtual and handle `Allocator` impls, and the chain's impl calls
 //! the same functions; `os/` is the only code that
-//! talks to the OS, and `sync/` holds what is lock-free only: the [`LocalHandle`] and the
+//! talks to the OS, `divert.rs` is the global allocator that puts a lock-free arena (told by
+//! its fixed address range) under std's collections, and `sync/` holds what is lock-free only: the [`LocalHandle`] and the
 //! atomics that loom swaps out.
 //!
 //! # Memory the caller owns
@@ -214,6 +223,8 @@ mod asan;
 mod budget;
 mod bump;
 mod cursor;
+#[cfg(all(any(unix, windows), target_has_atomic = "ptr"))]
+mod divert;
 mod drops;
 #[cfg(any(
     feature = "allocator-api2-03",
@@ -246,6 +257,8 @@ pub use arena::linear::{Borrowed, LinearAllocator};
 pub use arena::virtual_arena::{SyncVirtualArena, VirtualArena};
 #[cfg(target_has_atomic = "ptr")]
 pub use budget::{Budget, Budgeted};
+#[cfg(all(any(unix, windows), target_has_atomic = "ptr"))]
+pub use divert::{Divert, DivertArena, ProcessDiversion, ThreadDiversion};
 pub use drops::{DropArena, PinArena};
 #[cfg(any(unix, windows))]
 pub use page_alloc::{HugePages, PageAllocator, PageOptions};

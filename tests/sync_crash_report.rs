@@ -1,4 +1,6 @@
-//! Runs `examples/crash_report.rs` as a crashing child process and checks its report.
+//! Runs `examples/crash_report.rs` as a crashing child process and checks its report, which the
+//! handler formats with std's `format!` on the arena its `Divert` global allocator diverts to
+//! (the example's `#[global_allocator]` is this binary's).
 //!
 //! The test binary re-runs itself as the child (with `CRASH_CHILD_MODE` set, filtered to the one
 //! test), and that test then calls the example's `run`: the child runs the example's own code,
@@ -81,6 +83,11 @@ fn segv_handler_writes_a_report_from_arena_memory_and_exits() {
     let report_end = stderr.find("report text in the arena: ").unwrap();
     assert_eq!(len.parse::<usize>().unwrap(), report_end - report_start);
     assert!(at.starts_with("0x"));
+    // Formatted with std's `format!`: the handler's thread was diverted to the arena.
+    assert_eq!(
+        report_line(&stderr, "report allocated from the arena: "),
+        "true"
+    );
 }
 
 #[test]

@@ -515,6 +515,14 @@ impl<C: Cursor, A: Allocator> Linear<C, A> {
     pub(crate) fn last_block(&self) -> &C {
         &self.cursor
     }
+
+    /// The buffer's address range `(start, end)`: every block of the arena lies in it, for the
+    /// arena's whole life (`reset` keeps the buffer).
+    #[cfg(all(any(unix, windows), target_has_atomic = "ptr"))]
+    pub(crate) fn address_range(&self) -> (usize, usize) {
+        let start = self.buffer.cast::<u8>().as_ptr().addr();
+        (start, start + self.buffer.len())
+    }
 }
 
 /// Rolling back moves the cursor back: O(1), and `used_bytes` is again what it was at the

@@ -568,6 +568,13 @@ impl<C: Cursor> Virtual<C> {
         self.reservation
     }
 
+    /// The reservation's address range `(start, end)`: every block of the arena lies in it, for
+    /// the arena's whole life (`reset` and `reset_and_release` keep the range).
+    pub(crate) fn address_range(&self) -> (usize, usize) {
+        let start = self.base.as_ptr().addr();
+        (start, start + self.reservation)
+    }
+
     /// The same as [`committed_bytes`](Self::committed_bytes): memory taken from the OS, as
     /// `reserved_bytes` means on the other arenas. Not the address reservation, which is
     /// [`reservation_bytes`](Self::reservation_bytes). O(1).

@@ -454,6 +454,72 @@ pub(crate) unsafe fn release_pages(ptr: NonNull<u8>, len: usize) -> Result<(), A
     }
 }
 
+/// An identity of the calling thread, never 0, distinct from every other live thread's: how
+/// [`Divert`](crate::Divert) finds the current thread without thread-local storage (a
+/// `thread_local!` may call `malloc` on its first use in a thread of a `dlopen`ed library).
+///
+/// On x86_64 and aarch64 it is the thread pointer, read from its register: one instruction, no
+/// syscall, no lock, no memory but the thread's own control block (mimalloc's
+/// `_mi_prim_thread_id` does the same). The C runtime sets it for every thread it creates, to a
+/// thread control block of its own: on x86_64 the ABI puts a pointer to that block in its first
+/// word, read through `%fs` (it is what `pthread_self` returns on glibc and musl); on aarch64 it
+/// is `tpidr_el0`. Elsewhere it is the kernel's thread id from `gettid`: a raw syscall where
+/// rustix makes them, else libc's `gettid`, found on rustix's first call by a weak-symbol lookup
+/// (`Divert::prepare` makes that first call outside any handler); `errno` is kept.
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    target_arch = "x86_64",
+    target_pointer_width = "64"
+))]
+#[inline(always)]
+pub(crate) fn thread_id() -> usize {
+    let thread: usize;
+    // SAFETY: a load of the first word of this thread's control block through `%fs`, which the
+    // x86_64 TLS ABI makes a pointer to the block itself; it writes nothing and cannot fault in
+    // a thread the C runtime created.
+    unsafe {
+        core::arch::asm!(
+            "mov {}, qword ptr fs:[0]",
+            out(reg) thread,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    thread
+}
+
+/// See the x86_64 version.
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    target_arch = "aarch64"
+))]
+#[inline(always)]
+pub(crate) fn thread_id() -> usize {
+    let thread: usize;
+    // SAFETY: reads the thread pointer register, which the C runtime sets per thread; no memory
+    // access, no side effect.
+    unsafe {
+        core::arch::asm!(
+            "mrs {}, tpidr_el0",
+            out(reg) thread,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    thread
+}
+
+/// See the x86_64 version.
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    not(any(
+        all(target_arch = "x86_64", target_pointer_width = "64"),
+        target_arch = "aarch64"
+    ))
+))]
+#[inline]
+pub(crate) fn thread_id() -> usize {
+    keep_errno(rustix::thread::gettid).as_raw_nonzero().get() as usize
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
