@@ -435,3 +435,103 @@ fn a_backing_deallocate_that_panics_mid_rewind_leaves_a_usable_arena() {
     drop(sync);
     assert_eq!(backing.live_bytes.get(), 256);
 }
+
+/// Absurd layouts on both cursors, on a fresh arena and after a chunk is in use: each is
+/// `Err` (or a correct block, should `System` serve it), nothing is linked for a refusal, the
+/// arena stays usable, and it reserves exactly what the backing allocator holds.
+#[test]
+fn absurd_sizes_and_alignments_are_refused_cleanly_by_both_cursors() {
+    fn attack<T: Allocator>(arena: &T, backing: &Backing, reserved: impl Fn(&T) -> usize) {
+        let max = isize::MAX as usize;
+        let absurd = [
+            (max, 1),
+            (max - 15, 16),
+            (max - 4095, 4096),
+            (1, 1 << 40),
+            (1 << 20, 1 << 47),
+            (max / 2 + 1, 1 << 20),
+            (1, 1 << (usize::BITS - 2)),
+        ];
+        for (size, align) in absurd {
+            let l = layout(size, align);
+            if let Ok(b) = arena.allocate(l) {
+                assert_eq!(b.len(), size);
+                assert_eq!(b.cast::<u8>().as_ptr() as usize % align, 0);
+            }
+            assert_eq!(reserved(arena), backing.live_bytes.get(), "{l:?}");
+            // Zero-size with the same alignment: dangling and aligned, no chunk.
+            let z = arena.allocate(layout(0, align)).unwrap();
+            assert_eq!(z.cast::<u8>().as_ptr() as usize % align, 0);
+            let b = arena.allocate(layout(24, 8)).unwrap();
+            fill(b, 24, 9);
+            // SAFETY: `b` is live with its layout; `l` is at least as large and as aligned.
+            if let Ok(g) = unsafe { arena.grow(b.cast(), layout(24, 8), l) } {
+                assert_eq!(g.cast::<u8>().as_ptr() as usize % align, 0);
+            } else {
+                assert!(holds(b.cast(), 24, 9), "a refused grow changed the block");
+            }
+            assert_eq!(reserved(arena), backing.live_bytes.get(), "grow {l:?}");
+        }
+    }
+    for lazy in [false, true] {
+        let backing = Backing::leaked();
+        let cell = if lazy {
+            ChainAllocator::new_lazy_in(256, backing)
+        } else {
+            ChainAllocator::new_in(256, backing).unwrap()
+        };
+        attack(&cell, backing, |a| a.reserved_bytes());
+        drop(cell);
+        assert_eq!(backing.live_blocks.get(), 0);
+        let backing = Backing::leaked();
+        let sync = if lazy {
+            SyncChainAllocator::new_lazy_in(256, backing)
+        } else {
+            SyncChainAllocator::new_in(256, backing).unwrap()
+        };
+        attack(&sync, backing, |a| a.reserved_bytes());
+        drop(sync);
+        assert_eq!(backing.live_blocks.get(), 0);
+    }
+    // Constructors with sizes no chunk can have.
+    for hint in [usize::MAX, isize::MAX as usize + 1, isize::MAX as usize] {
+        assert!(ChainAllocator::new_in(hint, Backing::leaked()).is_err());
+        assert!(SyncChainAllocator::new_in(hint, Backing::leaked()).is_err());
+        let lazy = ChainAllocator::new_capped_in(hint, usize::MAX, Backing::leaked());
+        assert!(lazy.allocate(layout(1, 1)).is_err());
+        assert_eq!(lazy.reserved_bytes(), 0);
+    }
+}
+
+/// The sole-block chunk grow of the arena's only chunk (nothing below it: while `A::grow`
+/// runs the arena has no chunk at all), with a backing `grow` that allocates from it: the
+/// re-entrant call takes the first chunk of a chain that is empty meanwhile, the grown chunk
+/// goes above it, and rewinding to the start (a checkpoint taken while the grown chunk was the
+/// newest: the documented inexact case) frees each chunk once and counts what is held.
+#[test]
+fn a_reentrant_grow_of_the_only_chunk_of_a_cell_arena_is_survived() {
+    let backing = Backing::leaked();
+    let mut arena = CellChain::new_in(256, backing)
+        .unwrap()
+        .with_max_chunk_size(256);
+    let start = arena.checkpoint();
+    let b = arena.allocate(layout(150, 16)).unwrap();
+    fill(b, 150, 0x5A);
+    let this = (&arena as *const CellChain).cast::<()>();
+    backing.on_grow.set(Some((reenter_allocate, this)));
+    // SAFETY: `b` is live with its layout; the new one is larger.
+    let g = unsafe { arena.grow(b.cast(), layout(150, 16), layout(3000, 16)) }.unwrap();
+    assert!(backing.on_grow.take().is_none(), "the chunk was not grown by `A`");
+    assert!(holds(g.cast(), 150, 0x5A));
+    let r = REENTERED.with(Cell::get);
+    assert!(holds(NonNull::new(r as *mut u8).unwrap(), 100, 0xEE));
+    assert!(disjoint(&mut [(g.cast::<u8>().as_ptr() as usize, 3000), (r, 100)]));
+    assert_eq!(arena.reserved_bytes(), backing.live_bytes.get());
+    arena.rewind(start);
+    assert_eq!(arena.reserved_bytes(), backing.live_bytes.get());
+    assert_eq!(backing.live_blocks.get(), 1);
+    let x = arena.allocate(layout(200, 8)).unwrap();
+    fill(x, 200, 1);
+    drop(arena);
+    assert_eq!(backing.live_blocks.get(), 0);
+}
