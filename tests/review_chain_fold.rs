@@ -181,9 +181,16 @@ fn threads_racing_for_a_lazy_arenas_first_chunk_leave_exactly_one() {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(disjoint(&mut blocks));
-        assert_eq!(backing.live_blocks(), 1, "a loser's chunk was kept or leaked");
+        assert_eq!(
+            backing.live_blocks(),
+            1,
+            "a loser's chunk was kept or leaked"
+        );
         assert_eq!(arena.reserved_bytes(), 4096);
-        assert_eq!(arena.used_bytes(), SyncChainAllocator::<System>::CHAIN_NODE_OVERHEAD + 256);
+        assert_eq!(
+            arena.used_bytes(),
+            SyncChainAllocator::<System>::CHAIN_NODE_OVERHEAD + 256
+        );
         drop(arena);
         assert_eq!(backing.live_blocks(), 0);
     }
@@ -238,12 +245,18 @@ fn a_backing_grow_that_reenters_the_cell_arena_keeps_every_block_and_exact_stati
         let new = layout(2000, 16);
         // SAFETY: `b` is a live block of `old`; `new` is larger.
         let g = unsafe { arena.grow(b.cast(), old, new) }.unwrap();
-        assert!(backing.on_grow.take().is_none(), "the chunk was not grown by `A`");
+        assert!(
+            backing.on_grow.take().is_none(),
+            "the chunk was not grown by `A`"
+        );
         assert!(holds(g.cast(), 150, 0x5A), "grow lost the block's bytes");
         fill(g, 2000, 0x5A);
         let r = REENTERED.with(Cell::get);
         assert!(holds(NonNull::new(r as *mut u8).unwrap(), 100, 0xEE));
-        assert!(disjoint(&mut [(g.cast::<u8>().as_ptr() as usize, 2000), (r, 100)]));
+        assert!(disjoint(&mut [
+            (g.cast::<u8>().as_ptr() as usize, 2000),
+            (r, 100)
+        ]));
         assert_eq!(arena.reserved_bytes(), backing.live_bytes.get());
         // The grown block is still the last one: it grows in place.
         // SAFETY: `g` is live with `new`.
@@ -285,7 +298,11 @@ unsafe fn reenter_grow_then_allocate(arena: *const ()) {
     let other = arena.allocate(layout(200, 16)).unwrap();
     fill(other, 200, 0xEE);
     REENTERED.with(|r| r.set(other.cast::<u8>().as_ptr() as usize));
-    let at = (arena.checkpoint(), arena.used_bytes(), arena.reserved_bytes());
+    let at = (
+        arena.checkpoint(),
+        arena.used_bytes(),
+        arena.reserved_bytes(),
+    );
     IN_HOOK.with(|c| c.set(Some(at)));
 }
 
@@ -322,7 +339,11 @@ fn a_backing_allocate_that_moves_the_newest_cell_chunk_is_survived() {
             (other, 200),
             (outer_addr, outer_size)
         ]));
-        assert!(holds(NonNull::new(grown as *mut u8).unwrap(), grown_len, 0x5A));
+        assert!(holds(
+            NonNull::new(grown as *mut u8).unwrap(),
+            grown_len,
+            0x5A
+        ));
         assert!(holds(NonNull::new(other as *mut u8).unwrap(), 200, 0xEE));
         assert!(holds(outer.cast(), outer_size, 0x77));
         assert_eq!(arena.reserved_bytes(), backing.live_bytes.get());
@@ -369,7 +390,10 @@ fn a_backing_grow_that_panics_leaks_only_the_unlinked_chunk() {
         arena.grow(b.cast(), layout(150, 16), layout(2000, 16))
     }));
     assert!(grown.is_err());
-    assert!(holds(b.cast(), 150, 0x5A), "the leaked chunk must stay readable");
+    assert!(
+        holds(b.cast(), 150, 0x5A),
+        "the leaked chunk must stay readable"
+    );
     assert_eq!(arena.reserved_bytes(), held - 256);
     let mut blocks = vec![(b.cast::<u8>().as_ptr() as usize, 150)];
     for i in 0..10 {
@@ -380,7 +404,11 @@ fn a_backing_grow_that_panics_leaks_only_the_unlinked_chunk() {
     assert!(disjoint(&mut blocks));
     assert_eq!(arena.reserved_bytes(), backing.live_bytes.get() - 256);
     drop(arena);
-    assert_eq!(backing.live_bytes.get(), 256, "only the unlinked chunk leaks");
+    assert_eq!(
+        backing.live_bytes.get(),
+        256,
+        "only the unlinked chunk leaks"
+    );
 }
 
 /// A backing `deallocate` that panics mid-rewind, on both cursors: the chunk being freed leaks;
@@ -521,11 +549,17 @@ fn a_reentrant_grow_of_the_only_chunk_of_a_cell_arena_is_survived() {
     backing.on_grow.set(Some((reenter_allocate, this)));
     // SAFETY: `b` is live with its layout; the new one is larger.
     let g = unsafe { arena.grow(b.cast(), layout(150, 16), layout(3000, 16)) }.unwrap();
-    assert!(backing.on_grow.take().is_none(), "the chunk was not grown by `A`");
+    assert!(
+        backing.on_grow.take().is_none(),
+        "the chunk was not grown by `A`"
+    );
     assert!(holds(g.cast(), 150, 0x5A));
     let r = REENTERED.with(Cell::get);
     assert!(holds(NonNull::new(r as *mut u8).unwrap(), 100, 0xEE));
-    assert!(disjoint(&mut [(g.cast::<u8>().as_ptr() as usize, 3000), (r, 100)]));
+    assert!(disjoint(&mut [
+        (g.cast::<u8>().as_ptr() as usize, 3000),
+        (r, 100)
+    ]));
     assert_eq!(arena.reserved_bytes(), backing.live_bytes.get());
     arena.rewind(start);
     assert_eq!(arena.reserved_bytes(), backing.live_bytes.get());
