@@ -25,7 +25,10 @@ mod single_step {
     use common::layout;
     use common::single_step::{self, install, BOUNDARIES, LOCK, VISITED};
     use common::slots;
-    use libdd_alloc::{Allocator, Budget, SyncLinearAllocator, SyncVirtualArena, VirtualAllocator};
+    use libdd_alloc::{
+        Allocator, Budget, SyncChainAllocator, SyncLinearAllocator, SyncVirtualArena,
+        VirtualAllocator,
+    };
     use std::ptr::NonNull;
     use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
@@ -278,6 +281,12 @@ mod single_step {
         }
     }
 
+    impl Ready for SyncChainAllocator<VirtualAllocator> {
+        fn ready(&self) -> usize {
+            self.remaining_capacity()
+        }
+    }
+
     /// The bytes between the cursor and the commit frontier, plus some: an allocation of this
     /// size takes the cold path.
     fn past_frontier(arena: &SyncVirtualArena) -> usize {
@@ -344,6 +353,27 @@ mod single_step {
             0,
             "dropping the arena credits all it committed"
         );
+    }
+
+    /// The chain arena's own operations (the handle's are in review_fastpath.rs): every
+    /// crossing allocation and grow takes a new chunk, so a handler runs at every instruction of
+    /// the slow path (retry the newest, map, carve, publish by compare-exchange, lose and give
+    /// back or stack above), and every seventh handler takes a chunk of its own there.
+    #[test]
+    fn a_handler_at_every_instruction_of_every_chain_arena_operation_gets_a_disjoint_block() {
+        if skipped_under_valgrind() {
+            return;
+        }
+        let arena: &'static SyncChainAllocator<VirtualAllocator> = Box::leak(Box::new(
+            SyncChainAllocator::new_in(4096, VirtualAllocator {})
+                .unwrap()
+                .with_max_chunk_size(16 << 10),
+        ));
+        let (blocks, refused) = run(arena, 24, |a| a.ready() + 1, |_| {});
+        assert!(blocks > 1000);
+        assert_eq!(refused, 0);
+        assert!(arena.used_bytes() <= arena.reserved_bytes());
+        free(arena);
     }
 
     #[test]

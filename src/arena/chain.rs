@@ -243,7 +243,16 @@ impl ChainCursor for CellCursor {
             return Err(now);
         }
         // SAFETY: the caller wrote the header; the chunk is ours alone until published.
-        let carved = unsafe { chunk.as_ref() }.cursor.cur_addr();
+        let header = unsafe { &mut *chunk.as_ptr() };
+        // The same address is not always the same chunk: a backing allocator that re-entered
+        // may have grown (so moved and freed) the chunk seen, then taken another that landed
+        // there. The depth computed from the one seen is then stale: take it from the newest,
+        // live now. (Should even that not fit, 2^58 chunks deep, the stale one stays: a rewind
+        // is then inexact, never unsound.)
+        if let Some(shape) = ChunkHeader::shape_above(now, header.shape.align()) {
+            header.shape = shape;
+        }
+        let carved = header.cursor.cur_addr();
         newest.point_at(
             chunk.as_ptr(),
             carved - ChunkHeader::data(chunk).as_ptr().addr(),
