@@ -223,16 +223,20 @@ impl<H: PtrCell, P: DropPosition> DropList<H, P> {
 /// checkpoint taken before it, at the end of a [`scope`](crate::Rewind::scope) it was allocated
 /// in, and when the arena is dropped; newest first (reverse allocation order). Implemented by
 /// [`LinearAllocator`](crate::LinearAllocator), [`SyncLinearAllocator`](crate::SyncLinearAllocator),
-/// [`VirtualArena`](crate::VirtualArena), [`SyncVirtualArena`](crate::SyncVirtualArena), a
-/// [`Scope`](crate::Scope) of those, and a [`LocalHandle`](crate::LocalHandle) on the lock-free
-/// ones (the value is registered on the handle's arena).
+/// [`VirtualArena`](crate::VirtualArena), [`SyncVirtualArena`](crate::SyncVirtualArena),
+/// [`ChainAllocator`](crate::ChainAllocator), [`SyncChainAllocator`](crate::SyncChainAllocator),
+/// a [`Scope`](crate::Scope) of those, and a [`LocalHandle`](crate::LocalHandle) on the lock-free
+/// ones (the value is registered on the handle's arena). [`PinArena`] is implemented by the same
+/// arenas when their memory is not borrowed (a backing allocator `A: 'static`).
 ///
 /// # Cost
 /// Free for what does not use it: plain allocations carry no header, and the allocation paths
 /// are unchanged. A value of a type without drop glue ([`core::mem::needs_drop`] is false) is
 /// allocated as by [`Arena::try_alloc`], with nothing registered. Any other value carries a
-/// record of three words in front of it, in the same block, and is linked in by one store (one
-/// compare-exchange on the lock-free arenas). `reset`, `rewind` and drop cost nothing more when
+/// record of three words in front of it (four on the chain arenas, whose positions are a chunk
+/// depth and an address), in the same block, and is linked in by one store (one
+/// compare-exchange on the lock-free arenas). The chain arenas also find the chunk of the value,
+/// walking down from the newest: one step unless other threads took chunks meanwhile. `reset`, `rewind` and drop cost nothing more when
 /// no record is past their position, else one step per destructor they run.
 ///
 /// # Destructors that panic

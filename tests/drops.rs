@@ -148,9 +148,7 @@ fn an_interning_set_drops_each_distinct_value_once_without_a_drop_impl() {
     interning_set_drops_each_distinct_value_once(SyncVirtualArena::new(1 << 26).unwrap());
     // The real client's arena, with chunks small enough that the values span many.
     interning_set_drops_each_distinct_value_once(ChainAllocator::new_in(4096, System).unwrap());
-    interning_set_drops_each_distinct_value_once(
-        SyncChainAllocator::new_in(4096, System).unwrap(),
-    );
+    interning_set_drops_each_distinct_value_once(SyncChainAllocator::new_in(4096, System).unwrap());
 }
 
 fn interning_set_drops_each_distinct_value_once<A: DropArena>(arena: A) {

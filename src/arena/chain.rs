@@ -338,7 +338,9 @@ impl ChainCursor for AtomicCursor {
 /// block of its chunk, growing past the chunk asks `A` to grow the chunk itself (with
 /// `VirtualAllocator` on Linux that is one `mremap`, no copy). [`reset`](Chain::reset) frees
 /// everything, keeping the largest chunk for reuse; dropping the arena returns every chunk to
-/// `A`. Destructors of values placed in the arena are not run.
+/// `A`. Destructors of values placed in the arena are not run, except for the values of
+/// [`DropArena::try_alloc_owned`](crate::DropArena::try_alloc_owned), which run newest first at
+/// `reset`, `rewind`, a scope's end and drop (before any chunk is freed).
 ///
 /// # Statistics
 /// All O(1): [`reserved_bytes`](Chain::reserved_bytes) counts every chunk; the unused tails of
