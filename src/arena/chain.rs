@@ -1309,6 +1309,19 @@ impl<C: ChainCursor, A: Allocator> LastBlock for Chain<C, A> {
     ) -> Option<NonNull<[u8]>> {
         C::live(&self.newest)?.resize_last(ptr, old_size, new)
     }
+
+    /// The `Cell` arena grows the only block of its newest chunk by growing the chunk in the
+    /// backing allocator ([`ChainCursor::grow_chunk`]); the atomic one never does.
+    #[inline(always)]
+    unsafe fn grow_elsewhere_in_place(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Option<NonNull<[u8]>> {
+        // SAFETY: forwarded caller contract.
+        unsafe { C::grow_chunk(self, ptr, old, new) }
+    }
 }
 
 // SAFETY: blocks are disjoint parts of chunks (each range is handed out by one exchange of its
@@ -1330,47 +1343,7 @@ unsafe impl<C: ChainCursor, A: Allocator> Allocator for Chain<C, A> {
         }
     }
 
-    unsafe fn grow(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        if old.size() != 0 {
-            if let Some(block) = self.resize_last_in_place(ptr, old.size(), new) {
-                return Ok(block);
-            }
-            // SAFETY: forwarded caller contract.
-            if let Some(block) = unsafe { C::grow_chunk(self, ptr, old, new) } {
-                return Ok(block);
-            }
-        }
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::move_block(self, ptr, old, new) }
-    }
-
-    unsafe fn grow_zeroed(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        let block = unsafe { self.grow(ptr, old, new) }?;
-        // SAFETY: the block is ours and at least `new.size() >= old.size()` long.
-        unsafe { crate::resize::zero_tail(block, old.size()) };
-        Ok(block)
-    }
-
-    unsafe fn shrink(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::shrink(self, self, ptr, old, new) }
-    }
+    crate::resize::forward_resize!(|arena| arena);
 }
 
 // SAFETY: `reset` and `rewind` run every record whose position is past the one they roll back
