@@ -1162,7 +1162,7 @@ mod both_cursors {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
