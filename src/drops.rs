@@ -810,11 +810,29 @@ mod tests {
     fn threads_register_concurrently_and_each_value_is_dropped_once() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut arena = SyncVirtualArena::new(1 << 24).unwrap();
+        threads_register(&arena, &log);
+        arena.clear();
+        each_thread_dropped_once_newest_first(&log);
+        // Chunks of 4 KiB: the threads' values and their handles' slabs span many chunks.
+        let mut chain = SyncChainAllocator::new_in(4096, System)
+            .unwrap()
+            .with_max_chunk_size(4096);
+        threads_register(&chain, &log);
+        chain.clear();
+        each_thread_dropped_once_newest_first(&log);
+    }
+
+    /// Four threads register 500 values each, half on the arena, half through a handle.
+    fn threads_register<A: DropArena + crate::LocalSource + Sync>(
+        arena: &A,
+        log: &Arc<Mutex<Vec<u32>>>,
+    ) where
+        for<'a> crate::LocalHandle<'a, A>: DropArena,
+    {
         std::thread::scope(|s| {
             for thread in 0..4u32 {
-                let (arena, log) = (&arena, &log);
                 s.spawn(move || {
-                    let local = arena.local();
+                    let local = crate::LocalHandle::new(arena);
                     for i in 0..500 {
                         let id = thread * 10_000 + i;
                         if i % 2 == 0 {
@@ -826,8 +844,10 @@ mod tests {
                 });
             }
         });
-        arena.clear();
-        let dropped = taken(&log);
+    }
+
+    fn each_thread_dropped_once_newest_first(log: &Arc<Mutex<Vec<u32>>>) {
+        let dropped = taken(log);
         assert_eq!(dropped.len(), 2000);
         for thread in 0..4u32 {
             let mine: Vec<u32> = dropped

@@ -284,7 +284,7 @@ impl Drop for GiveBack<'_> {
 
 impl<'a, A: LocalSource> LocalHandle<'a, A> {
     /// A handle with no slab yet: the first allocation claims one.
-    fn new(arena: &'a A) -> Self {
+    pub(crate) fn new(arena: &'a A) -> Self {
         Self {
             arena,
             mark: Mark::new(),
