@@ -11,8 +11,8 @@
 //! while it counts.
 
 use libdd_alloc::{
-    Arena, DropArena, Layout, LinearAllocator, SyncLinearAllocator, SyncVirtualArena, System,
-    VirtualArena,
+    Arena, ChainAllocator, DropArena, Layout, LinearAllocator, SyncChainAllocator,
+    SyncLinearAllocator, SyncVirtualArena, System, VirtualArena,
 };
 use std::hint::black_box;
 
@@ -40,6 +40,8 @@ fn ours<A: DropArena>(arena: &A, n: u64) {
 const CONTENDERS: &[&str] = &[
     "linear",
     "sync-linear",
+    "chain",
+    "sync-chain",
     "virtual",
     "sync-virtual",
     "local-handle",
@@ -69,6 +71,17 @@ fn main() {
         }
         "sync-linear" => {
             let mut arena = SyncLinearAllocator::new_in(layout, System).expect("arena");
+            ours(&arena, n);
+            arena.reset();
+        }
+        // One chunk for every value: the chain's largest is kept and reused by the reset.
+        "chain" => {
+            let mut arena = ChainAllocator::new_in(layout.size(), System).expect("arena");
+            ours(&arena, n);
+            arena.reset();
+        }
+        "sync-chain" => {
+            let mut arena = SyncChainAllocator::new_in(layout.size(), System).expect("arena");
             ours(&arena, n);
             arena.reset();
         }

@@ -40,56 +40,95 @@ use core::mem;
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
 
-/// The header in front of a value whose destructor the arena runs.
-struct DropRecord {
+/// The header in front of a value whose destructor the arena runs. `P` is how the arena orders
+/// positions: an address (`usize`) for the one-region arenas, a [`ChunkPosition`] for the
+/// chain arenas.
+pub(crate) struct DropRecord<P> {
     /// The next older record, or null.
-    next: *mut DropRecord,
-    /// The highest block end (as the arena orders positions: an address for the one-region
-    /// arenas) of this record's block and every older record's.
-    high_water: usize,
+    next: *mut DropRecord<P>,
+    /// The highest block end (as the arena orders positions) of this record's block and every
+    /// older record's.
+    high_water: P,
     /// Drops the value behind this record.
-    drop: unsafe fn(NonNull<DropRecord>),
+    drop: unsafe fn(NonNull<DropRecord<P>>),
+}
+
+/// A position in a chain arena: the depth of a chunk (1 for the oldest; a checkpoint names a
+/// chunk by depth too), then an address in it. Ordered by depth first, so the order holds across
+/// chunks, whose addresses are unordered. Two words, so a chain arena's drop record is four.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChunkPosition {
+    pub(crate) depth: usize,
+    pub(crate) addr: usize,
+}
+
+/// How an arena orders the positions of its drop records (sealed: `usize` and
+/// [`ChunkPosition`]).
+pub trait DropPosition: Copy + Ord + Default + sealed::Sealed {}
+impl DropPosition for usize {}
+impl DropPosition for ChunkPosition {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for usize {}
+    impl Sealed for super::ChunkPosition {}
 }
 
 /// A record and its value, in one block.
 #[repr(C)]
-struct Owned<T> {
-    record: DropRecord,
+struct Owned<T, P> {
+    record: DropRecord<P>,
     value: T,
 }
 
-/// Drops the `T` of an [`Owned<T>`] whose record is `record`.
+/// Drops the `T` of an [`Owned<T, P>`] whose record is `record`.
 ///
 /// # Safety
-/// `record` is the record of a live `Owned<T>` whose value is dropped at most this once.
-unsafe fn drop_owned<T>(record: NonNull<DropRecord>) {
-    let owned = record.cast::<Owned<T>>().as_ptr();
+/// `record` is the record of a live `Owned<T, P>` whose value is dropped at most this once.
+unsafe fn drop_owned<T, P>(record: NonNull<DropRecord<P>>) {
+    let owned = record.cast::<Owned<T, P>>().as_ptr();
     // SAFETY: the caller's contract; `record` is the first field of the `repr(C)` `Owned<T>`.
     unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*owned).value)) };
 }
 
 /// The list of drop records of one arena. `H` is the head: a `Cell` for the single-thread
-/// arenas, an atomic pointer for the lock-free ones (the cursor's [`PtrCell`]).
-pub(crate) struct DropList<H: PtrCell> {
+/// arenas, an atomic pointer for the lock-free ones (the cursor's [`PtrCell`]). `P` orders the
+/// records' positions.
+pub(crate) struct DropList<H: PtrCell, P: DropPosition = usize> {
     head: H,
+    position: core::marker::PhantomData<P>,
+}
+
+impl<P: DropPosition> DropList<core::cell::Cell<*mut u8>, P> {
+    /// [`new`](Self::new) in a `const` context, for the `Cell` arenas.
+    pub(crate) const fn new_cell() -> Self {
+        Self {
+            head: core::cell::Cell::new(core::ptr::null_mut()),
+            position: core::marker::PhantomData,
+        }
+    }
 }
 
 #[cfg(target_has_atomic = "ptr")]
-impl DropList<crate::sync::atomic::AtomicPtr<u8>> {
+impl<P: DropPosition> DropList<crate::sync::atomic::AtomicPtr<u8>, P> {
     crate::sync::atomic::const_fn_unless_loom! {
         /// [`new`](Self::new) in a `const` context (a `static` arena's initialiser).
         pub(crate) const fn new_atomic() -> Self {
             Self {
                 head: crate::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
+                position: core::marker::PhantomData,
             }
         }
     }
 }
 
-impl<H: PtrCell> DropList<H> {
+impl<H: PtrCell, P: DropPosition> DropList<H, P> {
     /// An empty list.
     pub(crate) fn new() -> Self {
-        Self { head: H::null() }
+        Self {
+            head: H::null(),
+            position: core::marker::PhantomData,
+        }
     }
 
     /// Links in `record` (its `drop` written, the rest not yet), whose block ends at position
@@ -99,12 +138,12 @@ impl<H: PtrCell> DropList<H> {
     /// `record` is a fresh record of this list's arena, whose value is initialised and stays
     /// valid until this list runs it.
     #[inline]
-    unsafe fn push(&self, record: NonNull<DropRecord>, end: usize) {
+    unsafe fn push(&self, record: NonNull<DropRecord<P>>, end: P) {
         let record = record.as_ptr();
-        let mut head = self.head.load().cast::<DropRecord>();
+        let mut head = self.head.load().cast::<DropRecord<P>>();
         loop {
             let below = if head.is_null() {
-                0
+                P::default()
             } else {
                 // SAFETY: a record reachable from the head stays valid until a `&mut` run, which
                 // cannot overlap this `&self` call; the `Acquire` load (or the failed exchange,
@@ -125,14 +164,14 @@ impl<H: PtrCell> DropList<H> {
 
     /// Runs, newest first, the destructors of the values whose records have a high-water mark
     /// past `position`, and unlinks them: every value whose block reaches past `position`.
-    /// `run_above(0)` runs them all.
+    /// `run_above(P::default())` runs them all.
     ///
     /// If a destructor panics, the others still run and then the panic continues; if another
     /// one panics while it unwinds, the process aborts.
-    pub(crate) fn run_above(&mut self, position: usize) {
+    pub(crate) fn run_above(&mut self, position: P) {
         /// Finishes the walk if a destructor unwinds.
-        struct Rest<'a, H: PtrCell>(&'a mut DropList<H>, usize);
-        impl<H: PtrCell> Drop for Rest<'_, H> {
+        struct Rest<'a, H: PtrCell, P: DropPosition>(&'a mut DropList<H, P>, P);
+        impl<H: PtrCell, P: DropPosition> Drop for Rest<'_, H, P> {
             fn drop(&mut self) {
                 self.0.pop_above(self.1);
             }
@@ -145,7 +184,7 @@ impl<H: PtrCell> DropList<H> {
         mem::forget(rest);
     }
 
-    /// As [`run_above(0)`](Self::run_above), then `then`, even if a destructor panicked: how an
+    /// As [`run_above`](Self::run_above) of the lowest position, then `then`, even if a destructor panicked: how an
     /// arena's drop runs the destructors before it frees their memory.
     pub(crate) fn run_all_then(&mut self, then: impl FnOnce()) {
         /// Calls its closure when dropped, unwinding or not.
@@ -158,12 +197,12 @@ impl<H: PtrCell> DropList<H> {
             }
         }
         let _then = Then(Some(then));
-        self.run_above(0);
+        self.run_above(P::default());
     }
 
-    fn pop_above(&mut self, position: usize) {
+    fn pop_above(&mut self, position: P) {
         loop {
-            let head = self.head.get().cast::<DropRecord>();
+            let head = self.head.get().cast::<DropRecord<P>>();
             // SAFETY: records stay valid until popped here; `&mut self` means no push is running.
             if head.is_null() || unsafe { (*head).high_water } <= position {
                 return;
@@ -184,16 +223,20 @@ impl<H: PtrCell> DropList<H> {
 /// checkpoint taken before it, at the end of a [`scope`](crate::Rewind::scope) it was allocated
 /// in, and when the arena is dropped; newest first (reverse allocation order). Implemented by
 /// [`LinearAllocator`](crate::LinearAllocator), [`SyncLinearAllocator`](crate::SyncLinearAllocator),
-/// [`VirtualArena`](crate::VirtualArena), [`SyncVirtualArena`](crate::SyncVirtualArena), a
-/// [`Scope`](crate::Scope) of those, and a [`LocalHandle`](crate::LocalHandle) on the lock-free
-/// ones (the value is registered on the handle's arena).
+/// [`VirtualArena`](crate::VirtualArena), [`SyncVirtualArena`](crate::SyncVirtualArena),
+/// [`ChainAllocator`](crate::ChainAllocator), [`SyncChainAllocator`](crate::SyncChainAllocator),
+/// a [`Scope`](crate::Scope) of those, and a [`LocalHandle`](crate::LocalHandle) on the lock-free
+/// ones (the value is registered on the handle's arena). [`PinArena`] is implemented by the same
+/// arenas when their memory is not borrowed (a backing allocator `A: 'static`).
 ///
 /// # Cost
 /// Free for what does not use it: plain allocations carry no header, and the allocation paths
 /// are unchanged. A value of a type without drop glue ([`core::mem::needs_drop`] is false) is
 /// allocated as by [`Arena::try_alloc`], with nothing registered. Any other value carries a
-/// record of three words in front of it, in the same block, and is linked in by one store (one
-/// compare-exchange on the lock-free arenas). `reset`, `rewind` and drop cost nothing more when
+/// record of three words in front of it (four on the chain arenas, whose positions are a chunk
+/// depth and an address), in the same block, and is linked in by one store (one
+/// compare-exchange on the lock-free arenas). The chain arenas also find the chunk of the value,
+/// walking down from the newest: one step unless other threads took chunks meanwhile. `reset`, `rewind` and drop cost nothing more when
 /// no record is past their position, else one step per destructor they run.
 ///
 /// # Destructors that panic
@@ -294,15 +337,15 @@ pub unsafe trait DropArena: Arena {
         let owned = self.try_alloc_with(|| Owned {
             record: DropRecord {
                 next: ptr::null_mut(),
-                high_water: 0,
-                drop: drop_owned::<T>,
+                high_water: Self::Position::default(),
+                drop: drop_owned::<T, Self::Position>,
             },
             value: f(),
         })?;
         // A pointer to the whole block (not to the record field alone), so that the record's
         // drop function may reach the value through it.
         let owned = NonNull::from(owned);
-        let end = owned.as_ptr().addr() + mem::size_of::<Owned<T>>();
+        let end = owned.as_ptr().addr() + mem::size_of::<Owned<T, Self::Position>>();
         // SAFETY: the record is fresh and its value initialised; the block stays valid until
         // the arena is used through `&mut` (the `Arena` contract), when it runs the record. The
         // reference returned below covers the value only, which the list never touches before
@@ -313,11 +356,16 @@ pub unsafe trait DropArena: Arena {
         }
     }
 
+    /// How the arena orders the positions of its drop records. The crate's own; not part of
+    /// the API.
+    #[doc(hidden)]
+    type Position: DropPosition;
+
     /// Links a drop record into the arena's list. The crate's own; not part of the API.
     ///
     /// # Safety
-    /// `record` is a fresh drop record (from this crate) of a block of this arena ending at
-    /// `end`, with its value initialised.
+    /// `record` is a fresh drop record (from this crate, of `Self::Position`) of a block of this
+    /// arena ending at the address `end`, with its value initialised.
     #[doc(hidden)]
     unsafe fn push_drop(&self, record: NonNull<u8>, end: usize);
 }
@@ -398,12 +446,17 @@ pub unsafe trait PinArena: DropArena {
     }
 }
 
-/// The `push_drop` of an arena that keeps its own list.
+/// The `push_drop` of an arena that keeps its own list, `end` being the position (as the list
+/// orders them) of the record's block end.
 ///
 /// # Safety
 /// As [`DropArena::push_drop`], for the arena that owns `list`.
 #[inline]
-pub(crate) unsafe fn push_to<H: PtrCell>(list: &DropList<H>, record: NonNull<u8>, end: usize) {
+pub(crate) unsafe fn push_to<H: PtrCell, P: DropPosition>(
+    list: &DropList<H, P>,
+    record: NonNull<u8>,
+    end: P,
+) {
     // SAFETY: forwarded caller contract.
     unsafe { list.push(record.cast(), end) };
 }
@@ -412,8 +465,8 @@ pub(crate) unsafe fn push_to<H: PtrCell>(list: &DropList<H>, record: NonNull<u8>
 mod tests {
     use super::*;
     use crate::{
-        Arena, LinearAllocator, PinArena, Rewind, SyncLinearAllocator, SyncVirtualArena, System,
-        VirtualArena,
+        Arena, ChainAllocator, LinearAllocator, PinArena, Rewind, SyncChainAllocator,
+        SyncLinearAllocator, SyncVirtualArena, System, VirtualArena,
     };
     use core::alloc::Layout;
     use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -465,6 +518,21 @@ mod tests {
         });
         check(&mut || Box::new(VirtualArena::new(1 << 20).unwrap()));
         check(&mut || Box::new(SyncVirtualArena::new(1 << 20).unwrap()));
+        // Chunks of 256 bytes hold three or four values each: the values span many chunks.
+        check(&mut || {
+            Box::new(
+                ChainAllocator::new_in(256, System)
+                    .unwrap()
+                    .with_max_chunk_size(256),
+            )
+        });
+        check(&mut || {
+            Box::new(
+                SyncChainAllocator::new_in(256, System)
+                    .unwrap()
+                    .with_max_chunk_size(256),
+            )
+        });
     }
 
     use std::boxed::Box;
@@ -483,7 +551,8 @@ mod tests {
     }
 
     macro_rules! subject {
-        ($($ty:ty),*) => {$(
+        ($($ty:ty),*) => {$( subject!(@one $ty, 0); )*};
+        (@one $ty:ty, $overhead:expr) => {
             impl Subject for $ty {
                 fn put(&self, value: Logged) -> *mut Logged {
                     self.try_alloc_owned(value).unwrap()
@@ -501,7 +570,8 @@ mod tests {
                     <$ty>::reset(self)
                 }
                 fn used(&self) -> usize {
-                    self.used_bytes()
+                    // Not counting the header of a chain's kept chunk.
+                    self.used_bytes() - $overhead
                 }
                 fn scoped(&mut self, log: &Arc<Mutex<Vec<u32>>>, ids: &[u32], panicking: Option<u32>) {
                     self.scope(|scope| {
@@ -512,7 +582,7 @@ mod tests {
                     });
                 }
             }
-        )*};
+        };
     }
     subject!(
         LinearAllocator<System>,
@@ -520,6 +590,8 @@ mod tests {
         VirtualArena,
         SyncVirtualArena
     );
+    subject!(@one ChainAllocator<System>, ChainAllocator::<System>::CHAIN_NODE_OVERHEAD);
+    subject!(@one SyncChainAllocator<System>, SyncChainAllocator::<System>::CHAIN_NODE_OVERHEAD);
 
     const RECORD: usize = 3 * core::mem::size_of::<usize>();
 
@@ -738,11 +810,29 @@ mod tests {
     fn threads_register_concurrently_and_each_value_is_dropped_once() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut arena = SyncVirtualArena::new(1 << 24).unwrap();
+        threads_register(&arena, &log);
+        arena.clear();
+        each_thread_dropped_once_newest_first(&log);
+        // Chunks of 4 KiB: the threads' values and their handles' slabs span many chunks.
+        let mut chain = SyncChainAllocator::new_in(4096, System)
+            .unwrap()
+            .with_max_chunk_size(4096);
+        threads_register(&chain, &log);
+        chain.clear();
+        each_thread_dropped_once_newest_first(&log);
+    }
+
+    /// Four threads register 500 values each, half on the arena, half through a handle.
+    fn threads_register<A: DropArena + crate::LocalSource + Sync>(
+        arena: &A,
+        log: &Arc<Mutex<Vec<u32>>>,
+    ) where
+        for<'a> crate::LocalHandle<'a, A>: DropArena,
+    {
         std::thread::scope(|s| {
             for thread in 0..4u32 {
-                let (arena, log) = (&arena, &log);
                 s.spawn(move || {
-                    let local = arena.local();
+                    let local = crate::LocalHandle::new(arena);
                     for i in 0..500 {
                         let id = thread * 10_000 + i;
                         if i % 2 == 0 {
@@ -754,8 +844,10 @@ mod tests {
                 });
             }
         });
-        arena.clear();
-        let dropped = taken(&log);
+    }
+
+    fn each_thread_dropped_once_newest_first(log: &Arc<Mutex<Vec<u32>>>) {
+        let dropped = taken(log);
         assert_eq!(dropped.len(), 2000);
         for thread in 0..4u32 {
             let mine: Vec<u32> = dropped

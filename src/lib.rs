@@ -153,8 +153,9 @@
 //! newest chunk's header for atomic, since a thread that loaded an older chunk still bumps it),
 //! and lets only the `Cell` chain grow a chunk through its backing allocator. `resize.rs`
 //! writes `grow`, `grow_zeroed` and `shrink` once: its `forward_resize!` is the whole of those
-//! three methods in the linear, virtual and handle `Allocator` impls, and the chain's impl calls
-//! the same functions; `os/` is the only code that
+//! three methods in every arena's `Allocator` impl (linear, chain, virtual, handle), the `Cell`
+//! chain's growth of a chunk through its backing allocator behind the `LastBlock` hook
+//! `grow_elsewhere_in_place`; `os/` is the only code that
 //! talks to the OS, `divert.rs` is the global allocator that puts a lock-free arena (told by
 //! its fixed address range) under std's collections, and `sync/` holds what is lock-free only: the [`LocalHandle`] and the
 //! atomics that loom swaps out.

@@ -843,6 +843,8 @@ unsafe impl<A: Rewind> Allocator for Scope<'_, A> {
 // SAFETY: the scope's blocks and drop records are the arena's, which runs the records when it
 // reclaims their bytes (at the latest when the scope ends and rewinds).
 unsafe impl<A: Rewind + crate::DropArena> crate::DropArena for Scope<'_, A> {
+    type Position = A::Position;
+
     #[inline]
     unsafe fn push_drop(&self, record: NonNull<u8>, end: usize) {
         // SAFETY: forwarded caller contract; the record's block came from the arena.

@@ -7,7 +7,8 @@
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use libdd_alloc::{
-    AllocError, DropArena, Layout, LinearAllocator, Rewind, SyncVirtualArena, System,
+    AllocError, ChainAllocator, DropArena, Layout, LinearAllocator, Rewind, SyncChainAllocator,
+    SyncVirtualArena, System,
 };
 use std::alloc::GlobalAlloc;
 use std::cell::Cell;
@@ -144,9 +145,16 @@ impl<T: Hash + Eq + Send + 'static, A: DropArena> Set<T, A> {
 
 #[test]
 fn an_interning_set_drops_each_distinct_value_once_without_a_drop_impl() {
+    interning_set_drops_each_distinct_value_once(SyncVirtualArena::new(1 << 26).unwrap());
+    // The real client's arena, with chunks small enough that the values span many.
+    interning_set_drops_each_distinct_value_once(ChainAllocator::new_in(4096, System).unwrap());
+    interning_set_drops_each_distinct_value_once(SyncChainAllocator::new_in(4096, System).unwrap());
+}
+
+fn interning_set_drops_each_distinct_value_once<A: DropArena>(arena: A) {
     let baseline = live_bytes();
     let dropped_before = dropped();
-    let mut set = Set::new(SyncVirtualArena::new(1 << 26).unwrap());
+    let mut set = Set::new(arena);
     for round in 0..4 {
         for i in 0..500 {
             let name_len = set.intern(function(i)).unwrap().name.len();
@@ -172,9 +180,24 @@ fn an_interning_set_drops_each_distinct_value_once_without_a_drop_impl() {
 
 #[test]
 fn rewinding_an_arena_frees_the_heap_data_of_the_values_it_drops() {
+    rewinding_frees_the_heap_data_of_the_values_it_drops(
+        LinearAllocator::new_in(Layout::from_size_align(1 << 20, 64).unwrap(), System).unwrap(),
+    );
+    // Chunks of 1 KiB: the rewind frees values in chunks it gives back and in the one it keeps.
+    rewinding_frees_the_heap_data_of_the_values_it_drops(
+        ChainAllocator::new_in(1024, System)
+            .unwrap()
+            .with_max_chunk_size(1024),
+    );
+    rewinding_frees_the_heap_data_of_the_values_it_drops(
+        SyncChainAllocator::new_in(1024, System)
+            .unwrap()
+            .with_max_chunk_size(1024),
+    );
+}
+
+fn rewinding_frees_the_heap_data_of_the_values_it_drops<A: DropArena + Rewind>(mut arena: A) {
     let baseline = live_bytes();
-    let mut arena =
-        LinearAllocator::new_in(Layout::from_size_align(1 << 20, 64).unwrap(), System).unwrap();
     let kept = arena.try_alloc_owned(function(1)).unwrap().name.clone();
     let after_kept = live_bytes();
     let checkpoint = arena.checkpoint();

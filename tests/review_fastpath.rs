@@ -318,7 +318,13 @@ mod single_step {
         interrupted: [usize; OPS.len()],
         /// `GrowPastSlabEnd` runs that kept the block's address (the slab grew in place).
         grown_in_place: u64,
+        /// `GrowPastSlabEnd` runs set up with room after the slab (one per round).
+        roomy_runs: u64,
     }
+
+    /// Bytes of room made at the arena's cursor before a round's first grow past a slab's end:
+    /// more than the largest slab (64 KiB) and its growth.
+    const ROOM: usize = 256 << 10;
 
     fn index(op: Op) -> usize {
         OPS.iter().position(|&o| o == op).unwrap()
@@ -375,6 +381,9 @@ mod single_step {
         let mut seq = 0u64;
         for round in 0..rounds {
             let handle = publish(arena, local);
+            // The first grow past a slab's end of each round is set up to be able to stay in
+            // place (see `Op::GrowPastSlabEnd`).
+            let mut roomy_growth_due = true;
             for step in 0..steps {
                 seq += 1;
                 let op = OPS[((round * 7 + step) % (OPS.len() as u64 - 1)) as usize];
@@ -417,7 +426,24 @@ mod single_step {
                         // When handlers give back what they take, first fill past one refill,
                         // so that the slab is the arena's last claim (handlers that kept a
                         // block the arena served them made it not so).
-                        let give_back = seq % 2 == 0;
+                        //
+                        // The first such run of a round also makes sure that the slab it fills
+                        // has room after it in its chunk, so that in-place growth is exercised
+                        // every round rather than when a slab happens to end short of its
+                        // chunk's end: a block larger than any slab and its growth is allocated
+                        // from the arena and given back at once (it is the arena's last block),
+                        // which leaves that much room at the arena's cursor, where the refill
+                        // below claims its slab. Its handlers give back what they take.
+                        let roomy = core::mem::take(&mut roomy_growth_due);
+                        if roomy {
+                            let room = layout(ROOM, 8);
+                            let b = arena
+                                .allocate(room)
+                                .expect("room for a slab and its growth");
+                            // SAFETY: the arena's most recent block, of `room`, given back once.
+                            unsafe { arena.deallocate(b.cast(), room) };
+                        }
+                        let give_back = roomy || seq % 2 == 0;
                         let filler = layout(16, 8);
                         let mut refilled = !give_back;
                         while !refilled || handle.remaining_capacity() >= 256 {
@@ -444,6 +470,7 @@ mod single_step {
                         if g.cast::<u8>().as_ptr() as usize == last.block.addr {
                             coverage.grown_in_place += 1;
                         }
+                        coverage.roomy_runs += u64::from(roomy);
                         let moved = Block {
                             addr: g.cast::<u8>().as_ptr() as usize,
                             ..last.block
@@ -540,6 +567,10 @@ mod single_step {
                 "handler failures (allocation, grow, grow lost contents; the rest: slots full): {FAILED:?}"
             );
         }
+        assert_eq!(
+            coverage.roomy_runs, rounds,
+            "every round set up a grow past a slab's end with room after the slab"
+        );
         drop(other);
         uninstall();
         let (traps, runs) = (

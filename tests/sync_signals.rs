@@ -1063,6 +1063,19 @@ fn handler_and_main_loop_register_values_that_are_each_dropped_once_at_reset() {
     println!("drops on SyncVirtualArena: {rounds} rounds, {runs} handler runs: every value dropped once, newest first, intact");
     let (rounds, runs) = drop_storm(&mut virtual_arena, SyncVirtualArena::reset, on_handle);
     println!("drops through a LocalHandle on SyncVirtualArena: {rounds} rounds, {runs} handler runs: every value dropped once, newest first, intact");
+    // Chunks of 64 KiB from `VirtualAllocator` (growth is one raw mmap: signal-safe), so the
+    // values of a round span many chunks and the handler links some of them.
+    fn on_chain_handle(arena: &SyncChainAllocator<VirtualAllocator>, seq: &mut u64, may_end: bool) {
+        let local = arena.local();
+        drop_round(&local, seq, may_end);
+    }
+    let mut chain = SyncChainAllocator::new_in(64 << 10, VirtualAllocator {})
+        .unwrap()
+        .with_max_chunk_size(64 << 10);
+    let (rounds, runs) = drop_storm(&mut chain, SyncChainAllocator::reset, on_arena);
+    println!("drops on SyncChainAllocator: {rounds} rounds, {runs} handler runs: every value dropped once, newest first, intact");
+    let (rounds, runs) = drop_storm(&mut chain, SyncChainAllocator::reset, on_chain_handle);
+    println!("drops through a LocalHandle on SyncChainAllocator: {rounds} rounds, {runs} handler runs: every value dropped once, newest first, intact");
 }
 
 #[cfg(unix)]

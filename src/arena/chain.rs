@@ -7,10 +7,11 @@ use crate::bump::{chunk_layout, dangling};
 #[cfg(target_has_atomic = "ptr")]
 use crate::cursor::AtomicCursor;
 use crate::cursor::{CellCursor, Counter, Cursor};
+use crate::drops::{push_to, ChunkPosition, DropList};
 use crate::resize::LastBlock;
 #[cfg(target_has_atomic = "ptr")]
 use crate::sync::atomic::{const_fn_unless_loom, AtomicPtr, AtomicUsize, Ordering};
-use crate::{AllocError, Allocator, Checkpoint, Rewind};
+use crate::{AllocError, Allocator, Checkpoint, DropArena, Rewind};
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::mem::size_of;
@@ -346,7 +347,9 @@ impl ChainCursor for AtomicCursor {
 /// block of its chunk, growing past the chunk asks `A` to grow the chunk itself (with
 /// `VirtualAllocator` on Linux that is one `mremap`, no copy). [`reset`](Chain::reset) frees
 /// everything, keeping the largest chunk for reuse; dropping the arena returns every chunk to
-/// `A`. Destructors of values placed in the arena are not run.
+/// `A`. Destructors of values placed in the arena are not run, except for the values of
+/// [`DropArena::try_alloc_owned`](crate::DropArena::try_alloc_owned), which run newest first at
+/// `reset`, `rewind`, a scope's end and drop (before any chunk is freed).
 ///
 /// # Statistics
 /// All O(1): [`reserved_bytes`](Chain::reserved_bytes) counts every chunk; the unused tails of
@@ -481,17 +484,22 @@ pub struct Chain<C: ChainCursor, A: Allocator> {
     chunk_size_hint: usize,
     max_chunk_size: usize,
     allocator: A,
+    /// Values whose destructors run when their bytes are reclaimed (`src/drops.rs`), ordered by
+    /// chunk depth, then address.
+    drops: DropList<C::DropHead, ChunkPosition>,
 }
 
 // SAFETY: the arena owns its chunks outright; moving it to another thread moves that ownership,
-// which is sound when the backing allocator may itself move (and drop) there.
+// which is sound when the backing allocator may itself move (and drop) there. The drop records'
+// values are `Send` (`DropArena`'s bound), so their destructors may run on that thread.
 unsafe impl<C: ChainCursor, A: Allocator + Send> Send for Chain<C, A> {}
 
 // SAFETY: through `&self` the atomic arena changes only atomics: the newest-chunk pointer, the
 // counters and the chunks' cursors, with the protocol described on `SyncChainAllocator` (ranges
 // handed out by successful compare-exchanges only; chunk headers immutable once published).
 // Growth calls the backing allocator from any thread through `&self.allocator`, which needs
-// `A: Sync`. The `Cell` arena is never `Sync`.
+// `A: Sync`. A drop record is published by a compare-exchange of the list's head. The `Cell`
+// arena is never `Sync`.
 #[cfg(target_has_atomic = "ptr")]
 unsafe impl<A: Allocator + Sync> Sync for Chain<AtomicCursor, A> {}
 
@@ -593,7 +601,8 @@ impl<A: Allocator> Chain<CellCursor, A> {
     pub const fn new_capped_in(initial: usize, max: usize, allocator: A) -> Self {
         let (first, cap) = chunk_size_bounds(initial, max, Self::MIN_CHUNK_SIZE);
         let (reserved, next) = (Cell::new(0), Cell::new(first));
-        Self::from_parts(CellNewest::empty(), reserved, next, first, cap, allocator)
+        let (newest, drops) = (CellNewest::empty(), DropList::new_cell());
+        Self::from_parts(newest, reserved, next, (first, cap), allocator, drops)
     }
 
     /// Grows the only block of the newest chunk by growing the chunk itself in the backing
@@ -736,7 +745,8 @@ impl<A: Allocator> Chain<AtomicCursor, A> {
     pub const fn new_capped_in(initial: usize, max: usize, allocator: A) -> Self {
         let (first, cap) = chunk_size_bounds(initial, max, Self::MIN_CHUNK_SIZE);
         let (reserved, next) = (AtomicUsize::new(0), AtomicUsize::new(first));
-        Self::from_parts(AtomicPtr::new(null_mut()), reserved, next, first, cap, allocator)
+        let (newest, drops) = (AtomicPtr::new(null_mut()), DropList::new_atomic());
+        Self::from_parts(newest, reserved, next, (first, cap), allocator, drops)
     }
     }
 }
@@ -749,15 +759,16 @@ impl<C: ChainCursor, A: Allocator> Chain<C, A> {
     /// The smallest chunk worth its header.
     const MIN_CHUNK_SIZE: usize = 4 * Self::CHAIN_NODE_OVERHEAD;
 
-    /// The arena with no chunk, from its newest-chunk word and its counters (bytes reserved,
-    /// next chunk size): what each `const` constructor builds for its cursor.
+    /// The arena with no chunk, from its newest-chunk word, its counters (bytes reserved, next
+    /// chunk size), its first and largest regular chunk sizes and its empty drop list: what each
+    /// `const` constructor builds for its cursor.
     const fn from_parts(
         newest: C::Newest,
         reserved: C::Counter,
         next_chunk_size: C::Counter,
-        first: usize,
-        cap: usize,
+        (first, cap): (usize, usize),
         allocator: A,
+        drops: DropList<C::DropHead, ChunkPosition>,
     ) -> Self {
         Self {
             newest,
@@ -766,7 +777,53 @@ impl<C: ChainCursor, A: Allocator> Chain<C, A> {
             chunk_size_hint: first,
             max_chunk_size: cap,
             allocator,
+            drops,
         }
+    }
+
+    /// The position of a block that starts at `start` and ends at `end`: the depth of the
+    /// published chunk that holds it, then `end`. Walks down from the newest chunk (the block is
+    /// almost always in it, or in one just below if other threads took chunks since). A block
+    /// in no chunk (there is none: drop records are only pushed for this arena's blocks) gets a
+    /// position above every rollback's, so any `rewind` drops it: early, never late.
+    fn position_of(&self, start: usize, end: usize) -> ChunkPosition {
+        let mut chunk = C::newest(&self.newest);
+        // SAFETY: published chunks live until `&mut self` (see `ChainCursor::live`), and their
+        // `prev` and `shape` are written before they are published.
+        while let Some(header) = unsafe { chunk.as_ref() } {
+            let data = ChunkHeader::data(NonNull::from(header)).as_ptr().addr();
+            if (data..header.cursor.limit()).contains(&start) {
+                return ChunkPosition {
+                    depth: header.shape.depth(),
+                    addr: end,
+                };
+            }
+            chunk = header.prev;
+        }
+        ChunkPosition {
+            depth: usize::MAX,
+            addr: end,
+        }
+    }
+
+    /// The position a rollback to `checkpoint` moves back to: the depth of the chunk that is
+    /// then the newest and the address its cursor goes back to (past its end if the cursor
+    /// stays: every record in it stays). The lowest position if every chunk goes.
+    fn rollback_position(&self, checkpoint: Checkpoint) -> ChunkPosition {
+        let mut chunk = C::newest(&self.newest);
+        // SAFETY: as in `position_of`.
+        while let Some(header) = unsafe { chunk.as_ref() } {
+            let depth = header.shape.depth();
+            if depth <= checkpoint.chunks {
+                let data = ChunkHeader::data(NonNull::from(header)).as_ptr().addr();
+                let addr = checkpoint
+                    .used_in_chunk(depth)
+                    .map_or(usize::MAX, |used| data.saturating_add(used));
+                return ChunkPosition { depth, addr };
+            }
+            chunk = header.prev;
+        }
+        ChunkPosition::default()
     }
 
     /// Takes the first chunk (the one step of `new_in` after the lazy constructor).
@@ -989,7 +1046,9 @@ impl<C: ChainCursor, A: Allocator> Chain<C, A> {
     /// # Ok::<(), libdd_alloc::AllocError>(())
     /// ```
     pub fn reset(&mut self) {
-        // First the bookkeeping, then the backing allocator: from the moment the first chunk goes
+        // The destructors first, while every chunk is still there.
+        self.drops.run_above(ChunkPosition::default());
+        // Then the bookkeeping, then the backing allocator: from the moment the first chunk goes
         // back to `A`, the arena links only the kept chunk. A backing `deallocate` that panics
         // part-way then leaks the chunks not yet freed, and frees nothing twice.
         let old_top = NonNull::new(C::newest(&self.newest));
@@ -1181,6 +1240,16 @@ impl<C: ChainCursor, A: Allocator> Rewind for Chain<C, A> {
     }
 
     fn rewind(&mut self, checkpoint: Checkpoint) {
+        let position = self.rollback_position(checkpoint);
+        self.drops.run_above(position);
+        self.free_above(checkpoint);
+    }
+}
+
+impl<C: ChainCursor, A: Allocator> Chain<C, A> {
+    /// The chunk part of [`rewind`](Rewind::rewind): frees the chunks taken since `checkpoint`
+    /// and moves the cursor back, once the destructors of the values there ran.
+    fn free_above(&mut self, checkpoint: Checkpoint) {
         while let Some(header) = NonNull::new(C::newest(&self.newest)) {
             // SAFETY: a linked header is a live chunk owned by this arena, ours alone.
             let (depth, prev, size) = unsafe {
@@ -1206,9 +1275,11 @@ impl<C: ChainCursor, A: Allocator> Rewind for Chain<C, A> {
 
 impl<C: ChainCursor, A: Allocator> Drop for Chain<C, A> {
     fn drop(&mut self) {
-        // Every chunk goes back to `A`, each unlinked before it is freed: a panicking backing
-        // `deallocate` leaves the arena linking only chunks not yet freed, which leak.
-        self.rewind(Checkpoint { chunks: 0, used: 0 });
+        // Every destructor runs, then every chunk goes back to `A` (even if a destructor
+        // panicked), each unlinked before it is freed: a panicking backing `deallocate` leaves
+        // the arena linking only chunks not yet freed, which leak.
+        let mut drops = core::mem::replace(&mut self.drops, DropList::new());
+        drops.run_all_then(|| self.free_above(Checkpoint { chunks: 0, used: 0 }));
     }
 }
 
@@ -1247,6 +1318,19 @@ impl<C: ChainCursor, A: Allocator> LastBlock for Chain<C, A> {
     ) -> Option<NonNull<[u8]>> {
         C::live(&self.newest)?.resize_last(ptr, old_size, new)
     }
+
+    /// The `Cell` arena grows the only block of its newest chunk by growing the chunk in the
+    /// backing allocator ([`ChainCursor::grow_chunk`]); the atomic one never does.
+    #[inline(always)]
+    unsafe fn grow_elsewhere_in_place(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Option<NonNull<[u8]>> {
+        // SAFETY: forwarded caller contract.
+        unsafe { C::grow_chunk(self, ptr, old, new) }
+    }
 }
 
 // SAFETY: blocks are disjoint parts of chunks (each range is handed out by one exchange of its
@@ -1268,48 +1352,34 @@ unsafe impl<C: ChainCursor, A: Allocator> Allocator for Chain<C, A> {
         }
     }
 
-    unsafe fn grow(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        if old.size() != 0 {
-            if let Some(block) = self.resize_last_in_place(ptr, old.size(), new) {
-                return Ok(block);
-            }
-            // SAFETY: forwarded caller contract.
-            if let Some(block) = unsafe { C::grow_chunk(self, ptr, old, new) } {
-                return Ok(block);
-            }
-        }
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::move_block(self, ptr, old, new) }
-    }
+    crate::resize::forward_resize!(|arena| arena);
+}
 
-    unsafe fn grow_zeroed(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        let block = unsafe { self.grow(ptr, old, new) }?;
-        // SAFETY: the block is ours and at least `new.size() >= old.size()` long.
-        unsafe { crate::resize::zero_tail(block, old.size()) };
-        Ok(block)
-    }
+// SAFETY: `reset` and `rewind` run every record whose position is past the one they roll back
+// to before they free a chunk or move a cursor back, and drop runs them all before it frees the
+// chunks. A position orders across chunks (depth, then address in the chunk), so "past" covers
+// every value in a chunk that is freed and every value past the cursor in the chunk that stays.
+// A record's chunk is never moved while its value lives: the `Cell` arena moves a chunk (through
+// `A::grow`) only to grow the block that starts at the chunk's first byte and ends at its
+// cursor, its only block, and a drop record's block is never grown (the crate hands out only
+// the value behind the record, which is not the start of a block, so no `grow` call may name
+// it).
+unsafe impl<C: ChainCursor, A: Allocator> DropArena for Chain<C, A> {
+    type Position = ChunkPosition;
 
-    unsafe fn shrink(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: forwarded caller contract.
-        unsafe { crate::resize::shrink(self, self, ptr, old, new) }
+    #[inline]
+    unsafe fn push_drop(&self, record: NonNull<u8>, end: usize) {
+        let position = self.position_of(record.as_ptr().addr(), end);
+        // SAFETY: forwarded caller contract; `position` is the record's block's.
+        unsafe { push_to(&self.drops, record, position) };
     }
 }
+
+// SAFETY: chunks come back to the arena only through `reset`, `rewind` and drop, each after the
+// destructors of the values in them (`DropArena` above); a forgotten arena never frees or reuses
+// them, and `A: 'static` keeps a forgotten arena's chunks valid (see `PinArena`). No chunk holding
+// a value is moved (see `DropArena` above).
+unsafe impl<C: ChainCursor, A: Allocator + 'static> crate::PinArena for Chain<C, A> {}
 
 #[cfg(all(test, not(loom)))]
 mod tests {
@@ -1580,6 +1650,135 @@ mod tests {
         }
         arena.reset();
         assert_eq!(depth(&arena), 1);
+    }
+
+    /// Logs its id when dropped.
+    struct Logged(u32, std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
+
+    impl Drop for Logged {
+        fn drop(&mut self) {
+            self.1.lock().unwrap().push(self.0);
+        }
+    }
+
+    fn taken(log: &std::sync::Arc<std::sync::Mutex<Vec<u32>>>) -> Vec<u32> {
+        core::mem::take(&mut *log.lock().unwrap())
+    }
+
+    /// Hands out chunks from the top of a buffer downwards, so that each newer chunk lies at a
+    /// lower address than the older ones: a drop position that compared addresses alone
+    /// across chunks would get the order wrong.
+    struct Descending {
+        buffer: NonNull<u8>,
+        top: core::sync::atomic::AtomicUsize,
+    }
+
+    const DESCENDING: usize = 1 << 16;
+
+    impl Descending {
+        fn new() -> &'static Self {
+            let layout = Layout::from_size_align(DESCENDING, 64).unwrap();
+            let buffer = System.allocate(layout).unwrap().cast();
+            Box::leak(Box::new(Self {
+                buffer,
+                top: core::sync::atomic::AtomicUsize::new(DESCENDING),
+            }))
+        }
+    }
+
+    // SAFETY: only the atomic `top` changes; the buffer is never freed.
+    unsafe impl Sync for Descending {}
+
+    // SAFETY: each block is a distinct range of the leaked buffer, below every earlier one.
+    unsafe impl Allocator for Descending {
+        fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+            use core::sync::atomic::Ordering::Relaxed;
+            let top = self.top.load(Relaxed);
+            let start = top.checked_sub(layout.size()).ok_or(AllocError)? & !(layout.align() - 1);
+            self.top.store(start, Relaxed);
+            // SAFETY: `start + size <= top <= DESCENDING`: inside the buffer.
+            let block = unsafe { self.buffer.add(start) };
+            Ok(NonNull::slice_from_raw_parts(block, layout.size()))
+        }
+        unsafe fn deallocate(&self, _: NonNull<u8>, _: Layout) {}
+    }
+
+    fn a_rewind_into_a_newer_chunk_at_a_lower_address_drops_only_what_follows<C: ChainCursor>(
+        new: fn(&'static Descending) -> Chain<C, &'static Descending>,
+    ) {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut arena = new(Descending::new());
+        let first = arena.checkpoint();
+        // Values until one takes a second chunk, below the first.
+        let mut id = 0;
+        while arena.checkpoint().chunks < 2 {
+            arena.try_alloc_owned(Logged(id, log.clone())).unwrap();
+            id += 1;
+        }
+        assert!(id > 2, "several values in the first chunk");
+        let second = arena.checkpoint();
+        arena.try_alloc_owned(Logged(100, log.clone())).unwrap();
+        arena.rewind(second);
+        assert_eq!(taken(&log), [100], "only the value after the checkpoint");
+        arena.rewind(first);
+        assert_eq!(taken(&log), (0..id).rev().collect::<Vec<_>>());
+        for id in 10..20 {
+            arena.try_alloc_owned(Logged(id, log.clone())).unwrap();
+        }
+        drop(arena);
+        assert_eq!(taken(&log), (10..20).rev().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn drop_positions_order_across_chunks_whatever_their_addresses() {
+        a_rewind_into_a_newer_chunk_at_a_lower_address_drops_only_what_follows::<CellCursor>(|a| {
+            crate::ChainAllocator::new_in(256, a)
+                .unwrap()
+                .with_max_chunk_size(256)
+        });
+        a_rewind_into_a_newer_chunk_at_a_lower_address_drops_only_what_follows::<AtomicCursor>(
+            |a| {
+                SyncChainAllocator::new_in(256, a)
+                    .unwrap()
+                    .with_max_chunk_size(256)
+            },
+        );
+    }
+
+    #[test]
+    fn a_chunk_grown_by_the_backing_allocator_leaves_the_values_of_the_others_alone() {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut arena = crate::ChainAllocator::new_in(256, System)
+            .unwrap()
+            .with_max_chunk_size(256);
+        for id in 0..3 {
+            arena.try_alloc_owned(Logged(id, log.clone())).unwrap();
+        }
+        let before = arena.checkpoint();
+        // A block alone in a chunk of its own, grown past that chunk: `A::grow` moves the chunk.
+        let small = Layout::new::<[u8; 200]>();
+        let block = arena.allocate(small).unwrap();
+        let depth = arena.checkpoint().chunks;
+        assert!(depth > before.chunks, "the block has a chunk of its own");
+        let big = Layout::new::<[u8; 100_000]>();
+        // SAFETY: the block came from the arena with `small`; `big` is larger.
+        let grown = unsafe { Allocator::grow(&arena, block.cast(), small, big) }.unwrap();
+        assert_eq!(
+            arena.checkpoint().chunks,
+            depth,
+            "grown in its chunk, not copied"
+        );
+        // SAFETY: the grown block is ours, of `big`.
+        unsafe { grown.cast::<u8>().write_bytes(1, big.size()) };
+        // A value after the grown block, in the grown chunk.
+        arena.try_alloc_owned(Logged(3, log.clone())).unwrap();
+        arena.rewind(before);
+        assert_eq!(taken(&log), [3], "the grown chunk's value, once");
+        arena.try_alloc_owned(Logged(4, log.clone())).unwrap();
+        arena.reset();
+        assert_eq!(taken(&log), [4, 2, 1, 0]);
+        drop(arena);
+        assert!(taken(&log).is_empty());
     }
 
     #[test]

@@ -593,6 +593,8 @@ impl<C: Cursor, A: Allocator> Drop for Linear<C, A> {
 // before it moves, and whole before the buffer is freed; a record is pushed only for a block of
 // this buffer (whose end is its address), and nothing else hands those bytes out again.
 unsafe impl<C: Cursor, A: Allocator> DropArena for Linear<C, A> {
+    type Position = usize;
+
     #[inline]
     unsafe fn push_drop(&self, record: NonNull<u8>, end: usize) {
         // SAFETY: forwarded caller contract.

@@ -1041,6 +1041,8 @@ impl<C: Cursor> Drop for Virtual<C> {
 // reservation is unmapped; a record is pushed only for a block of this reservation (whose end
 // is its address), and nothing else hands those bytes out again.
 unsafe impl<C: Cursor> DropArena for Virtual<C> {
+    type Position = usize;
+
     #[inline]
     unsafe fn push_drop(&self, record: NonNull<u8>, end: usize) {
         // SAFETY: forwarded caller contract.

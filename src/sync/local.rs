@@ -284,7 +284,7 @@ impl Drop for GiveBack<'_> {
 
 impl<'a, A: LocalSource> LocalHandle<'a, A> {
     /// A handle with no slab yet: the first allocation claims one.
-    fn new(arena: &'a A) -> Self {
+    pub(crate) fn new(arena: &'a A) -> Self {
         Self {
             arena,
             mark: Mark::new(),
@@ -681,6 +681,8 @@ unsafe impl<A: LocalSource> Arena for LocalHandle<'_, A> {}
 // records go on the arena's list, which runs them before those bytes are reclaimed. Pushing is
 // lock-free on the arena's atomic head, so a handler on this thread may push too.
 unsafe impl<A: LocalSource + crate::DropArena> crate::DropArena for LocalHandle<'_, A> {
+    type Position = A::Position;
+
     #[inline]
     unsafe fn push_drop(&self, record: NonNull<u8>, end: usize) {
         // SAFETY: forwarded caller contract; the record's block is in the arena.

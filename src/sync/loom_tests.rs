@@ -557,13 +557,16 @@ impl Drop for Logged {
     }
 }
 
-#[test]
-fn racing_drop_registrations_are_each_run_once_newest_first_per_thread() {
-    use crate::DropArena;
-    model(|| {
+/// Two threads each register two values on the arena `make` builds; after they join, `reset`
+/// must drop each once, newest first per thread, and leave `left` bytes `used`.
+fn racing_drop_registrations<A, F>(make: F, reset: fn(&mut A), used: fn(&A) -> usize, left: usize)
+where
+    A: crate::DropArena + Send + Sync + 'static,
+    F: Fn() -> A + Sync + Send + 'static,
+{
+    model(move || {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let arena =
-            Arc::new(SyncLinearAllocator::new_in(Layout::new::<[u64; 32]>(), System).unwrap());
+        let arena = Arc::new(make());
         let threads: Vec<_> = (0..2u32)
             .map(|t| {
                 let (arena, log) = (arena.clone(), log.clone());
@@ -576,14 +579,35 @@ fn racing_drop_registrations_are_each_run_once_newest_first_per_thread() {
         for t in threads {
             t.join().unwrap();
         }
-        let mut arena = Arc::try_unwrap(arena).unwrap();
-        arena.reset();
+        let mut arena = Arc::try_unwrap(arena).ok().unwrap();
+        reset(&mut arena);
         let dropped = log.lock().unwrap().clone();
         assert_eq!(dropped.len(), 4, "each value dropped once: {dropped:?}");
         for t in 0..2u32 {
             let mine: Vec<u32> = dropped.iter().copied().filter(|id| id / 10 == t).collect();
             assert_eq!(mine, [t * 10 + 1, t * 10], "newest first");
         }
-        assert_eq!(arena.used_bytes(), 0);
+        assert_eq!(used(&arena), left);
     });
+}
+
+#[test]
+fn racing_drop_registrations_are_each_run_once_newest_first_per_thread() {
+    racing_drop_registrations(
+        || SyncLinearAllocator::new_in(Layout::new::<[u64; 32]>(), System).unwrap(),
+        SyncLinearAllocator::reset,
+        SyncLinearAllocator::used_bytes,
+        0,
+    );
+}
+
+#[test]
+fn racing_drop_registrations_on_a_chain_are_each_run_once_newest_first_per_thread() {
+    // 128-byte chunks hold two values: the threads race to link chunks as they register.
+    racing_drop_registrations(
+        || SyncChainAllocator::new_lazy_in(128, System).with_max_chunk_size(128),
+        SyncChainAllocator::reset,
+        SyncChainAllocator::used_bytes,
+        SyncChainAllocator::<System>::CHAIN_NODE_OVERHEAD,
+    );
 }
