@@ -236,6 +236,8 @@ mod interop;
 pub mod os;
 #[cfg(any(unix, windows))]
 mod page_alloc;
+#[cfg(any(unix, windows))]
+mod page_blocks;
 mod resize;
 mod string;
 #[cfg(target_has_atomic = "ptr")]
