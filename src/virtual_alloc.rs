@@ -1,7 +1,8 @@
 //! [`VirtualAllocator`]: whole pages straight from the operating system.
 
+use crate::os::{self, MapOptions};
 use crate::page_blocks::{forward_page_blocks, PageBlocks};
-use crate::{os, AllocError, Allocator};
+use crate::{AllocError, Allocator};
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -57,11 +58,7 @@ impl PageBlocks for VirtualAllocator {
     fn map_block(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         let page = os::page_size()?;
         let len = os::round_to_pages(layout.size(), page).ok_or(AllocError)?;
-        let ptr = if layout.align() <= page {
-            os::map(len)?
-        } else {
-            os::map_aligned(len, layout.align(), page)?
-        };
+        let ptr = os::map_pages_aligned(len, layout.align(), 0, page, MapOptions::default())?;
         Ok(NonNull::slice_from_raw_parts(ptr, len))
     }
 
