@@ -154,11 +154,12 @@
 //! and lets only the `Cell` chain grow a chunk through its backing allocator. `resize.rs`
 //! writes `grow`, `grow_zeroed` and `shrink` once: its `forward_resize!` is the whole of those
 //! three methods in the linear, virtual and handle `Allocator` impls, and the chain's impl calls
-//! the same functions; `page_blocks.rs` is the one `Allocator` implementation of
-//! [`VirtualAllocator`] and [`PageAllocator`], which each say only how they map a block; `os/` is
-//! the only code that talks to the OS, `divert.rs` is the global allocator that puts a lock-free arena (told by
+//! the same functions; `os/` is the only code that
+//! talks to the OS, `divert.rs` is the global allocator that puts a lock-free arena (told by
 //! its fixed address range) under std's collections, and `sync/` holds what is lock-free only: the [`LocalHandle`] and the
 //! atomics that loom swaps out.
+//! `page_blocks.rs` is the one `Allocator` implementation of [`VirtualAllocator`] and
+//! [`PageAllocator`]: each says only how it maps, measures and unmaps a block.
 //!
 //! # Memory the caller owns
 //! [`Linear::from_buffer`](arena::Linear::from_buffer) builds a [`LinearAllocator`] or
