@@ -25,44 +25,40 @@ extern "C" {
 /// Marks `[start, start + len)` as not to be touched: ASan reports any access to it.
 #[inline(always)]
 pub(crate) fn poison(start: NonNull<u8>, len: usize) {
-    #[cfg(feature = "asan-poison")]
-    if len != 0 {
-        // SAFETY: only changes ASan's shadow bytes for the range; callers pass a range of a
-        // chunk they own, so no one else's bookkeeping is affected.
-        unsafe { __asan_poison_memory_region(start.as_ptr().cast(), len) };
-    }
-    #[cfg(not(feature = "asan-poison"))]
-    let _ = (start, len);
+    set_poisoned(start, len, true);
 }
 
 /// Marks `[start, start + len)` as usable again.
 #[inline(always)]
 pub(crate) fn unpoison(start: NonNull<u8>, len: usize) {
-    #[cfg(feature = "asan-poison")]
-    if len != 0 {
-        // SAFETY: as for `poison`.
-        unsafe { __asan_unpoison_memory_region(start.as_ptr().cast(), len) };
-    }
-    #[cfg(not(feature = "asan-poison"))]
-    let _ = (start, len);
+    set_poisoned(start, len, false);
 }
 
 /// A block at `start` went from `old_size` to `new_size` bytes in place: the bytes between the
 /// two ends change hands.
 #[inline(always)]
 pub(crate) fn resized(start: NonNull<u8>, old_size: usize, new_size: usize) {
+    let from = start.as_ptr().wrapping_add(old_size.min(new_size));
+    if let Some(from) = NonNull::new(from) {
+        set_poisoned(from, old_size.abs_diff(new_size), new_size < old_size);
+    }
+}
+
+/// Poisons or unpoisons `[start, start + len)`: the one place that calls the ASan runtime, and
+/// nothing at all without the feature.
+#[inline(always)]
+fn set_poisoned(start: NonNull<u8>, len: usize, poisoned: bool) {
     #[cfg(feature = "asan-poison")]
-    {
-        let from = start.as_ptr().wrapping_add(old_size.min(new_size));
-        let len = old_size.abs_diff(new_size);
-        if let Some(from) = NonNull::new(from) {
-            if new_size > old_size {
-                unpoison(from, len);
-            } else {
-                poison(from, len);
-            }
-        }
+    if len != 0 {
+        let set = if poisoned {
+            __asan_poison_memory_region
+        } else {
+            __asan_unpoison_memory_region
+        };
+        // SAFETY: only changes ASan's shadow bytes for the range; callers pass a range of a
+        // chunk they own, so no one else's bookkeeping is affected.
+        unsafe { set(start.as_ptr().cast(), len) };
     }
     #[cfg(not(feature = "asan-poison"))]
-    let _ = (start, old_size, new_size);
+    let _ = (start, len, poisoned);
 }

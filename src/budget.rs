@@ -318,14 +318,24 @@ impl<'b, A> Budgeted<'b, A> {
         &self.inner
     }
 
-    /// Takes a charge of `bytes` that is given back unless [`Refund::keep`] is called.
+    /// Charges `bytes`, then asks `inner` for a block through `call`: the block cut to `size`
+    /// (the length it was charged for), or `Err` with the charge given back when `call` fails
+    /// or panics.
     #[inline]
-    fn charge(&self, bytes: usize) -> Result<Refund<'b>, AllocError> {
+    fn charged(
+        &self,
+        bytes: usize,
+        size: usize,
+        call: impl FnOnce(&A) -> Result<NonNull<[u8]>, AllocError>,
+    ) -> Result<NonNull<[u8]>, AllocError> {
         self.budget.try_charge(bytes)?;
-        Ok(Refund {
+        let refund = Refund {
             budget: self.budget,
             bytes,
-        })
+        };
+        let block = call(&self.inner)?;
+        refund.keep();
+        Ok(exactly(block, size))
     }
 }
 
@@ -343,18 +353,14 @@ fn exactly(block: NonNull<[u8]>, size: usize) -> NonNull<[u8]> {
 unsafe impl<A: Allocator> Allocator for Budgeted<'_, A> {
     #[inline]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        let refund = self.charge(layout.size())?;
-        let block = self.inner.allocate(layout)?;
-        refund.keep();
-        Ok(exactly(block, layout.size()))
+        self.charged(layout.size(), layout.size(), |inner| inner.allocate(layout))
     }
 
     #[inline]
     fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        let refund = self.charge(layout.size())?;
-        let block = self.inner.allocate_zeroed(layout)?;
-        refund.keep();
-        Ok(exactly(block, layout.size()))
+        self.charged(layout.size(), layout.size(), |inner| {
+            inner.allocate_zeroed(layout)
+        })
     }
 
     #[inline]
@@ -375,11 +381,11 @@ unsafe impl<A: Allocator> Allocator for Budgeted<'_, A> {
         old_layout: Layout,
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        let refund = self.charge(new_layout.size().saturating_sub(old_layout.size()))?;
-        // SAFETY: forwarded caller contract.
-        let block = unsafe { self.inner.grow(ptr, old_layout, new_layout) }?;
-        refund.keep();
-        Ok(exactly(block, new_layout.size()))
+        let bytes = new_layout.size().saturating_sub(old_layout.size());
+        self.charged(bytes, new_layout.size(), |inner| {
+            // SAFETY: forwarded caller contract.
+            unsafe { inner.grow(ptr, old_layout, new_layout) }
+        })
     }
 
     #[inline]
@@ -389,11 +395,11 @@ unsafe impl<A: Allocator> Allocator for Budgeted<'_, A> {
         old_layout: Layout,
         new_layout: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        let refund = self.charge(new_layout.size().saturating_sub(old_layout.size()))?;
-        // SAFETY: forwarded caller contract.
-        let block = unsafe { self.inner.grow_zeroed(ptr, old_layout, new_layout) }?;
-        refund.keep();
-        Ok(exactly(block, new_layout.size()))
+        let bytes = new_layout.size().saturating_sub(old_layout.size());
+        self.charged(bytes, new_layout.size(), |inner| {
+            // SAFETY: forwarded caller contract.
+            unsafe { inner.grow_zeroed(ptr, old_layout, new_layout) }
+        })
     }
 
     #[inline]

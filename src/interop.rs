@@ -7,7 +7,8 @@
 //! and all use `core::alloc::Layout`; only the `AllocError` types differ.
 
 /// Implements one foreign `Allocator` trait (`$api::Allocator`, error `$api::AllocError`) for a
-/// type by forwarding every method to its allocator-api2 0.2 implementation.
+/// type by forwarding every method to its allocator-api2 0.2 implementation: the methods that
+/// differ only in their name are written once each, `@allocate` and `@resize`.
 /// `$feature` names the feature that enables it, for the docs.rs badge.
 macro_rules! forward_one {
     ($feature:literal, $($api:ident)::+; impl[$($generics:tt)*] $ty:ty) => {
@@ -15,23 +16,7 @@ macro_rules! forward_one {
         // implementation, whose contract is this trait's, word for word; the blocks are the same.
         #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
         unsafe impl<$($generics)*> $($api)::+::Allocator for $ty {
-            #[inline(always)]
-            fn allocate(
-                &self,
-                layout: core::alloc::Layout,
-            ) -> Result<core::ptr::NonNull<[u8]>, $($api)::+::AllocError> {
-                <$ty as crate::Allocator>::allocate(self, layout)
-                    .map_err(|crate::AllocError| $($api)::+::AllocError)
-            }
-
-            #[inline]
-            fn allocate_zeroed(
-                &self,
-                layout: core::alloc::Layout,
-            ) -> Result<core::ptr::NonNull<[u8]>, $($api)::+::AllocError> {
-                <$ty as crate::Allocator>::allocate_zeroed(self, layout)
-                    .map_err(|crate::AllocError| $($api)::+::AllocError)
-            }
+            forward_one!(@allocate $ty, $($api)::+::AllocError; allocate allocate_zeroed);
 
             #[inline]
             unsafe fn deallocate(&self, ptr: core::ptr::NonNull<u8>, layout: core::alloc::Layout) {
@@ -39,43 +24,31 @@ macro_rules! forward_one {
                 unsafe { <$ty as crate::Allocator>::deallocate(self, ptr, layout) }
             }
 
-            #[inline]
-            unsafe fn grow(
-                &self,
-                ptr: core::ptr::NonNull<u8>,
-                old: core::alloc::Layout,
-                new: core::alloc::Layout,
-            ) -> Result<core::ptr::NonNull<[u8]>, $($api)::+::AllocError> {
-                // SAFETY: forwarded caller contract (identical in both traits).
-                unsafe { <$ty as crate::Allocator>::grow(self, ptr, old, new) }
-                    .map_err(|crate::AllocError| $($api)::+::AllocError)
-            }
-
-            #[inline]
-            unsafe fn grow_zeroed(
-                &self,
-                ptr: core::ptr::NonNull<u8>,
-                old: core::alloc::Layout,
-                new: core::alloc::Layout,
-            ) -> Result<core::ptr::NonNull<[u8]>, $($api)::+::AllocError> {
-                // SAFETY: forwarded caller contract (identical in both traits).
-                unsafe { <$ty as crate::Allocator>::grow_zeroed(self, ptr, old, new) }
-                    .map_err(|crate::AllocError| $($api)::+::AllocError)
-            }
-
-            #[inline]
-            unsafe fn shrink(
-                &self,
-                ptr: core::ptr::NonNull<u8>,
-                old: core::alloc::Layout,
-                new: core::alloc::Layout,
-            ) -> Result<core::ptr::NonNull<[u8]>, $($api)::+::AllocError> {
-                // SAFETY: forwarded caller contract (identical in both traits).
-                unsafe { <$ty as crate::Allocator>::shrink(self, ptr, old, new) }
-                    .map_err(|crate::AllocError| $($api)::+::AllocError)
-            }
+            forward_one!(@resize $ty, $($api)::+::AllocError; grow grow_zeroed shrink);
         }
     };
+    (@allocate $ty:ty, $error:path; $($method:ident)*) => {$(
+        #[inline(always)]
+        fn $method(
+            &self,
+            layout: core::alloc::Layout,
+        ) -> Result<core::ptr::NonNull<[u8]>, $error> {
+            <$ty as crate::Allocator>::$method(self, layout).map_err(|crate::AllocError| $error)
+        }
+    )*};
+    (@resize $ty:ty, $error:path; $($method:ident)*) => {$(
+        #[inline]
+        unsafe fn $method(
+            &self,
+            ptr: core::ptr::NonNull<u8>,
+            old: core::alloc::Layout,
+            new: core::alloc::Layout,
+        ) -> Result<core::ptr::NonNull<[u8]>, $error> {
+            // SAFETY: forwarded caller contract (identical in both traits).
+            unsafe { <$ty as crate::Allocator>::$method(self, ptr, old, new) }
+                .map_err(|crate::AllocError| $error)
+        }
+    )*};
 }
 
 /// Implements every enabled foreign `Allocator` trait for a type that implements

@@ -159,6 +159,8 @@
 //! talks to the OS, `divert.rs` is the global allocator that puts a lock-free arena (told by
 //! its fixed address range) under std's collections, and `sync/` holds what is lock-free only: the [`LocalHandle`] and the
 //! atomics that loom swaps out.
+//! `page_blocks.rs` is the one `Allocator` implementation of [`VirtualAllocator`] and
+//! [`PageAllocator`]: each says only how it maps, measures and unmaps a block.
 //!
 //! # Memory the caller owns
 //! [`Linear::from_buffer`](arena::Linear::from_buffer) builds a [`LinearAllocator`] or
@@ -237,6 +239,8 @@ mod interop;
 pub mod os;
 #[cfg(any(unix, windows))]
 mod page_alloc;
+#[cfg(any(unix, windows))]
+mod page_blocks;
 mod resize;
 mod string;
 #[cfg(target_has_atomic = "ptr")]

@@ -1,7 +1,7 @@
 //! [`PageAllocator`]: whole pages from the OS, mapped the way [`PageOptions`] asks.
 
-use crate::bump::dangling;
 use crate::os::{self, MapOptions};
+use crate::page_blocks::{forward_page_blocks, PageBlocks};
 use crate::{AllocError, Allocator};
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -270,56 +270,6 @@ impl PageAllocator {
         })
     }
 
-    /// Maps a fresh block for the non-zero-size `layout`.
-    fn map_block(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        let geometry = self.geometry(layout)?;
-        let huge = os::huge_page_size(geometry.page);
-        let mut align = layout.align().max(geometry.page);
-        let transparent = match self.options.huge_pages {
-            HugePages::Normal => false,
-            // Only where transparent huge pages exist: elsewhere the huge alignment buys
-            // nothing (Windows has none).
-            HugePages::Transparent => os::TRANSPARENT_HUGE_PAGES && geometry.len >= huge,
-            HugePages::Explicit | HugePages::ExplicitOnly => {
-                // Explicit huge pages start on a huge page boundary.
-                if let Some(block) = self.map_explicit_huge(&geometry, align.max(huge)) {
-                    return block;
-                }
-                if self.options.huge_pages == HugePages::ExplicitOnly {
-                    return Err(AllocError);
-                }
-                // The fallback keeps the huge alignment where transparent huge pages can use it
-                // (`geometry.len` is whole huge pages).
-                os::TRANSPARENT_HUGE_PAGES
-            }
-        };
-        if transparent {
-            align = align.max(huge);
-        }
-        let map_options = MapOptions {
-            no_reserve: self.options.no_reserve,
-            huge_tlb: false,
-        };
-        let base = os::map_pages_aligned(
-            geometry.total,
-            align,
-            geometry.before,
-            geometry.page,
-            map_options,
-        )?;
-        // SAFETY: `before` is inside the mapping of `total >= before + len` bytes just made.
-        let data = unsafe { base.add(geometry.before) };
-        // SAFETY: the mapping is fresh and ours; nothing refers to any of it yet.
-        match unsafe { self.prepare(base, data, &geometry, transparent) } {
-            Ok(()) => Ok(NonNull::slice_from_raw_parts(data, geometry.len)),
-            Err(error) => {
-                // SAFETY: as above: undo the whole mapping, guards included.
-                unsafe { os::unmap(base, geometry.total) };
-                Err(error)
-            }
-        }
-    }
-
     /// Tries `MAP_HUGETLB`. `None` when the system refuses (or the alignment is beyond a huge
     /// page, which it cannot give), so the caller may fall back; `Some(Err)` when the mapping
     /// succeeded but locking or prefaulting it did not.
@@ -382,99 +332,76 @@ impl PageAllocator {
     }
 }
 
-// SAFETY: blocks are fresh mappings (disjoint, aligned as asked, valid until `deallocate`, which
-// unmaps exactly the mapping `map_block` made: `geometry` depends only on the layout and the
-// options, and every layout the contract allows for a block rounds to the same length). Copies
-// of the allocator have the same options, so they are interchangeable.
-unsafe impl Allocator for PageAllocator {
-    #[inline]
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        self.allocate_zeroed(layout)
+impl PageBlocks for PageAllocator {
+    fn map_block(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        let geometry = self.geometry(layout)?;
+        let huge = os::huge_page_size(geometry.page);
+        let mut align = layout.align().max(geometry.page);
+        let transparent = match self.options.huge_pages {
+            HugePages::Normal => false,
+            // Only where transparent huge pages exist: elsewhere the huge alignment buys
+            // nothing (Windows has none).
+            HugePages::Transparent => os::TRANSPARENT_HUGE_PAGES && geometry.len >= huge,
+            HugePages::Explicit | HugePages::ExplicitOnly => {
+                // Explicit huge pages start on a huge page boundary.
+                if let Some(block) = self.map_explicit_huge(&geometry, align.max(huge)) {
+                    return block;
+                }
+                if self.options.huge_pages == HugePages::ExplicitOnly {
+                    return Err(AllocError);
+                }
+                // The fallback keeps the huge alignment where transparent huge pages can use it
+                // (`geometry.len` is whole huge pages).
+                os::TRANSPARENT_HUGE_PAGES
+            }
+        };
+        if transparent {
+            align = align.max(huge);
+        }
+        let map_options = MapOptions {
+            no_reserve: self.options.no_reserve,
+            huge_tlb: false,
+        };
+        let base = os::map_pages_aligned(
+            geometry.total,
+            align,
+            geometry.before,
+            geometry.page,
+            map_options,
+        )?;
+        // SAFETY: `before` is inside the mapping of `total >= before + len` bytes just made.
+        let data = unsafe { base.add(geometry.before) };
+        // SAFETY: the mapping is fresh and ours; nothing refers to any of it yet.
+        match unsafe { self.prepare(base, data, &geometry, transparent) } {
+            Ok(()) => Ok(NonNull::slice_from_raw_parts(data, geometry.len)),
+            Err(error) => {
+                // SAFETY: as above: undo the whole mapping, guards included.
+                unsafe { os::unmap(base, geometry.total) };
+                Err(error)
+            }
+        }
     }
 
     #[inline]
-    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        if layout.size() == 0 {
-            return Ok(dangling(layout));
-        }
-        self.map_block(layout)
+    fn block_len(&self, layout: Layout) -> Result<usize, AllocError> {
+        Ok(self.geometry(layout)?.len)
     }
 
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        if layout.size() == 0 {
-            return;
-        }
+    unsafe fn unmap_block(&self, ptr: NonNull<u8>, layout: Layout) {
         if let Ok(geometry) = self.geometry(layout) {
             // SAFETY: the block came from `map_block` with this geometry: its mapping starts
             // `before` bytes earlier and is `total` long. The caller gives it up.
             unsafe { os::unmap(ptr.sub(geometry.before), geometry.total) };
         }
     }
-
-    unsafe fn grow(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: the caller's contract for `grow` is exactly `resize`'s.
-        unsafe { self.resize(ptr, old, new) }
-    }
-
-    unsafe fn grow_zeroed(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: as for `grow`.
-        let block = unsafe { self.resize(ptr, old, new) }?;
-        // A block that stayed in place may hold old data past `old.size()`; a moved one holds
-        // only `old.size()` copied bytes followed by fresh zero pages, so this is cheap to redo.
-        // SAFETY: the block is ours and at least `new.size() >= old.size()` long.
-        unsafe { crate::resize::zero_tail(block, old.size()) };
-        Ok(block)
-    }
-
-    unsafe fn shrink(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        // SAFETY: the caller's contract for `shrink` is exactly `resize`'s.
-        unsafe { self.resize(ptr, old, new) }
-    }
 }
 
-impl PageAllocator {
-    /// Keeps the block where it is when its mapping would not change, else maps a new block,
-    /// copies and unmaps the old one.
-    ///
-    /// # Safety
-    /// `ptr` is a block of `old` from this allocator, as the `Allocator::grow` contract says.
-    unsafe fn resize(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, AllocError> {
-        if old.size() != 0 && new.size() != 0 {
-            let old_len = self.geometry(old)?.len;
-            let new_len = self.geometry(new)?.len;
-            if old_len == new_len && ptr.as_ptr().addr() & (new.align() - 1) == 0 {
-                return Ok(NonNull::slice_from_raw_parts(ptr, new_len));
-            }
-        }
-        let block = self.allocate(new)?;
-        let keep = old.size().min(new.size());
-        // SAFETY: the new block is a fresh mapping, distinct from the old; both hold `keep` bytes.
-        unsafe {
-            core::ptr::copy_nonoverlapping(ptr.as_ptr(), block.cast::<u8>().as_ptr(), keep);
-            self.deallocate(ptr, old);
-        }
-        Ok(block)
-    }
+// SAFETY: blocks are fresh mappings (disjoint, aligned as asked, valid until `deallocate`, which
+// unmaps exactly the mapping `map_block` made: `geometry` depends only on the layout and the
+// options, and every layout the contract allows for a block rounds to the same length). Copies
+// of the allocator have the same options, so they are interchangeable.
+unsafe impl Allocator for PageAllocator {
+    forward_page_blocks!();
 }
 
 #[cfg(test)]

@@ -113,6 +113,22 @@ pub(crate) struct MapOptions {
     pub huge_tlb: bool,
 }
 
+/// Resizes a mapping in place or moves it: `mremap`, which only Linux has (`unix.rs`). Here
+/// always `Err`: Windows cannot resize a region in place, nor the other Unix systems a mapping,
+/// so the caller maps, copies and unmaps.
+///
+/// # Safety
+/// None needed; kept `unsafe` for the same signature on every platform.
+#[cfg(not(target_os = "linux"))]
+pub(crate) unsafe fn remap(
+    _ptr: NonNull<u8>,
+    _old_len: usize,
+    _new_len: usize,
+    _may_move: bool,
+) -> Result<NonNull<u8>, AllocError> {
+    Err(AllocError)
+}
+
 /// The size of a huge page: the span one page-table page maps at the next level up.
 ///
 /// On Linux that is `(page / 8) * page` (eight-byte entries): 2 MiB with 4 KiB pages, 32 MiB with
@@ -189,7 +205,7 @@ mod tests {
     fn map_gives_zeroed_writable_pages_and_unmap_returns_them() {
         let page = page_size().unwrap();
         let len = 3 * page;
-        let ptr = map(len).unwrap();
+        let ptr = map_pages(len, MapOptions::default()).unwrap();
         // SAFETY: `map` returned `len` readable and writable bytes.
         let bytes = unsafe { core::slice::from_raw_parts_mut(ptr.as_ptr(), len) };
         assert!(bytes.iter().all(|&b| b == 0));
@@ -257,6 +273,6 @@ mod tests {
         let absurd = isize::MAX as usize & !0xFFFF;
         #[cfg(target_pointer_width = "32")]
         let absurd = usize::MAX & !0xFFFF;
-        assert!(map(absurd).is_err());
+        assert!(map_pages(absurd, MapOptions::default()).is_err());
     }
 }

@@ -142,15 +142,6 @@ pub(super) fn query_page_size() -> usize {
     keep_errno(rustix::param::page_size)
 }
 
-/// Maps `len` bytes (a non-zero multiple of the page size) of fresh, zeroed, read-write,
-/// private anonymous memory.
-///
-/// # Errors
-/// `Err(AllocError)` when the OS refuses (`ENOMEM`, address space or map count exhausted).
-pub(crate) fn map(len: usize) -> Result<NonNull<u8>, AllocError> {
-    map_with(len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE)
-}
-
 /// Maps `len` bytes of private anonymous memory with the given protection and flags.
 pub(crate) fn map_with(
     len: usize,
@@ -203,30 +194,6 @@ pub(crate) unsafe fn remap(
         Ok(addr) => NonNull::new(addr.cast::<u8>()).ok_or(AllocError),
         Err(_) => Err(AllocError),
     }
-}
-
-/// `mremap` is Linux-only: elsewhere the caller maps, copies and unmaps.
-///
-/// # Safety
-/// None needed; kept `unsafe` for the same signature on every platform.
-#[cfg(not(target_os = "linux"))]
-pub(crate) unsafe fn remap(
-    _ptr: NonNull<u8>,
-    _old_len: usize,
-    _new_len: usize,
-    _may_move: bool,
-) -> Result<NonNull<u8>, AllocError> {
-    Err(AllocError)
-}
-
-/// Maps `len` bytes aligned to `align` (a power of two larger than a page): maps
-/// `len + align - page` bytes and unmaps the misaligned head and the unused tail.
-pub(crate) fn map_aligned(
-    len: usize,
-    align: usize,
-    page: usize,
-) -> Result<NonNull<u8>, AllocError> {
-    map_pages_aligned(len, align, 0, page, MapOptions::default())
 }
 
 /// `MAP_NORESERVE` where the platform has it; elsewhere nothing (the mapping is then accounted

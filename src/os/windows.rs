@@ -30,20 +30,6 @@ pub(super) fn query_page_size() -> usize {
     system_info().dwPageSize as usize
 }
 
-/// Reserves and commits `len` bytes of zeroed read-write memory.
-pub(crate) fn map(len: usize) -> Result<NonNull<u8>, AllocError> {
-    // SAFETY: a null address asks the system to choose a fresh region.
-    let ptr = unsafe {
-        VirtualAlloc(
-            core::ptr::null(),
-            len,
-            MEM_RESERVE | MEM_COMMIT,
-            PAGE_READWRITE,
-        )
-    };
-    NonNull::new(ptr.cast::<u8>()).ok_or(AllocError)
-}
-
 /// Gives back `[ptr, ptr + len)`. A whole region is released: one whose base is `ptr`, or that
 /// has only reserved, never committed, pages before `ptr` (the padding [`map_pages_aligned`]
 /// leaves). Any other range, such as the tail of a region that `VirtualAllocator::shrink` gives
@@ -51,7 +37,7 @@ pub(crate) fn map(len: usize) -> Result<NonNull<u8>, AllocError> {
 /// goes with the rest of the region.
 ///
 /// # Safety
-/// `[ptr, ptr + len)` must be a block returned by [`map`], [`map_pages`], [`map_pages_aligned`]
+/// `[ptr, ptr + len)` must be a block returned by [`map_pages`], [`map_pages_aligned`]
 /// or [`reserve`], or a page-aligned tail of one, with no live references into it.
 pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
     // SAFETY: forwarded caller contract.
@@ -107,29 +93,6 @@ fn query(addr: *const u8) -> Option<MEMORY_BASIC_INFORMATION> {
     let written = unsafe { VirtualQuery(addr.cast(), info.as_mut_ptr(), size) };
     // SAFETY: a non-zero return means the struct was filled.
     (written != 0).then(|| unsafe { info.assume_init() })
-}
-
-/// Windows cannot resize a region in place; the caller maps, copies and unmaps.
-///
-/// # Safety
-/// None needed; kept `unsafe` for the same signature on every platform.
-pub(crate) unsafe fn remap(
-    _ptr: NonNull<u8>,
-    _old_len: usize,
-    _new_len: usize,
-    _may_move: bool,
-) -> Result<NonNull<u8>, AllocError> {
-    Err(AllocError)
-}
-
-/// Maps `len` bytes aligned to `align` (a power of two larger than a page). Alignments up to the
-/// allocation granularity (64 KiB) come for free; larger ones go through [`map_pages_aligned`].
-pub(crate) fn map_aligned(
-    len: usize,
-    align: usize,
-    page: usize,
-) -> Result<NonNull<u8>, AllocError> {
-    map_pages_aligned(len, align, 0, page, MapOptions::default())
 }
 
 /// Windows has no transparent large pages: nothing gains from aligning a block to one.
@@ -376,7 +339,7 @@ mod tests {
     fn alignment_above_the_granularity_starts_a_region_and_needs_no_padding() {
         let page = page();
         let align = 4 << 20;
-        let base = map_aligned(3 * page, align, page).unwrap();
+        let base = map_pages_aligned(3 * page, align, 0, page, MapOptions::default()).unwrap();
         assert_eq!(base.as_ptr().addr() % align, 0);
         assert_eq!(region_of(base.as_ptr()), base.as_ptr());
         // SAFETY: the mapping is ours.
