@@ -70,8 +70,13 @@ fn setup() -> std::sync::MutexGuard<'static, ()> {
         let arena = SyncVirtualArena::new(2 << 30).unwrap();
         GLOBAL.prepare(Box::leak(Box::new(arena))).unwrap();
     });
-    let lock = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    assert!(!GLOBAL.is_diverted(), "a previous test left this thread diverted");
+    let lock = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    assert!(
+        !GLOBAL.is_diverted(),
+        "a previous test left this thread diverted"
+    );
     lock
 }
 
@@ -143,7 +148,10 @@ fn handler_body(depth: usize) {
             HANDLER_LOST_DIVERSION.fetch_add(1, Relaxed);
         }
     }
-    let intact = words.iter().enumerate().all(|(i, &w)| w == pattern(seed, i))
+    let intact = words
+        .iter()
+        .enumerate()
+        .all(|(i, &w)| w == pattern(seed, i))
         && text.starts_with(&format!("handler {seed} depth {depth}: "));
     if !intact {
         HANDLER_CORRUPT.fetch_add(1, Relaxed);
@@ -190,7 +198,10 @@ fn churn(round: usize) -> usize {
     }
     words.truncate(50);
     words.shrink_to_fit();
-    assert!(words.iter().enumerate().all(|(i, &w)| w == pattern(round, i)));
+    assert!(words
+        .iter()
+        .enumerate()
+        .all(|(i, &w)| w == pattern(round, i)));
     assert!(boxed.iter().all(|&w| w == pattern(round, 7)));
     assert_eq!(text, (0..20).map(|i| i.to_string()).collect::<String>());
     3
@@ -241,13 +252,36 @@ fn signals_inside_divert_calls_and_nested_out_of_order_guards_keep_every_promise
     }
     assert!(!GLOBAL.is_diverted());
     let runs = HANDLER_RUNS.load(Relaxed);
-    assert!(runs > 100, "only {runs} handler runs: the attack did not happen");
+    assert!(
+        runs > 100,
+        "only {runs} handler runs: the attack did not happen"
+    );
     assert!(NESTED_RUNS.load(Relaxed) > 10, "no nested handler ran");
-    assert_eq!(HANDLER_REFUSED.load(Relaxed), 0, "a handler could not divert");
-    assert_eq!(HANDLER_NOT_IN_ARENA.load(Relaxed), 0, "a handler block outside the arena");
-    assert_eq!(HANDLER_CORRUPT.load(Relaxed), 0, "a handler block was overwritten");
-    assert_eq!(HANDLER_LOST_DIVERSION.load(Relaxed), 0, "a guard stopped diverting");
-    assert_eq!(HANDLER_KEPT_DIVERSION.load(Relaxed), 0, "diversion outlived the guards");
+    assert_eq!(
+        HANDLER_REFUSED.load(Relaxed),
+        0,
+        "a handler could not divert"
+    );
+    assert_eq!(
+        HANDLER_NOT_IN_ARENA.load(Relaxed),
+        0,
+        "a handler block outside the arena"
+    );
+    assert_eq!(
+        HANDLER_CORRUPT.load(Relaxed),
+        0,
+        "a handler block was overwritten"
+    );
+    assert_eq!(
+        HANDLER_LOST_DIVERSION.load(Relaxed),
+        0,
+        "a guard stopped diverting"
+    );
+    assert_eq!(
+        HANDLER_KEPT_DIVERSION.load(Relaxed),
+        0,
+        "diversion outlived the guards"
+    );
     assert_oracle_clean();
 }
 
@@ -276,7 +310,8 @@ fn more_threads_than_slots_diverting_at_once_are_refused_cleanly() {
                         granted.fetch_add(1, Relaxed);
                         // A nested guard finds no slot, and the thread stays diverted.
                         let nested = GLOBAL.divert_thread();
-                        let bad = nested.is_ok() || !GLOBAL.is_diverted() || !in_arena(mine.as_ptr());
+                        let bad =
+                            nested.is_ok() || !GLOBAL.is_diverted() || !in_arena(mine.as_ptr());
                         drop(nested);
                         if bad || !GLOBAL.is_diverted() {
                             wrong.fetch_add(1, Relaxed);
@@ -303,7 +338,9 @@ fn more_threads_than_slots_diverting_at_once_are_refused_cleanly() {
     assert_eq!(granted.load(Relaxed), SLOTS);
     assert_eq!(wrong.load(Relaxed), 0);
     // Every slot came back.
-    let guards: Vec<_> = (0..SLOTS).map(|_| GLOBAL.divert_thread().unwrap()).collect();
+    let guards: Vec<_> = (0..SLOTS)
+        .map(|_| GLOBAL.divert_thread().unwrap())
+        .collect();
     assert!(GLOBAL.divert_thread().is_err());
     drop(guards);
     assert!(!GLOBAL.is_diverted());
@@ -424,7 +461,9 @@ fn arena_blocks_freed_on_another_thread_after_the_diversion_never_overlap_new_on
                     if (n + k) % 2 == 0 {
                         let mut grown = Vec::from(boxed as Box<[u64]>);
                         grown.extend([1, 2, 3]); // moves to System
-                        if in_arena(grown.as_ptr()) || grown[..16].iter().any(|&w| w != pattern(raw, 0)) {
+                        if in_arena(grown.as_ptr())
+                            || grown[..16].iter().any(|&w| w != pattern(raw, 0))
+                        {
                             wrong.fetch_add(1, Relaxed);
                         }
                     }
@@ -448,7 +487,10 @@ fn arena_blocks_freed_on_another_thread_after_the_diversion_never_overlap_new_on
                     wrong.fetch_add(1, Relaxed);
                 }
             }
-            let raw: Vec<usize> = blocks.into_iter().map(|b| Box::into_raw(b) as usize).collect();
+            let raw: Vec<usize> = blocks
+                .into_iter()
+                .map(|b| Box::into_raw(b) as usize)
+                .collect();
             drop(guard);
             let raw = raw.clone(); // the list itself moves to System before it crosses
             send.send(raw).unwrap();
@@ -581,7 +623,8 @@ fn spawned_threads_start_undiverted() -> i32 {
 /// A `fork` while another thread holds a `ThreadDiversion` (a profiler's handler running on it,
 /// say): in the child that thread does not exist, its guard is never dropped, and its identity
 /// (the thread pointer) stays in the table. glibc puts the dead threads' stacks, with their
-/// control blocks, in its stack cache at `fork`, so the child's next thread gets that identity.
+/// control blocks, in its stack cache at `fork`, so the child's next thread got that identity
+/// and was diverted for good (found by this test); `forget_other_threads` in the child ends it.
 #[test]
 fn fork_while_another_thread_holds_a_guard_leaves_no_thread_of_the_child_diverted() {
     let _serial = setup();
@@ -602,6 +645,7 @@ fn fork_while_another_thread_holds_a_guard_leaves_no_thread_of_the_child_diverte
             if GLOBAL.is_diverted() {
                 return 2;
             }
+            GLOBAL.forget_other_threads();
             spawned_threads_start_undiverted()
         });
         release.store(true, SeqCst);
