@@ -209,6 +209,7 @@ fn churn(round: usize) -> usize {
 
 /// Runs `churn` on this thread for `signals` signals sent by another thread with `pthread_kill`.
 fn churn_under_signals(signals: usize) {
+    // SAFETY: pthread_self has no preconditions.
     let target = unsafe { libc::pthread_self() };
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -440,6 +441,69 @@ fn resizing_system_blocks_while_diverted_copies_them_and_never_calls_system() {
     assert_eq!(shrunk[..3], [pattern(1, 0), pattern(1, 1), pattern(1, 2)]);
     drop(grown);
     assert_oracle_clean();
+}
+
+#[test]
+fn zeroed_blocks_over_bytes_given_back_while_diverted_are_zero() {
+    let _serial = setup();
+    let _guard = GLOBAL.divert_thread().unwrap();
+    for size in [8, 100, 4096, 100_000] {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: GlobalAlloc contract kept: nonzero sizes, blocks freed with their layouts.
+        unsafe {
+            let dirty = GLOBAL.alloc(layout);
+            assert!(in_arena(dirty));
+            dirty.write_bytes(0xee, size);
+            GLOBAL.dealloc(dirty, layout); // the last block: its bytes go back
+            let zeroed = GLOBAL.alloc_zeroed(layout);
+            assert_eq!(zeroed, dirty, "the bytes given back are reused");
+            assert!(std::slice::from_raw_parts(zeroed, size)
+                .iter()
+                .all(|&b| b == 0));
+            // Grown in place over dirty bytes: `Vec` does not ask for zeroes, `realloc` keeps
+            // the head.
+            zeroed.write_bytes(0x11, size);
+            let grown = GLOBAL.realloc(zeroed, layout, 2 * size);
+            assert!(std::slice::from_raw_parts(grown, size)
+                .iter()
+                .all(|&b| b == 0x11));
+            GLOBAL.dealloc(grown, Layout::from_size_align(2 * size, 8).unwrap());
+        }
+    }
+    assert_oracle_clean();
+}
+
+/// In a child, so that no other thread of the test process sees the process diversion.
+#[test]
+fn a_thread_diversion_outlives_a_process_diversion_dropped_before_it() {
+    let _serial = setup();
+    let status = in_child(|| {
+        let process = GLOBAL.divert_process().unwrap();
+        let thread = GLOBAL.divert_thread().unwrap();
+        drop(process);
+        let during: Vec<u64> = (0..100).collect();
+        if !GLOBAL.is_diverted() || !in_arena(during.as_ptr()) {
+            return 8;
+        }
+        let other = std::thread::scope(|s| {
+            s.spawn(|| {
+                let other: Vec<u64> = (0..100).collect();
+                GLOBAL.is_diverted() || in_arena(other.as_ptr())
+            })
+            .join()
+            .unwrap()
+        });
+        drop(during);
+        drop(thread);
+        if other || GLOBAL.is_diverted() {
+            return 9;
+        }
+        if CALLS_WHILE_DIVERTED.load(Relaxed) + ARENA_BLOCKS_TO_SYSTEM.load(Relaxed) != 0 {
+            return 4;
+        }
+        0
+    });
+    assert_eq!(status, 0);
 }
 
 #[test]
@@ -706,7 +770,7 @@ fn process_diversion_in_a_child_forked_while_a_thread_was_diverted() {
             }
             drop(report);
             drop(guard);
-            let after = vec![1u8; 64];
+            let after = Box::new([1u8; 64]);
             if in_arena(after.as_ptr()) || GLOBAL.is_diverted() {
                 return 7;
             }
