@@ -369,7 +369,11 @@ impl<G, T: DivertArena> Divert<G, T> {
     /// then be diverted for good without a guard: its blocks from the arena, the `G` blocks it
     /// frees leaked. Call it in the child before it starts a thread, whenever another thread
     /// may have held a [`ThreadDiversion`] at the `fork` (a signal handler running on it). The
-    /// calling thread's own diversions are kept. O(64); no-op where threads are not told apart.
+    /// calling thread's own diversions are kept where its identity survives `fork` (the thread
+    /// pointer, on x86_64 and aarch64); where it is `gettid`, the child's thread has a new id,
+    /// so its guards from before the `fork` stopped diverting it at the `fork` already (a
+    /// handler that forks takes [`divert_process`](Self::divert_process) in the child). O(64);
+    /// no-op where threads are not told apart.
     ///
     /// Only for a process with one thread: called while other threads hold guards, it ends
     /// their diversions early (their handlers would then call `G`). Memory stays safe either
