@@ -13,7 +13,7 @@
 //!   only then is no arena block out there; otherwise they test the address first.
 //!
 //! Which thread is diverted is written in `threads`, a fixed table of thread ids (one slot per
-//! live [`ThreadDiversion`], claimed by compare-exchange, released by a store): no thread-local
+//! live [`ThreadDiversion`], claimed and released by compare-exchange): no thread-local
 //! storage, so nothing here can call `malloc`. A thread reads only its own id from the table, and
 //! only its own stores put it there, so relaxed orderings suffice: a thread sees its own writes in
 //! program order, and a signal handler runs on the thread it interrupted. `ARENA_USED` is set by
@@ -276,8 +276,9 @@ impl<G, T: DivertArena> Divert<G, T> {
 
     /// Diverts every thread's allocation to the arena until the guard is dropped: for the child
     /// of `fork` in a multi-threaded program, where a thread that no longer exists may hold the
-    /// malloc lock forever. Take it first thing in the child, before anything allocates. Guards
-    /// nest. Other threads of a multi-threaded process see the diversion with their next calls
+    /// malloc lock forever. Take it first thing in the child, before anything allocates (and,
+    /// before the child starts a thread, call [`forget_other_threads`](Self::forget_other_threads)).
+    /// Guards nest. Other threads of a multi-threaded process see the diversion with their next calls
     /// (relaxed), which is harmless: every path is safe whichever way a call goes.
     ///
     /// # Errors
@@ -314,7 +315,9 @@ impl<G, T: DivertArena> Divert<G, T> {
     /// [`divert_process`](Self::divert_process) instead.
     ///
     /// A guard that is leaked (`mem::forget`) diverts its thread for good, and, as thread
-    /// control blocks and thread ids are reused, whichever thread later gets its identity.
+    /// control blocks and thread ids are reused, whichever thread later gets its identity. So
+    /// does the guard of another thread at a `fork`, in the child, unless the child calls
+    /// [`forget_other_threads`](Self::forget_other_threads).
     ///
     /// # Errors
     /// `Err(AllocError)` if no arena was [`prepare`](Self::prepare)d, 64 thread diversions are
@@ -350,12 +353,62 @@ impl<G, T: DivertArena> Divert<G, T> {
                 return Ok(ThreadDiversion {
                     divert: self,
                     slot,
+                    thread: me,
                     not_send: PhantomData,
                 });
             }
         }
         self.state.fetch_sub(ONE_DIVERSION, Relaxed);
         Err(AllocError)
+    }
+
+    /// In the child of `fork`, ends the thread diversions of the parent's other threads: they do
+    /// not exist in the child, so their guards are never dropped there, and their identities
+    /// stay in the table. A thread the child starts may get one of them (glibc hands the dead
+    /// threads' stacks, thread control block included, to the child's next threads) and would
+    /// then be diverted for good without a guard: its blocks from the arena, the `G` blocks it
+    /// frees leaked. Call it in the child before it starts a thread, whenever another thread
+    /// may have held a [`ThreadDiversion`] at the `fork` (a signal handler running on it). The
+    /// calling thread's own diversions are kept where its identity survives `fork` (the thread
+    /// pointer, on x86_64 and aarch64); where it is `gettid`, the child's thread has a new id,
+    /// so its guards from before the `fork` stopped diverting it at the `fork` already (a
+    /// handler that forks takes [`divert_process`](Self::divert_process) in the child). O(64);
+    /// no-op where threads are not told apart.
+    ///
+    /// Only for a process with one thread: called while other threads hold guards, it ends
+    /// their diversions early (their handlers would then call `G`). Memory stays safe either
+    /// way: a guard gives back only a slot that still holds its thread, and counts itself out
+    /// only then.
+    ///
+    /// # Signal safety
+    /// Async-signal-safe: a register read (or `gettid`) and one compare-exchange per slot.
+    ///
+    /// ```
+    /// use libdd_alloc::{Divert, SyncVirtualArena, System};
+    /// static DIVERT: Divert<System, SyncVirtualArena> = Divert::new(System);
+    /// DIVERT.prepare(Box::leak(Box::new(SyncVirtualArena::new(1 << 20)?)))?;
+    /// let Ok(mine) = DIVERT.divert_thread() else {
+    ///     return Ok(()); // neither Linux nor Android
+    /// };
+    /// DIVERT.forget_other_threads(); // as the only thread of a fork child would
+    /// assert!(DIVERT.is_diverted(), "this thread's own diversion is kept");
+    /// drop(mine);
+    /// assert!(!DIVERT.is_diverted());
+    /// # Ok::<(), libdd_alloc::AllocError>(())
+    /// ```
+    pub fn forget_other_threads(&self) {
+        let Some(me) = this_thread() else {
+            return;
+        };
+        for id in &self.threads {
+            let other = id.load(Relaxed);
+            // A slot whose guard will never be dropped here: freed and counted out once, by
+            // whichever of this and a (misplaced) guard drop wins the exchange.
+            if other != 0 && other != me && id.compare_exchange(other, 0, Relaxed, Relaxed).is_ok()
+            {
+                self.state.fetch_sub(ONE_DIVERSION, Relaxed);
+            }
+        }
     }
 
     /// Whether the calling thread's allocations go to the arena now.
@@ -577,16 +630,23 @@ impl<G, T: DivertArena> core::fmt::Debug for Divert<G, T> {
 pub struct ThreadDiversion<'a, G, T: DivertArena> {
     divert: &'a Divert<G, T>,
     slot: usize,
+    /// The id this guard wrote into its slot.
+    thread: usize,
     /// A guard names one thread: it stays on it.
     not_send: PhantomData<*const ()>,
 }
 
 impl<G, T: DivertArena> Drop for ThreadDiversion<'_, G, T> {
     fn drop(&mut self) {
-        if let Some(id) = self.divert.threads.get(self.slot) {
-            id.store(0, Relaxed);
+        // The slot still holds this thread unless `forget_other_threads` freed it (and counted
+        // it out), in which case it may hold another thread now: leave both alone.
+        let mine = self.divert.threads.get(self.slot).is_some_and(|id| {
+            id.compare_exchange(self.thread, 0, Relaxed, Relaxed)
+                .is_ok()
+        });
+        if mine {
+            self.divert.state.fetch_sub(ONE_DIVERSION, Relaxed);
         }
-        self.divert.state.fetch_sub(ONE_DIVERSION, Relaxed);
     }
 }
 
@@ -848,6 +908,32 @@ mod tests {
         drop(guards);
         assert_eq!(divert.state.load(Relaxed), ARENA_USED);
         assert!(divert.divert_thread().is_ok());
+    }
+
+    #[test]
+    fn forgetting_other_threads_frees_their_slots_once_and_keeps_our_own() {
+        let divert = prepared();
+        let mine = divert.divert_thread().unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let theirs = divert.divert_thread().unwrap();
+                barrier.wait(); // held
+                barrier.wait(); // forgotten
+                assert!(!divert.is_diverted(), "the forgotten diversion still holds");
+                drop(theirs); // its slot is no longer its own: nothing counted twice
+            });
+            barrier.wait();
+            assert_eq!(divert.state.load(Relaxed), ARENA_USED + 2 * ONE_DIVERSION);
+            divert.forget_other_threads();
+            assert_eq!(divert.state.load(Relaxed), ARENA_USED + ONE_DIVERSION);
+            barrier.wait();
+        });
+        assert_eq!(divert.state.load(Relaxed), ARENA_USED + ONE_DIVERSION);
+        assert!(divert.is_diverted());
+        drop(mine);
+        assert_eq!(divert.state.load(Relaxed), ARENA_USED);
+        assert!(divert.threads.iter().all(|id| id.load(Relaxed) == 0));
     }
 
     #[test]
