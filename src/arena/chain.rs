@@ -1623,6 +1623,8 @@ mod tests {
         assert_eq!(arena.used_bytes(), 256 + OVERHEAD + 32);
         drop(arena);
         assert_eq!(backing.live.get(), 0);
+        // SAFETY: leaked above for a `'static` backing allocator; its arena is dropped.
+        drop(unsafe { Box::from_raw((backing as *const Reentrant).cast_mut()) });
     }
 
     #[test]
@@ -1684,9 +1686,21 @@ mod tests {
                 top: core::sync::atomic::AtomicUsize::new(DESCENDING),
             }))
         }
+
+        /// Frees what [`new`](Self::new) leaked.
+        ///
+        /// # Safety
+        /// Nothing uses `this` or a block from it any more.
+        unsafe fn free(this: &'static Self) {
+            let layout = Layout::from_size_align(DESCENDING, 64).unwrap();
+            // SAFETY: the buffer came from `System` with `layout`; unused, by the contract.
+            unsafe { System.deallocate(this.buffer, layout) };
+            // SAFETY: `this` was leaked from a `Box` by `new`; unused, by the contract.
+            drop(unsafe { Box::from_raw((this as *const Self).cast_mut()) });
+        }
     }
 
-    // SAFETY: only the atomic `top` changes; the buffer is never freed.
+    // SAFETY: only the atomic `top` changes; the buffer is freed only by `free`, once unused.
     unsafe impl Sync for Descending {}
 
     // SAFETY: each block is a distinct range of the leaked buffer, below every earlier one.
@@ -1707,7 +1721,8 @@ mod tests {
         new: fn(&'static Descending) -> Chain<C, &'static Descending>,
     ) {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut arena = new(Descending::new());
+        let descending = Descending::new();
+        let mut arena = new(descending);
         let first = arena.checkpoint();
         // Values until one takes a second chunk, below the first.
         let mut id = 0;
@@ -1727,6 +1742,8 @@ mod tests {
         }
         drop(arena);
         assert_eq!(taken(&log), (10..20).rev().collect::<Vec<_>>());
+        // SAFETY: the arena, the only user of `descending`, is dropped.
+        unsafe { Descending::free(descending) };
     }
 
     #[test]

@@ -5,7 +5,10 @@
 use super::blocks::Block;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-pub const SLOTS: usize = 1 << 15;
+/// Room for every block the handlers of one operation keep: a handler runs once per distinct
+/// instruction address per nesting level (2^14 each, tests/common/single_step.rs), more of them
+/// under ASan's instrumentation, and keeps several blocks per run.
+pub const SLOTS: usize = 1 << 17;
 static ADDR: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 static LEN: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 static TAG: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
