@@ -48,7 +48,7 @@ echo "--- docs.rs build: cargo +nightly doc --all-features with --cfg docsrs"
 if cargo +nightly --version >/dev/null 2>&1; then
     RUSTDOCFLAGS="--cfg docsrs -D warnings" RUSTFLAGS="--cfg docsrs" CARGO_TARGET_DIR=target/docsrs \
         cargo +nightly doc --no-deps --all-features --quiet
-    page=target/docsrs/doc/libdd_alloc/struct.ChainAllocator.html
+    page=target/docsrs/doc/libdd_alloc/type.ChainAllocator.html
     for feature in allocator-api2-03 allocator-api2-04 nightly; do
         if ! grep -q "Available on <strong>crate feature <code>$feature</code></strong> only" "$page"; then
             echo "FAIL: no docs.rs badge for feature $feature on ChainAllocator's page"
